@@ -1,0 +1,130 @@
+//! Activations: Relu and Softmax.
+
+use rayon::prelude::*;
+
+use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, normalize_axis, required};
+use crate::tensor::Tensor;
+
+pub fn register(reg: &mut KernelRegistry) {
+    reg.register("Relu", 6, MAX_OPSET, |_| Ok(Box::new(Relu)));
+    reg.register("Softmax", 1, MAX_OPSET, build_softmax);
+}
+
+#[derive(Debug)]
+struct Relu;
+
+impl Kernel for Relu {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        let data = floats(x, "X")?;
+        let out = data.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect();
+        Ok(vec![Tensor::from_f32(x.shape().to_vec(), out)?])
+    }
+}
+
+/// Softmax along one axis (opset 13 and later), or over the flattened
+/// trailing dims from `axis` on (opsets 1 to 12, where the input is coerced
+/// to 2-D).
+#[derive(Debug)]
+struct Softmax {
+    axis: i64,
+    coerce_2d: bool,
+}
+
+fn build_softmax(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let coerce_2d = ctx.opset < 13;
+    let axis = ctx.node.int_attr("axis", if coerce_2d { 1 } else { -1 })?;
+    Ok(Box::new(Softmax { axis, coerce_2d }))
+}
+
+impl Kernel for Softmax {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "input")?;
+        let data = floats(x, "input")?;
+        let shape = x.shape();
+        let axis = normalize_axis(self.axis, shape.len())?;
+        // View the tensor as [outer, n, inner] and normalise over n.
+        let outer: usize = shape[..axis].iter().product();
+        let (n, inner) = if self.coerce_2d {
+            (shape[axis..].iter().product::<usize>(), 1)
+        } else {
+            (shape.get(axis).copied().unwrap_or(1), shape[axis + 1..].iter().product())
+        };
+        let mut out = data.to_vec();
+        if n == 0 || outer == 0 || inner == 0 {
+            return Ok(vec![Tensor::from_f32(shape.to_vec(), out)?]);
+        }
+        out.par_chunks_mut(n * inner).for_each(|block| {
+            for i in 0..inner {
+                let max = (0..n).map(|j| block[j * inner + i]).fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0f32;
+                for j in 0..n {
+                    let e = (block[j * inner + i] - max).exp();
+                    block[j * inner + i] = e;
+                    sum += e;
+                }
+                for j in 0..n {
+                    block[j * inner + i] /= sum;
+                }
+            }
+        });
+        debug_assert_eq!(outer * n * inner, out.len());
+        Ok(vec![Tensor::from_f32(shape.to_vec(), out)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::Attribute;
+    use crate::kernels::testing::{assert_close, node, random_floats, run};
+    use crate::tensor::Tensor;
+
+    fn naive_softmax(row: &[f32]) -> Vec<f32> {
+        let e: Vec<f64> = row.iter().map(|&v| (v as f64).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.iter().map(|v| (v / s) as f32).collect()
+    }
+
+    #[test]
+    fn relu_zeroes_negatives() {
+        let x = Tensor::from_f32(vec![4], vec![-1.0, 0.0, 2.5, -0.0]).unwrap();
+        let out = run(&node("Relu", 1, vec![]), 14, &[&x]).unwrap();
+        assert_eq!(out[0].as_f32().unwrap(), &[0.0, 0.0, 2.5, 0.0]);
+    }
+
+    #[test]
+    fn softmax_last_axis_matches_naive() {
+        let data = random_floats(3 * 7, 1).iter().map(|v| v * 20.0).collect::<Vec<_>>();
+        let x = Tensor::from_f32(vec![3, 7], data.clone()).unwrap();
+        let out = run(&node("Softmax", 1, vec![]), 13, &[&x]).unwrap();
+        let expected: Vec<f32> = data.chunks(7).flat_map(naive_softmax).collect();
+        assert_close(out[0].as_f32().unwrap(), &expected);
+    }
+
+    #[test]
+    fn softmax_middle_axis_opset13() {
+        // [2,3,2] along axis 1: normalise each (i, :, k) column.
+        let data = random_floats(12, 2);
+        let x = Tensor::from_f32(vec![2, 3, 2], data.clone()).unwrap();
+        let out = run(&node("Softmax", 1, vec![("axis", Attribute::Int(1))]), 13, &[&x]).unwrap();
+        let got = out[0].as_f32().unwrap();
+        for i in 0..2 {
+            for k in 0..2 {
+                let col: Vec<f32> = (0..3).map(|j| data[i * 6 + j * 2 + k]).collect();
+                let exp = naive_softmax(&col);
+                for j in 0..3 {
+                    assert!((got[i * 6 + j * 2 + k] - exp[j]).abs() < 1e-6);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_opset11_flattens_trailing_dims() {
+        let data = random_floats(12, 3);
+        let x = Tensor::from_f32(vec![2, 3, 2], data.clone()).unwrap();
+        let out = run(&node("Softmax", 1, vec![("axis", Attribute::Int(1))]), 11, &[&x]).unwrap();
+        let expected: Vec<f32> = data.chunks(6).flat_map(naive_softmax).collect();
+        assert_close(out[0].as_f32().unwrap(), &expected);
+    }
+}

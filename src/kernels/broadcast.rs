@@ -1,0 +1,125 @@
+//! Numpy-style broadcasting: the output shape of two operands and, for each
+//! output element, the element of each operand it reads.
+
+use super::KernelError;
+
+/// The broadcast shape of `a` and `b` (numpy rules: align trailing dims; a
+/// dim of 1 stretches).
+///
+/// # Errors
+/// When two aligned dims differ and neither is 1.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, KernelError> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = dim_from_end(a, rank - 1 - i);
+        let db = dim_from_end(b, rank - 1 - i);
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(KernelError(format!(
+                    "shapes {a:?} and {b:?} cannot be broadcast together"
+                )));
+            }
+        };
+    }
+    Ok(out)
+}
+
+fn dim_from_end(shape: &[usize], from_end: usize) -> usize {
+    if from_end < shape.len() {
+        shape[shape.len() - 1 - from_end]
+    } else {
+        1
+    }
+}
+
+/// Row-major strides of `shape` as seen from an output of rank `rank`, with
+/// stride 0 on broadcast dims.
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let rank = out.len();
+    let mut strides = vec![0; rank];
+    let mut stride = 1;
+    for i in (0..shape.len()).rev() {
+        let oi = rank - shape.len() + i;
+        strides[oi] = if shape[i] == 1 && out[oi] != 1 { 0 } else { stride };
+        stride *= shape[i];
+    }
+    strides
+}
+
+/// Applies `f` elementwise over the broadcast of `a` and `b`.
+///
+/// # Errors
+/// When the shapes do not broadcast.
+pub fn binary<A: Copy, B: Copy, O>(
+    a: &[A],
+    a_shape: &[usize],
+    b: &[B],
+    b_shape: &[usize],
+    f: impl Fn(A, B) -> O,
+) -> Result<(Vec<usize>, Vec<O>), KernelError> {
+    let out_shape = broadcast_shape(a_shape, b_shape)?;
+    if a_shape == b_shape {
+        return Ok((out_shape, a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()));
+    }
+    let n: usize = out_shape.iter().product();
+    if b.len() == 1 {
+        let y = b[0];
+        return Ok((out_shape, a.iter().map(|&x| f(x, y)).collect()));
+    }
+    // General case: walk the output in row-major order keeping an index
+    // counter and the two operand offsets.
+    let sa = broadcast_strides(a_shape, &out_shape);
+    let sb = broadcast_strides(b_shape, &out_shape);
+    let rank = out_shape.len();
+    let mut idx = vec![0usize; rank];
+    let (mut oa, mut ob) = (0usize, 0usize);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(f(a[oa], b[ob]));
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            oa += sa[d];
+            ob += sb[d];
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            oa -= sa[d] * out_shape[d];
+            ob -= sb[d] * out_shape[d];
+            idx[d] = 0;
+        }
+    }
+    Ok((out_shape, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_broadcast_like_numpy() {
+        assert_eq!(broadcast_shape(&[2, 3], &[3]).unwrap(), vec![2, 3]);
+        assert_eq!(broadcast_shape(&[4, 1, 5], &[3, 1]).unwrap(), vec![4, 3, 5]);
+        assert_eq!(broadcast_shape(&[], &[2]).unwrap(), vec![2]);
+        assert!(broadcast_shape(&[2, 3], &[4]).is_err());
+    }
+
+    #[test]
+    fn general_broadcast_matches_index_arithmetic() {
+        // a: [2,1,3], b: [4,1] -> [2,4,3]; out[i,j,k] = a[i,0,k] * 10 + b[j,0]
+        let a: Vec<f32> = (0..6).map(|x| x as f32).collect();
+        let b: Vec<f32> = (0..4).map(|x| x as f32).collect();
+        let (shape, out) = binary(&a, &[2, 1, 3], &b, &[4, 1], |x, y| x * 10.0 + y).unwrap();
+        assert_eq!(shape, vec![2, 4, 3]);
+        for i in 0..2 {
+            for j in 0..4 {
+                for k in 0..3 {
+                    assert_eq!(out[(i * 4 + j) * 3 + k], a[i * 3 + k] * 10.0 + b[j]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! Convolution over NCHW tensors (1-D and 2-D), and the spatial geometry
+//! (strides, pads, dilations, auto_pad) that pooling shares.
+
+use rayon::prelude::*;
+
+use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
+use crate::graph::Node;
+use crate::tensor::Tensor;
+
+pub fn register(reg: &mut KernelRegistry) {
+    reg.register("Conv", 1, MAX_OPSET, build_conv);
+}
+
+/// How padding is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoPad {
+    NotSet,
+    SameUpper,
+    SameLower,
+    Valid,
+}
+
+/// The spatial attributes of a sliding-window operator, for up to two
+/// spatial dims; 1-D operators are run as 2-D with a height of 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// Spatial rank of the operator (1 or 2).
+    pub rank: usize,
+    /// Kernel extent per spatial dim, or `None` when it comes from the weights.
+    pub kernel: Option<Vec<usize>>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    /// Begin pads then end pads, ONNX order; ignored unless `auto_pad` is NotSet.
+    pub pads: Vec<usize>,
+    pub auto_pad: AutoPad,
+    /// Round output sizes up (pooling's `ceil_mode`).
+    pub ceil_mode: bool,
+}
+
+/// The resolved geometry of one spatial dim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Axis {
+    pub input: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub dilation: usize,
+    pub pad_begin: usize,
+    pub output: usize,
+}
+
+fn positive_list(node: &Node, name: &str, rank: usize, default: usize) -> Result<Vec<usize>, BuildError> {
+    match node.ints_attr(name)? {
+        None => Ok(vec![default; rank]),
+        Some(v) if v.len() == rank && v.iter().all(|&x| x >= 1) => Ok(v.iter().map(|&x| x as usize).collect()),
+        Some(v) => Err(BuildError::invalid(
+            node,
+            format!("attribute '{name}' must hold {rank} positive integers, got {v:?}"),
+        )),
+    }
+}
+
+impl Window {
+    /// Reads the window attributes of `node` for `rank` spatial dims.
+    ///
+    /// # Errors
+    /// When an attribute has the wrong length or an invalid value.
+    pub fn from_node(node: &Node, rank: usize, kernel_required: bool) -> Result<Window, BuildError> {
+        if !(1..=2).contains(&rank) {
+            return Err(BuildError::invalid(
+                node,
+                format!("only 1-D and 2-D windows are supported, got {rank} spatial dims"),
+            ));
+        }
+        let kernel = match node.ints_attr("kernel_shape")? {
+            Some(k) if k.len() == rank && k.iter().all(|&x| x >= 1) => Some(k.iter().map(|&x| x as usize).collect()),
+            Some(k) => {
+                return Err(BuildError::invalid(
+                    node,
+                    format!("attribute 'kernel_shape' must hold {rank} positive integers, got {k:?}"),
+                ));
+            }
+            None if kernel_required => {
+                return Err(BuildError::invalid(node, "attribute 'kernel_shape' is required"));
+            }
+            None => None,
+        };
+        let pads = match node.ints_attr("pads")? {
+            None => vec![0; 2 * rank],
+            Some(p) if p.len() == 2 * rank && p.iter().all(|&x| x >= 0) => p.iter().map(|&x| x as usize).collect(),
+            Some(p) => {
+                return Err(BuildError::invalid(
+                    node,
+                    format!("attribute 'pads' must hold {} non-negative integers, got {p:?}", 2 * rank),
+                ));
+            }
+        };
+        let auto_pad = match node.string_attr("auto_pad")?.unwrap_or("NOTSET") {
+            "NOTSET" => AutoPad::NotSet,
+            "SAME_UPPER" => AutoPad::SameUpper,
+            "SAME_LOWER" => AutoPad::SameLower,
+            "VALID" => AutoPad::Valid,
+            other => {
+                return Err(BuildError::invalid(
+                    node,
+                    format!("auto_pad '{other}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"),
+                ));
+            }
+        };
+        Ok(Window {
+            rank,
+            kernel,
+            strides: positive_list(node, "strides", rank, 1)?,
+            dilations: positive_list(node, "dilations", rank, 1)?,
+            pads,
+            auto_pad,
+            ceil_mode: node.int_attr("ceil_mode", 0)? != 0,
+        })
+    }
+
+    /// Resolves the geometry for the given spatial input sizes and kernel
+    /// extents, returned as two axes (height, width); a 1-D window gets a
+    /// unit height axis.
+    ///
+    /// # Errors
+    /// When the window does not fit in the padded input.
+    pub fn resolve(&self, input: &[usize], kernel: &[usize]) -> Result<[Axis; 2], KernelError> {
+        let mut axes = [Axis {
+            input: 1,
+            kernel: 1,
+            stride: 1,
+            dilation: 1,
+            pad_begin: 0,
+            output: 1,
+        }; 2];
+        let offset = 2 - self.rank;
+        for d in 0..self.rank {
+            let (i, k, s, dl) = (input[d], kernel[d], self.strides[d], self.dilations[d]);
+            let extent = (k - 1) * dl + 1;
+            let (pad_begin, output) = match self.auto_pad {
+                AutoPad::NotSet | AutoPad::Valid => {
+                    let (pb, pe) = if self.auto_pad == AutoPad::Valid {
+                        (0, 0)
+                    } else {
+                        (self.pads[d], self.pads[d + self.rank])
+                    };
+                    let padded = i + pb + pe;
+                    if padded < extent {
+                        return Err(KernelError(format!(
+                            "window of extent {extent} does not fit in spatial dim {d} of size {i} (padded {padded})"
+                        )));
+                    }
+                    let span = padded - extent;
+                    let mut out = if self.ceil_mode { span.div_ceil(s) + 1 } else { span / s + 1 };
+                    // With ceil_mode, the last window must start inside the
+                    // input or its begin padding.
+                    if self.ceil_mode && (out - 1) * s >= i + pb {
+                        out -= 1;
+                    }
+                    (pb, out)
+                }
+                AutoPad::SameUpper | AutoPad::SameLower => {
+                    let out = i.div_ceil(s);
+                    let needed = ((out.max(1) - 1) * s + extent).saturating_sub(i);
+                    let begin = if self.auto_pad == AutoPad::SameUpper {
+                        needed / 2
+                    } else {
+                        needed - needed / 2
+                    };
+                    (begin, out)
+                }
+            };
+            axes[offset + d] = Axis {
+                input: i,
+                kernel: k,
+                stride: s,
+                dilation: dl,
+                pad_begin,
+                output,
+            };
+        }
+        Ok(axes)
+    }
+}
+
+impl Axis {
+    /// The range of output positions whose tap `tap` lands inside the input,
+    /// and the input position of the first of them.
+    pub fn valid_outputs(&self, tap: usize) -> std::ops::Range<usize> {
+        let shift = tap * self.dilation;
+        // Input position = o * stride + shift - pad_begin must be in [0, input).
+        let lo = if shift >= self.pad_begin {
+            0
+        } else {
+            (self.pad_begin - shift).div_ceil(self.stride)
+        };
+        let limit = self.input + self.pad_begin; // o * stride + shift < limit
+        let hi = if limit > shift {
+            ((limit - shift - 1) / self.stride + 1).min(self.output)
+        } else {
+            0
+        };
+        lo.min(hi)..hi
+    }
+}
+
+/// ONNX Conv over NCHW input and OIHW weights, with groups and optional bias.
+#[derive(Debug)]
+struct Conv {
+    window: Window,
+    group: usize,
+}
+
+fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let node = ctx.node;
+    let group = node.int_attr("group", 1)?;
+    if group < 1 {
+        return Err(BuildError::invalid(node, format!("group must be at least 1, got {group}")));
+    }
+    // The spatial rank comes from kernel_shape, or from the strides, pads or
+    // dilations when kernel_shape is left to the weights; 2-D by default.
+    let rank = ["kernel_shape", "strides", "dilations"]
+        .iter()
+        .find_map(|a| node.ints_attr(a).ok().flatten().map(<[i64]>::len))
+        .or_else(|| node.ints_attr("pads").ok().flatten().map(|p| p.len() / 2))
+        .unwrap_or(2);
+    Ok(Box::new(Conv {
+        window: Window::from_node(node, rank, false)?,
+        group: group as usize,
+    }))
+}
+
+impl Kernel for Conv {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        let w = required(inputs, 1, "W")?;
+        let rank = self.window.rank;
+        if x.shape().len() != rank + 2 || w.shape().len() != rank + 2 {
+            return Err(KernelError(format!(
+                "X and W must have rank {} for a {rank}-D convolution, got shapes {:?} and {:?}",
+                rank + 2,
+                x.shape(),
+                w.shape()
+            )));
+        }
+        let (n, c) = (x.shape()[0], x.shape()[1]);
+        let (m, cg) = (w.shape()[0], w.shape()[1]);
+        let g = self.group;
+        if c != cg * g || m % g != 0 {
+            return Err(KernelError(format!(
+                "input has {c} channels and W has shape {:?}, which does not fit group {g}",
+                w.shape()
+            )));
+        }
+        let kernel = &w.shape()[2..];
+        if let Some(k) = &self.window.kernel {
+            if k.as_slice() != kernel {
+                return Err(KernelError(format!("kernel_shape {k:?} differs from the weights' {kernel:?}")));
+            }
+        }
+        let [ah, aw] = self.window.resolve(&x.shape()[2..], kernel)?;
+        let xd = floats(x, "X")?;
+        let wd = floats(w, "W")?;
+        let bias = match inputs.get(2).copied().flatten() {
+            Some(b) if b.shape() == [m] => Some(floats(b, "B")?),
+            Some(b) => {
+                return Err(KernelError(format!("B must have shape [{m}], got {:?}", b.shape())));
+            }
+            None => None,
+        };
+        let (ih, iw, oh, ow) = (ah.input, aw.input, ah.output, aw.output);
+        let (kh, kw) = (ah.kernel, aw.kernel);
+        let m_per_group = m / g;
+        let plane = oh * ow;
+        let mut y = vec![0.0f32; n * m * plane];
+        if plane > 0 {
+            y.par_chunks_mut(plane).enumerate().for_each(|(idx, out)| {
+                let (b, oc) = (idx / m, idx % m);
+                out.fill(bias.map_or(0.0, |bv| bv[oc]));
+                let group_index = oc / m_per_group;
+                for icg in 0..cg {
+                    let ic = group_index * cg + icg;
+                    let input = &xd[(b * c + ic) * ih * iw..(b * c + ic + 1) * ih * iw];
+                    let weights = &wd[(oc * cg + icg) * kh * kw..(oc * cg + icg + 1) * kh * kw];
+                    for ky in 0..kh {
+                        let rows = ah.valid_outputs(ky);
+                        for kx in 0..kw {
+                            let wv = weights[ky * kw + kx];
+                            let cols = aw.valid_outputs(kx);
+                            for oy in rows.clone() {
+                                let iy = oy * ah.stride + ky * ah.dilation - ah.pad_begin;
+                                let in_row = &input[iy * iw..(iy + 1) * iw];
+                                let out_row = &mut out[oy * ow..(oy + 1) * ow];
+                                for ox in cols.clone() {
+                                    let ix = ox * aw.stride + kx * aw.dilation - aw.pad_begin;
+                                    out_row[ox] += wv * in_row[ix];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        let mut shape = vec![n, m];
+        if rank == 2 {
+            shape.push(oh);
+        }
+        shape.push(ow);
+        Ok(vec![Tensor::from_f32(shape, y)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::Attribute;
+    use crate::kernels::testing::{assert_close, node, random_floats, run};
+    use crate::tensor::Tensor;
+
+    /// The textbook definition: every output sums over every tap, checking
+    /// bounds one by one.
+    #[allow(clippy::too_many_arguments)]
+    fn naive_conv2d(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        b: Option<&[f32]>,
+        stride: [usize; 2],
+        pad: [usize; 4],
+        dil: [usize; 2],
+        group: usize,
+    ) -> (Vec<usize>, Vec<f32>) {
+        let [n, c, h, wd] = xs;
+        let [m, cg, kh, kw] = ws;
+        let oh = (h + pad[0] + pad[2] - ((kh - 1) * dil[0] + 1)) / stride[0] + 1;
+        let ow = (wd + pad[1] + pad[3] - ((kw - 1) * dil[1] + 1)) / stride[1] + 1;
+        let mut y = vec![0.0; n * m * oh * ow];
+        for bi in 0..n {
+            for oc in 0..m {
+                let g = oc / (m / group);
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut s = b.map_or(0.0, |b| b[oc] as f64);
+                        for icg in 0..cg {
+                            let ic = g * cg + icg;
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * stride[0] + ky * dil[0]) as isize - pad[0] as isize;
+                                    let ix = (ox * stride[1] + kx * dil[1]) as isize - pad[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((bi * c + ic) * h + iy as usize) * wd + ix as usize];
+                                    let wv = w[((oc * cg + icg) * kh + ky) * kw + kx];
+                                    s += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        y[((bi * m + oc) * oh + oy) * ow + ox] = s as f32;
+                    }
+                }
+            }
+        }
+        (vec![n, m, oh, ow], y)
+    }
+
+    #[test]
+    fn conv2d_matches_naive_over_geometries() {
+        // (x shape, w shape, strides, pads, dilations, group)
+        let cases: [([usize; 4], [usize; 4], [usize; 2], [usize; 4], [usize; 2], usize); 5] = [
+            ([2, 1, 28, 28], [32, 1, 3, 3], [1, 1], [0, 0, 0, 0], [1, 1], 1),
+            ([1, 3, 9, 8], [4, 3, 3, 3], [2, 1], [1, 1, 1, 1], [1, 1], 1),
+            ([1, 4, 7, 7], [4, 1, 3, 3], [1, 1], [1, 2, 0, 1], [1, 1], 4),
+            ([2, 4, 10, 9], [6, 2, 3, 2], [2, 3], [2, 0, 1, 1], [2, 2], 2),
+            ([1, 2, 5, 5], [3, 2, 1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 1),
+        ];
+        for (i, (xs, ws, st, pd, dl, g)) in cases.into_iter().enumerate() {
+            let x = random_floats(xs.iter().product(), 10 + i as u64);
+            let w = random_floats(ws.iter().product(), 20 + i as u64);
+            let b = random_floats(ws[0], 30 + i as u64);
+            let attrs = vec![
+                ("strides", Attribute::Ints(st.iter().map(|&v| v as i64).collect())),
+                ("pads", Attribute::Ints(pd.iter().map(|&v| v as i64).collect())),
+                ("dilations", Attribute::Ints(dl.iter().map(|&v| v as i64).collect())),
+                ("group", Attribute::Int(g as i64)),
+            ];
+            let out = run(
+                &node("Conv", 3, attrs),
+                13,
+                &[
+                    &Tensor::from_f32(xs.to_vec(), x.clone()).unwrap(),
+                    &Tensor::from_f32(ws.to_vec(), w.clone()).unwrap(),
+                    &Tensor::from_f32(vec![ws[0]], b.clone()).unwrap(),
+                ],
+            )
+            .unwrap();
+            let (shape, expected) = naive_conv2d(&x, xs, &w, ws, Some(&b), st, pd, dl, g);
+            assert_eq!(out[0].shape(), shape.as_slice(), "case {i}");
+            assert_close(out[0].as_f32().unwrap(), &expected);
+        }
+    }
+
+    #[test]
+    fn conv_same_upper_keeps_the_size() {
+        let x = random_floats(2 * 6 * 5, 1);
+        let w = random_floats(3 * 2 * 3 * 3, 2);
+        let attrs = vec![("auto_pad", Attribute::String("SAME_UPPER".into()))];
+        let out = run(
+            &node("Conv", 2, attrs),
+            11,
+            &[
+                &Tensor::from_f32(vec![1, 2, 6, 5], x.clone()).unwrap(),
+                &Tensor::from_f32(vec![3, 2, 3, 3], w.clone()).unwrap(),
+            ],
+        )
+        .unwrap();
+        let (_, expected) = naive_conv2d(&x, [1, 2, 6, 5], &w, [3, 2, 3, 3], None, [1, 1], [1, 1, 1, 1], [1, 1], 1);
+        assert_eq!(out[0].shape(), &[1, 3, 6, 5]);
+        assert_close(out[0].as_f32().unwrap(), &expected);
+    }
+
+    #[test]
+    fn conv1d_runs_as_a_unit_height_conv2d() {
+        let x = random_floats(2 * 3 * 11, 4);
+        let w = random_floats(5 * 3 * 4, 5);
+        let attrs = vec![("strides", Attribute::Ints(vec![2])), ("pads", Attribute::Ints(vec![1, 2]))];
+        let out = run(
+            &node("Conv", 2, attrs),
+            13,
+            &[
+                &Tensor::from_f32(vec![2, 3, 11], x.clone()).unwrap(),
+                &Tensor::from_f32(vec![5, 3, 4], w.clone()).unwrap(),
+            ],
+        )
+        .unwrap();
+        let (shape, expected) = naive_conv2d(&x, [2, 3, 1, 11], &w, [5, 3, 1, 4], None, [1, 2], [0, 1, 0, 2], [1, 1], 1);
+        assert_eq!(out[0].shape(), &[2, 5, shape[3]]);
+        assert_close(out[0].as_f32().unwrap(), &expected);
+    }
+
+    #[test]
+    fn conv_shape_errors_are_reported() {
+        let x = Tensor::from_f32(vec![1, 2, 4, 4], vec![0.0; 32]).unwrap();
+        let w = Tensor::from_f32(vec![1, 3, 3, 3], vec![0.0; 27]).unwrap();
+        let err = run(&node("Conv", 2, vec![]), 13, &[&x, &w]).unwrap_err();
+        assert!(err.0.contains("channels"), "{err}");
+        let w = Tensor::from_f32(vec![1, 2, 5, 5], vec![0.0; 50]).unwrap();
+        let err = run(&node("Conv", 2, vec![]), 13, &[&x, &w]).unwrap_err();
+        assert!(err.0.contains("does not fit"), "{err}");
+    }
+}

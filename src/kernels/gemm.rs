@@ -1,0 +1,312 @@
+//! Dense layers: Gemm and MatMul, over one row-major matrix product.
+
+use rayon::prelude::*;
+
+use super::broadcast::{broadcast_shape, broadcast_strides};
+use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
+use crate::tensor::Tensor;
+
+pub fn register(reg: &mut KernelRegistry) {
+    reg.register("Gemm", 7, MAX_OPSET, build_gemm);
+    reg.register("MatMul", 1, MAX_OPSET, |_| Ok(Box::new(MatMul)));
+}
+
+/// Rows of C computed by one parallel task; small enough to spread a batch
+/// over the cores, large enough to amortise the task.
+const ROWS_PER_TASK: usize = 16;
+
+/// `c = a · b` for row-major `a` [m, k], `b` [k, n] and `c` [m, n].
+///
+/// Parallel over blocks of rows of `c`; each element's sum runs over `k` in
+/// order, so the result does not depend on the thread count.
+pub fn matmul_f32(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
+    debug_assert_eq!(a.len(), m * k);
+    debug_assert_eq!(b.len(), k * n);
+    debug_assert_eq!(c.len(), m * n);
+    if n == 0 {
+        return;
+    }
+    c.par_chunks_mut(n * ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(chunk, rows)| {
+            for (r, c_row) in rows.chunks_mut(n).enumerate() {
+                let i = chunk * ROWS_PER_TASK + r;
+                c_row.fill(0.0);
+                let a_row = &a[i * k..(i + 1) * k];
+                for (p, &av) in a_row.iter().enumerate() {
+                    let b_row = &b[p * n..(p + 1) * n];
+                    for (cv, &bv) in c_row.iter_mut().zip(b_row) {
+                        *cv += av * bv;
+                    }
+                }
+            }
+        });
+}
+
+fn transpose_2d(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * cols + c];
+        }
+    }
+    out
+}
+
+/// `Y = alpha · A' · B' + beta · C`, with `'` an optional transpose and C
+/// broadcast to [M, N].
+#[derive(Debug)]
+struct Gemm {
+    alpha: f32,
+    beta: f32,
+    trans_a: bool,
+    trans_b: bool,
+}
+
+fn build_gemm(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let n = ctx.node;
+    Ok(Box::new(Gemm {
+        alpha: n.float_attr("alpha", 1.0)?,
+        beta: n.float_attr("beta", 1.0)?,
+        trans_a: n.int_attr("transA", 0)? != 0,
+        trans_b: n.int_attr("transB", 0)? != 0,
+    }))
+}
+
+fn matrix_dims(t: &Tensor, what: &str) -> Result<(usize, usize), KernelError> {
+    match t.shape() {
+        [r, c] => Ok((*r, *c)),
+        s => Err(KernelError(format!("{what} must be a matrix (rank 2), got shape {s:?}"))),
+    }
+}
+
+impl Kernel for Gemm {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let a = required(inputs, 0, "A")?;
+        let b = required(inputs, 1, "B")?;
+        let (ar, ac) = matrix_dims(a, "A")?;
+        let (br, bc) = matrix_dims(b, "B")?;
+        let (m, k) = if self.trans_a { (ac, ar) } else { (ar, ac) };
+        let (kb, n) = if self.trans_b { (bc, br) } else { (br, bc) };
+        if k != kb {
+            return Err(KernelError(format!(
+                "inner dimensions differ: A{} is {m}x{k} but B{} is {kb}x{n}",
+                if self.trans_a { "'" } else { "" },
+                if self.trans_b { "'" } else { "" },
+            )));
+        }
+        let a_data = floats(a, "A")?;
+        let b_data = floats(b, "B")?;
+        let a_mat = if self.trans_a { transpose_2d(a_data, ar, ac) } else { a_data.to_vec() };
+        let b_owned;
+        let b_mat = if self.trans_b {
+            b_owned = transpose_2d(b_data, br, bc);
+            &b_owned[..]
+        } else {
+            b_data
+        };
+        let mut y = vec![0.0f32; m * n];
+        matmul_f32(&a_mat, b_mat, &mut y, m, k, n);
+        if self.alpha != 1.0 {
+            y.iter_mut().for_each(|v| *v *= self.alpha);
+        }
+        if let Some(c) = inputs.get(2).copied().flatten() {
+            let c_data = floats(c, "C")?;
+            let out_shape = broadcast_shape(c.shape(), &[m, n])?;
+            if out_shape != [m, n] {
+                return Err(KernelError(format!(
+                    "C of shape {:?} cannot be broadcast to [{m}, {n}]",
+                    c.shape()
+                )));
+            }
+            let strides = broadcast_strides(c.shape(), &[m, n]);
+            for i in 0..m {
+                for j in 0..n {
+                    y[i * n + j] += self.beta * c_data[i * strides[0] + j * strides[1]];
+                }
+            }
+        }
+        Ok(vec![Tensor::from_f32(vec![m, n], y)?])
+    }
+}
+
+/// Numpy's matmul: batched over leading dims with broadcasting, with 1-D
+/// operands promoted to a matrix and the added dim removed afterwards.
+#[derive(Debug)]
+struct MatMul;
+
+impl Kernel for MatMul {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let a = required(inputs, 0, "A")?;
+        let b = required(inputs, 1, "B")?;
+        let a_data = floats(a, "A")?;
+        let b_data = floats(b, "B")?;
+        if a.shape().is_empty() || b.shape().is_empty() {
+            return Err(KernelError("MatMul operands must have rank 1 or more".into()));
+        }
+        let mut a_shape = a.shape().to_vec();
+        let mut b_shape = b.shape().to_vec();
+        let a_vec = a_shape.len() == 1;
+        let b_vec = b_shape.len() == 1;
+        if a_vec {
+            a_shape.insert(0, 1);
+        }
+        if b_vec {
+            b_shape.push(1);
+        }
+        let (m, k) = (a_shape[a_shape.len() - 2], a_shape[a_shape.len() - 1]);
+        let (kb, n) = (b_shape[b_shape.len() - 2], b_shape[b_shape.len() - 1]);
+        if k != kb {
+            return Err(KernelError(format!(
+                "inner dimensions differ: A has shape {:?} and B has shape {:?}",
+                a.shape(),
+                b.shape()
+            )));
+        }
+        let a_batch = &a_shape[..a_shape.len() - 2];
+        let b_batch = &b_shape[..b_shape.len() - 2];
+        let batch = broadcast_shape(a_batch, b_batch)?;
+        let sa = broadcast_strides(a_batch, &batch);
+        let sb = broadcast_strides(b_batch, &batch);
+        let count: usize = batch.iter().product();
+        let mut y = vec![0.0f32; count * m * n];
+        for (bi, y_mat) in y.chunks_mut((m * n).max(1)).enumerate().take(count) {
+            // Decompose the flat batch index into the two operands' offsets.
+            let (mut oa, mut ob, mut rem) = (0, 0, bi);
+            for d in (0..batch.len()).rev() {
+                let i = rem % batch[d];
+                rem /= batch[d];
+                oa += i * sa[d];
+                ob += i * sb[d];
+            }
+            let a_mat = &a_data[oa * m * k..(oa + 1) * m * k];
+            let b_mat = &b_data[ob * k * n..(ob + 1) * k * n];
+            matmul_f32(a_mat, b_mat, y_mat, m, k, n);
+        }
+        let mut shape = batch;
+        if !a_vec {
+            shape.push(m);
+        }
+        if !b_vec {
+            shape.push(n);
+        }
+        Ok(vec![Tensor::from_f32(shape, y)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Attribute;
+    use crate::kernels::testing::{assert_close, node, random_floats, run};
+
+    fn naive_matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matmul_core_matches_naive() {
+        for (m, k, n) in [(1, 1, 1), (3, 5, 7), (40, 33, 17), (17, 64, 1)] {
+            let a = random_floats(m * k, 1);
+            let b = random_floats(k * n, 2);
+            let mut c = vec![f32::NAN; m * n];
+            matmul_f32(&a, &b, &mut c, m, k, n);
+            assert_close(&c, &naive_matmul(&a, &b, m, k, n));
+        }
+    }
+
+    #[test]
+    fn gemm_with_transposes_alpha_beta_and_row_bias() {
+        let (m, k, n) = (3, 4, 5);
+        let a = random_floats(k * m, 3); // stored transposed: [k, m]
+        let b = random_floats(n * k, 4); // stored transposed: [n, k]
+        let c = random_floats(n, 5);
+        let node = node(
+            "Gemm",
+            3,
+            vec![
+                ("transA", Attribute::Int(1)),
+                ("transB", Attribute::Int(1)),
+                ("alpha", Attribute::Float(0.5)),
+                ("beta", Attribute::Float(2.0)),
+            ],
+        );
+        let out = run(
+            &node,
+            13,
+            &[
+                &Tensor::from_f32(vec![k, m], a.clone()).unwrap(),
+                &Tensor::from_f32(vec![n, k], b.clone()).unwrap(),
+                &Tensor::from_f32(vec![n], c.clone()).unwrap(),
+            ],
+        )
+        .unwrap();
+        let at = transpose_2d(&a, k, m);
+        let bt = transpose_2d(&b, n, k);
+        let mut expected = naive_matmul(&at, &bt, m, k, n);
+        for i in 0..m {
+            for j in 0..n {
+                expected[i * n + j] = 0.5 * expected[i * n + j] + 2.0 * c[j];
+            }
+        }
+        assert_eq!(out[0].shape(), &[m, n]);
+        assert_close(out[0].as_f32().unwrap(), &expected);
+    }
+
+    #[test]
+    fn gemm_rejects_mismatched_inner_dims() {
+        let a = Tensor::from_f32(vec![2, 3], vec![0.0; 6]).unwrap();
+        let b = Tensor::from_f32(vec![4, 2], vec![0.0; 8]).unwrap();
+        let err = run(&node("Gemm", 2, vec![]), 13, &[&a, &b]).unwrap_err();
+        assert!(err.0.contains("inner dimensions"), "{err}");
+    }
+
+    #[test]
+    fn matmul_batched_broadcast_and_vectors() {
+        // [2,1,3,4] x [5,4,2] -> [2,5,3,2]
+        let a = random_floats(2 * 3 * 4, 6);
+        let b = random_floats(5 * 4 * 2, 7);
+        let out = run(
+            &node("MatMul", 2, vec![]),
+            13,
+            &[
+                &Tensor::from_f32(vec![2, 1, 3, 4], a.clone()).unwrap(),
+                &Tensor::from_f32(vec![5, 4, 2], b.clone()).unwrap(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(out[0].shape(), &[2, 5, 3, 2]);
+        let got = out[0].as_f32().unwrap();
+        for i in 0..2 {
+            for j in 0..5 {
+                let exp = naive_matmul(&a[i * 12..(i + 1) * 12], &b[j * 8..(j + 1) * 8], 3, 4, 2);
+                assert_close(&got[(i * 5 + j) * 6..(i * 5 + j + 1) * 6], &exp);
+            }
+        }
+        // 1-D operands: [4] x [4,3] -> [3]; [2,4] x [4] -> [2].
+        let v = random_floats(4, 8);
+        let w = random_floats(12, 9);
+        let out = run(
+            &node("MatMul", 2, vec![]),
+            13,
+            &[&Tensor::from_f32(vec![4], v.clone()).unwrap(), &Tensor::from_f32(vec![4, 3], w.clone()).unwrap()],
+        )
+        .unwrap();
+        assert_eq!(out[0].shape(), &[3]);
+        assert_close(out[0].as_f32().unwrap(), &naive_matmul(&v, &w, 1, 4, 3));
+        let out = run(
+            &node("MatMul", 2, vec![]),
+            13,
+            &[&Tensor::from_f32(vec![3, 4], w.clone()).unwrap(), &Tensor::from_f32(vec![4], v.clone()).unwrap()],
+        )
+        .unwrap();
+        assert_eq!(out[0].shape(), &[3]);
+        assert_close(out[0].as_f32().unwrap(), &naive_matmul(&w, &v, 3, 4, 1));
+    }
+}

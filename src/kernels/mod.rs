@@ -1,0 +1,299 @@
+//! The kernel registry and the operators.
+//!
+//! Each operator family lives in its own module and registers itself with
+//! [`KernelRegistry`] through a `register` function, as a builder that turns
+//! a graph [`Node`] into a ready-to-run [`Kernel`]. Builders check attributes
+//! once, at load time, so a bad model fails to load with a message naming the
+//! node instead of failing on its first request.
+//!
+//! The kernels here are the plain reference implementations: simple loops,
+//! parallel only over independent output chunks, so results never depend on
+//! the thread count. Faster kernels may later replace an entry in the
+//! registry; these stay as the oracle they are tested against.
+//!
+//! Nothing here knows about wire formats, async runtimes or model files.
+
+mod activation;
+mod broadcast;
+mod conv;
+mod elementwise;
+mod gemm;
+mod pool;
+mod shape;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::graph::{AttributeError, Node};
+use crate::tensor::{DataType, Tensor, TensorError};
+
+pub use gemm::matmul_f32;
+
+/// A ready-to-run operator instance with its attributes already checked.
+pub trait Kernel: Send + Sync + fmt::Debug {
+    /// Runs the operator. `inputs` follow the operator's input order; `None`
+    /// is an omitted optional input.
+    ///
+    /// # Errors
+    /// When the inputs' types or shapes do not fit the operator.
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError>;
+}
+
+/// A failure while running a kernel; the runtime adds the node's name.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct KernelError(pub String);
+
+impl From<TensorError> for KernelError {
+    fn from(e: TensorError) -> Self {
+        KernelError(e.to_string())
+    }
+}
+
+/// Why a node could not be turned into a kernel.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BuildError {
+    #[error(
+        "operator '{op}' (node '{node}') is not supported at opset {opset}; supported operators: {supported}"
+    )]
+    UnsupportedOp {
+        op: String,
+        node: String,
+        opset: i64,
+        supported: String,
+    },
+    #[error(
+        "operator '{op}' (node '{node}') is supported from opset {min} to {max}, but the model uses opset {opset}"
+    )]
+    UnsupportedOpset {
+        op: String,
+        node: String,
+        opset: i64,
+        min: i64,
+        max: i64,
+    },
+    #[error(transparent)]
+    Attribute(#[from] AttributeError),
+    #[error("node '{node}' ({op}): {message}")]
+    Invalid {
+        node: String,
+        op: String,
+        message: String,
+    },
+}
+
+impl BuildError {
+    /// An invalid-node error for `node`.
+    pub fn invalid(node: &Node, message: impl Into<String>) -> BuildError {
+        BuildError::Invalid {
+            node: node.name.clone(),
+            op: node.op.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a builder sees: the node and the opset its semantics follow.
+pub struct BuildContext<'a> {
+    pub node: &'a Node,
+    pub opset: i64,
+}
+
+/// Turns a node into a kernel.
+pub type KernelBuilder = fn(&BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError>;
+
+/// One registered operator: the opsets it covers and its builder.
+#[derive(Clone, Copy)]
+struct OpEntry {
+    min_opset: i64,
+    max_opset: i64,
+    build: KernelBuilder,
+}
+
+/// The highest ONNX opset the registry claims to understand; newer models are
+/// refused with a clear message rather than run with guessed semantics.
+pub const MAX_OPSET: i64 = 23;
+
+/// Maps operator names to kernel builders.
+pub struct KernelRegistry {
+    ops: HashMap<&'static str, OpEntry>,
+}
+
+impl KernelRegistry {
+    /// An empty registry.
+    pub fn empty() -> KernelRegistry {
+        KernelRegistry {
+            ops: HashMap::new(),
+        }
+    }
+
+    /// The registry with every operator ferroserve implements.
+    pub fn with_all_ops() -> KernelRegistry {
+        let mut reg = KernelRegistry::empty();
+        activation::register(&mut reg);
+        elementwise::register(&mut reg);
+        conv::register(&mut reg);
+        pool::register(&mut reg);
+        gemm::register(&mut reg);
+        shape::register(&mut reg);
+        reg
+    }
+
+    /// Registers (or replaces) the builder for `op` over opsets
+    /// `min_opset..=max_opset`.
+    pub fn register(&mut self, op: &'static str, min_opset: i64, max_opset: i64, build: KernelBuilder) {
+        self.ops.insert(
+            op,
+            OpEntry {
+                min_opset,
+                max_opset,
+                build,
+            },
+        );
+    }
+
+    /// The names of all registered operators, sorted.
+    pub fn op_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.ops.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Builds the kernel for `node` at `opset`.
+    ///
+    /// # Errors
+    /// When the operator or the opset is not supported, or the node's
+    /// attributes are invalid.
+    pub fn build(&self, node: &Node, opset: i64) -> Result<Box<dyn Kernel>, BuildError> {
+        let entry = self.ops.get(node.op.as_str()).ok_or_else(|| BuildError::UnsupportedOp {
+            op: node.op.clone(),
+            node: node.name.clone(),
+            opset,
+            supported: self.op_names().join(", "),
+        })?;
+        if opset < entry.min_opset || opset > entry.max_opset {
+            return Err(BuildError::UnsupportedOpset {
+                op: node.op.clone(),
+                node: node.name.clone(),
+                opset,
+                min: entry.min_opset,
+                max: entry.max_opset,
+            });
+        }
+        (entry.build)(&BuildContext { node, opset })
+    }
+}
+
+impl fmt::Debug for KernelRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KernelRegistry").field("ops", &self.op_names()).finish()
+    }
+}
+
+/// The input at `index`, which the operator requires.
+///
+/// # Errors
+/// When it is absent.
+pub(crate) fn required<'a>(inputs: &[Option<&'a Tensor>], index: usize, what: &str) -> Result<&'a Tensor, KernelError> {
+    inputs
+        .get(index)
+        .copied()
+        .flatten()
+        .ok_or_else(|| KernelError(format!("missing required input {index} ({what})")))
+}
+
+/// The float elements of `t`.
+///
+/// # Errors
+/// When `t` is not a float tensor.
+pub(crate) fn floats<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], KernelError> {
+    t.as_f32()
+        .ok_or_else(|| KernelError(format!("{what} must be {} but is {}", DataType::Float, t.dtype())))
+}
+
+/// Resolves a possibly negative axis against `rank` (`-1` is the last axis).
+///
+/// # Errors
+/// When the axis is outside `-rank..rank`.
+pub(crate) fn normalize_axis(axis: i64, rank: usize) -> Result<usize, KernelError> {
+    let r = rank as i64;
+    if axis < -r || axis >= r.max(1) {
+        return Err(KernelError(format!("axis {axis} is out of range for rank {rank}")));
+    }
+    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers for kernel tests: deterministic inputs and a tolerance check.
+    use super::*;
+    use crate::graph::Attribute;
+
+    /// Deterministic pseudo-random floats in [-1, 1) (a 64-bit LCG).
+    pub fn random_floats(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// A node of `op` with the given attributes, for building kernels.
+    pub fn node(op: &str, n_inputs: usize, attributes: Vec<(&str, Attribute)>) -> Node {
+        Node {
+            name: format!("{op}_0"),
+            op: op.to_string(),
+            inputs: (0..n_inputs).map(Some).collect(),
+            outputs: vec![n_inputs],
+            attributes: attributes.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }
+    }
+
+    /// Builds `node` at `opset` from the full registry and runs it once.
+    pub fn run(node: &Node, opset: i64, inputs: &[&Tensor]) -> Result<Vec<Tensor>, KernelError> {
+        let kernel = KernelRegistry::with_all_ops()
+            .build(node, opset)
+            .map_err(|e| KernelError(e.to_string()))?;
+        let inputs: Vec<Option<&Tensor>> = inputs.iter().map(|t| Some(*t)).collect();
+        kernel.run(&inputs)
+    }
+
+    /// Asserts `actual` equals `expected` within rtol 1e-4 / atol 1e-5, the
+    /// project's kernel tolerance.
+    pub fn assert_close(actual: &[f32], expected: &[f32]) {
+        assert_eq!(actual.len(), expected.len(), "element counts differ");
+        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+            assert!(
+                (a - e).abs() <= 1e-5 + 1e-4 * e.abs(),
+                "element {i}: got {a}, expected {e}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::node;
+    use super::*;
+
+    #[test]
+    fn unknown_ops_and_opsets_are_named() {
+        let reg = KernelRegistry::with_all_ops();
+        let err = reg.build(&node("FancyOp", 1, vec![]), 13).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("'FancyOp'") && text.contains("FancyOp_0") && text.contains("opset 13"), "{text}");
+        assert!(text.contains("Conv") && text.contains("Softmax"), "{text}");
+        let err = reg.build(&node("Relu", 1, vec![]), MAX_OPSET + 1).unwrap_err();
+        assert!(matches!(err, BuildError::UnsupportedOpset { .. }), "{err}");
+    }
+
+    #[test]
+    fn axes_normalize() {
+        assert_eq!(normalize_axis(-1, 4), Ok(3));
+        assert_eq!(normalize_axis(1, 4), Ok(1));
+        assert!(normalize_axis(4, 4).is_err());
+        assert!(normalize_axis(-5, 4).is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! Pooling over NCHW tensors: MaxPool (1-D and 2-D).
+
+use rayon::prelude::*;
+
+use super::conv::Window;
+use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
+use crate::tensor::Tensor;
+
+pub fn register(reg: &mut KernelRegistry) {
+    reg.register("MaxPool", 1, MAX_OPSET, build_max_pool);
+}
+
+#[derive(Debug)]
+struct MaxPool {
+    window: Window,
+}
+
+fn build_max_pool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let node = ctx.node;
+    if node.outputs.len() > 1 {
+        return Err(BuildError::invalid(node, "the optional Indices output is not supported"));
+    }
+    if node.int_attr("storage_order", 0)? != 0 {
+        return Err(BuildError::invalid(node, "storage_order 1 (column major) is not supported"));
+    }
+    let Some(rank) = node.ints_attr("kernel_shape")?.map(<[i64]>::len) else {
+        return Err(BuildError::invalid(node, "attribute 'kernel_shape' is required"));
+    };
+    Ok(Box::new(MaxPool {
+        window: Window::from_node(node, rank, true)?,
+    }))
+}
+
+impl Kernel for MaxPool {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        let rank = self.window.rank;
+        if x.shape().len() != rank + 2 {
+            return Err(KernelError(format!(
+                "X must have rank {} for {rank}-D pooling, got shape {:?}",
+                rank + 2,
+                x.shape()
+            )));
+        }
+        let kernel = self.window.kernel.clone().unwrap_or_default();
+        let [ah, aw] = self.window.resolve(&x.shape()[2..], &kernel)?;
+        let xd = floats(x, "X")?;
+        let (n, c) = (x.shape()[0], x.shape()[1]);
+        let (ih, iw, oh, ow) = (ah.input, aw.input, ah.output, aw.output);
+        let plane = oh * ow;
+        let mut y = vec![f32::NEG_INFINITY; n * c * plane];
+        if plane > 0 {
+            y.par_chunks_mut(plane).enumerate().for_each(|(idx, out)| {
+                let input = &xd[idx * ih * iw..(idx + 1) * ih * iw];
+                for ky in 0..ah.kernel {
+                    let rows = ah.valid_outputs(ky);
+                    for kx in 0..aw.kernel {
+                        let cols = aw.valid_outputs(kx);
+                        for oy in rows.clone() {
+                            let iy = oy * ah.stride + ky * ah.dilation - ah.pad_begin;
+                            for ox in cols.clone() {
+                                let ix = ox * aw.stride + kx * aw.dilation - aw.pad_begin;
+                                let v = input[iy * iw + ix];
+                                let o = &mut out[oy * ow + ox];
+                                // NaN propagates, as in onnxruntime.
+                                if v > *o || v.is_nan() {
+                                    *o = v;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        let mut shape = vec![n, c];
+        if rank == 2 {
+            shape.push(oh);
+        }
+        shape.push(ow);
+        Ok(vec![Tensor::from_f32(shape, y)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::Attribute;
+    use crate::kernels::testing::{node, random_floats, run};
+    use crate::tensor::Tensor;
+
+    fn naive_max_pool(x: &[f32], h: usize, w: usize, k: [usize; 2], s: [usize; 2], p: [usize; 4], oh: usize, ow: usize) -> Vec<f32> {
+        let mut y = vec![f32::NEG_INFINITY; oh * ow];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ky in 0..k[0] {
+                    for kx in 0..k[1] {
+                        let iy = (oy * s[0] + ky) as isize - p[0] as isize;
+                        let ix = (ox * s[1] + kx) as isize - p[1] as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            y[oy * ow + ox] = y[oy * ow + ox].max(x[iy as usize * w + ix as usize]);
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn ints(v: &[usize]) -> Attribute {
+        Attribute::Ints(v.iter().map(|&x| x as i64).collect())
+    }
+
+    #[test]
+    fn max_pool_2x2_and_padded_3x3_match_naive() {
+        let x = random_floats(2 * 3 * 26 * 26, 1);
+        let t = Tensor::from_f32(vec![2, 3, 26, 26], x.clone()).unwrap();
+        let out = run(
+            &node("MaxPool", 1, vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]),
+            12,
+            &[&t],
+        )
+        .unwrap();
+        assert_eq!(out[0].shape(), &[2, 3, 13, 13]);
+        let got = out[0].as_f32().unwrap();
+        for plane in 0..6 {
+            let exp = naive_max_pool(&x[plane * 676..(plane + 1) * 676], 26, 26, [2, 2], [2, 2], [0; 4], 13, 13);
+            assert_eq!(&got[plane * 169..(plane + 1) * 169], exp.as_slice());
+        }
+        let out = run(
+            &node(
+                "MaxPool",
+                1,
+                vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))],
+            ),
+            12,
+            &[&t],
+        )
+        .unwrap();
+        assert_eq!(out[0].shape(), &[2, 3, 13, 13]);
+        let exp = naive_max_pool(&x[..676], 26, 26, [3, 3], [2, 2], [1, 1, 1, 1], 13, 13);
+        assert_eq!(&out[0].as_f32().unwrap()[..169], exp.as_slice());
+    }
+
+    #[test]
+    fn ceil_mode_adds_a_partial_window() {
+        let x: Vec<f32> = (0..25).map(|v| v as f32).collect();
+        let t = Tensor::from_f32(vec![1, 1, 5, 5], x).unwrap();
+        let attrs = vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2])), ("ceil_mode", Attribute::Int(1))];
+        let out = run(&node("MaxPool", 1, attrs), 12, &[&t]).unwrap();
+        assert_eq!(out[0].shape(), &[1, 1, 3, 3]);
+        assert_eq!(out[0].as_f32().unwrap(), &[6.0, 8.0, 9.0, 16.0, 18.0, 19.0, 21.0, 23.0, 24.0]);
+    }
+
+    #[test]
+    fn kernel_shape_is_required() {
+        let t = Tensor::from_f32(vec![1, 1, 2, 2], vec![0.0; 4]).unwrap();
+        let err = run(&node("MaxPool", 1, vec![]), 12, &[&t]).unwrap_err();
+        assert!(err.0.contains("kernel_shape"), "{err}");
+    }
+}

@@ -1,0 +1,246 @@
+//! Shape and data movement: Flatten, Reshape, Transpose, Identity. These
+//! work on every element type.
+
+use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, required};
+use crate::tensor::{Tensor, TensorData, element_count};
+
+pub fn register(reg: &mut KernelRegistry) {
+    reg.register("Flatten", 1, MAX_OPSET, build_flatten);
+    reg.register("Reshape", 5, MAX_OPSET, build_reshape);
+    reg.register("Transpose", 1, MAX_OPSET, build_transpose);
+    reg.register("Identity", 1, MAX_OPSET, |_| Ok(Box::new(Identity)));
+}
+
+#[derive(Debug)]
+struct Identity;
+
+impl Kernel for Identity {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        Ok(vec![required(inputs, 0, "input")?.clone()])
+    }
+}
+
+/// Reshapes to 2-D: the dims before `axis` become rows, the rest columns.
+#[derive(Debug)]
+struct Flatten {
+    axis: i64,
+}
+
+fn build_flatten(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let axis = ctx.node.int_attr("axis", 1)?;
+    if ctx.opset < 11 && axis < 0 {
+        return Err(BuildError::invalid(ctx.node, "negative axis needs opset 11 or later"));
+    }
+    Ok(Box::new(Flatten { axis }))
+}
+
+impl Kernel for Flatten {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "input")?;
+        let rank = x.shape().len();
+        // axis lies in [-rank, rank]: it may equal rank (all dims in the
+        // rows), and a negative axis counts from the end.
+        let r = rank as i64;
+        if self.axis < -r || self.axis > r {
+            return Err(KernelError(format!("axis {} is out of range for rank {rank}", self.axis)));
+        }
+        let axis = if self.axis < 0 { self.axis + r } else { self.axis } as usize;
+        let rows: usize = x.shape()[..axis].iter().product();
+        let cols: usize = x.shape()[axis..].iter().product();
+        Ok(vec![x.clone().reshape(vec![rows, cols])?])
+    }
+}
+
+/// Reshape to the shape given by the second input (0 keeps the input's dim
+/// unless `allowzero`, -1 is inferred).
+#[derive(Debug)]
+struct Reshape {
+    allow_zero: bool,
+}
+
+fn build_reshape(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    Ok(Box::new(Reshape {
+        allow_zero: ctx.node.int_attr("allowzero", 0)? != 0,
+    }))
+}
+
+/// The output shape of Reshape for `input` and the requested `spec`.
+///
+/// # Errors
+/// When the spec is malformed or its element count differs from the input's.
+pub fn reshape_target(input: &[usize], spec: &[i64], allow_zero: bool) -> Result<Vec<usize>, KernelError> {
+    let total = element_count(input).ok_or_else(|| KernelError("input shape overflows".into()))?;
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &d) in spec.iter().enumerate() {
+        match d {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            -1 => return Err(KernelError(format!("shape {spec:?} has more than one -1"))),
+            0 if !allow_zero => out.push(*input.get(i).ok_or_else(|| {
+                KernelError(format!("shape {spec:?} copies dim {i} (0) but the input {input:?} has rank {}", input.len()))
+            })?),
+            d if d >= 0 => out.push(d as usize),
+            d => return Err(KernelError(format!("shape {spec:?} has invalid dim {d}"))),
+        }
+    }
+    let known = element_count(&out).ok_or_else(|| KernelError(format!("shape {spec:?} overflows")))?;
+    if let Some(i) = infer {
+        if known == 0 || total % known != 0 {
+            return Err(KernelError(format!(
+                "cannot reshape {input:?} ({total} elements) to {spec:?}"
+            )));
+        }
+        out[i] = total / known;
+    } else if known != total {
+        return Err(KernelError(format!(
+            "cannot reshape {input:?} ({total} elements) to {spec:?} ({known} elements)"
+        )));
+    }
+    Ok(out)
+}
+
+impl Kernel for Reshape {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "data")?;
+        let spec = required(inputs, 1, "shape")?;
+        let spec = spec
+            .as_i64()
+            .ok_or_else(|| KernelError(format!("shape must be int64, got {}", spec.dtype())))?;
+        let shape = reshape_target(x.shape(), spec, self.allow_zero)?;
+        Ok(vec![x.clone().reshape(shape)?])
+    }
+}
+
+/// Permutes the dims; the default permutation reverses them.
+#[derive(Debug)]
+struct Transpose {
+    perm: Option<Vec<usize>>,
+}
+
+fn build_transpose(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let perm = match ctx.node.ints_attr("perm")? {
+        None => None,
+        Some(p) => {
+            let mut seen = vec![false; p.len()];
+            for &a in p {
+                if a < 0 || a as usize >= p.len() || std::mem::replace(&mut seen[a as usize], true) {
+                    return Err(BuildError::invalid(ctx.node, format!("perm {p:?} is not a permutation")));
+                }
+            }
+            Some(p.iter().map(|&a| a as usize).collect())
+        }
+    };
+    Ok(Box::new(Transpose { perm }))
+}
+
+fn permute<T: Copy>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
+    let rank = shape.len();
+    let mut in_strides = vec![1usize; rank];
+    for d in (0..rank.saturating_sub(1)).rev() {
+        in_strides[d] = in_strides[d + 1] * shape[d + 1];
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    // Stride in the input of each output dim.
+    let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    let mut out = Vec::with_capacity(data.len());
+    let mut idx = vec![0usize; rank];
+    let mut offset = 0usize;
+    for _ in 0..data.len() {
+        out.push(data[offset]);
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            offset += strides[d];
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            offset -= strides[d] * out_shape[d];
+            idx[d] = 0;
+        }
+    }
+    out
+}
+
+impl Kernel for Transpose {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "data")?;
+        let rank = x.shape().len();
+        let perm: Vec<usize> = match &self.perm {
+            Some(p) if p.len() == rank => p.clone(),
+            Some(p) => {
+                return Err(KernelError(format!("perm {p:?} does not fit input of rank {rank}")));
+            }
+            None => (0..rank).rev().collect(),
+        };
+        let s = x.shape();
+        let data = match x.data() {
+            TensorData::Float(v) => TensorData::Float(permute(v, s, &perm)),
+            TensorData::Double(v) => TensorData::Double(permute(v, s, &perm)),
+            TensorData::Int32(v) => TensorData::Int32(permute(v, s, &perm)),
+            TensorData::Int64(v) => TensorData::Int64(permute(v, s, &perm)),
+            TensorData::UInt8(v) => TensorData::UInt8(permute(v, s, &perm)),
+            TensorData::Int8(v) => TensorData::Int8(permute(v, s, &perm)),
+            TensorData::Bool(v) => TensorData::Bool(permute(v, s, &perm)),
+        };
+        let shape = perm.iter().map(|&p| s[p]).collect();
+        Ok(vec![Tensor::new(shape, data)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reshape_target;
+    use crate::graph::Attribute;
+    use crate::kernels::testing::{node, run};
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn reshape_targets() {
+        assert_eq!(reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
+        assert_eq!(reshape_target(&[2, 3, 4], &[-1], false).unwrap(), vec![24]);
+        assert_eq!(reshape_target(&[0, 3], &[0, 3], true).unwrap(), vec![0, 3]);
+        assert!(reshape_target(&[2, 3], &[-1, -1], false).is_err());
+        assert!(reshape_target(&[2, 3], &[4, -1], false).is_err());
+        assert!(reshape_target(&[2, 3], &[7], false).is_err());
+        assert!(reshape_target(&[2, 3], &[-2, 3], false).is_err());
+    }
+
+    #[test]
+    fn transpose_nhwc_to_nchw_matches_index_formula() {
+        let (n, h, w, c) = (2, 3, 4, 5);
+        let x: Vec<f32> = (0..n * h * w * c).map(|v| v as f32).collect();
+        let t = Tensor::from_f32(vec![n, h, w, c], x.clone()).unwrap();
+        let out = run(&node("Transpose", 1, vec![("perm", Attribute::Ints(vec![0, 3, 1, 2]))]), 13, &[&t]).unwrap();
+        assert_eq!(out[0].shape(), &[n, c, h, w]);
+        let got = out[0].as_f32().unwrap();
+        for b in 0..n {
+            for ch in 0..c {
+                for y in 0..h {
+                    for xx in 0..w {
+                        assert_eq!(got[((b * c + ch) * h + y) * w + xx], x[((b * h + y) * w + xx) * c + ch]);
+                    }
+                }
+            }
+        }
+        let out = run(&node("Transpose", 1, vec![]), 13, &[&t]).unwrap();
+        assert_eq!(out[0].shape(), &[c, w, h, n]);
+    }
+
+    #[test]
+    fn flatten_and_reshape() {
+        let t = Tensor::from_f32(vec![2, 3, 4], vec![0.0; 24]).unwrap();
+        let out = run(&node("Flatten", 1, vec![]), 13, &[&t]).unwrap();
+        assert_eq!(out[0].shape(), &[2, 12]);
+        let out = run(&node("Flatten", 1, vec![("axis", Attribute::Int(0))]), 13, &[&t]).unwrap();
+        assert_eq!(out[0].shape(), &[1, 24]);
+        let out = run(&node("Flatten", 1, vec![("axis", Attribute::Int(-1))]), 13, &[&t]).unwrap();
+        assert_eq!(out[0].shape(), &[6, 4]);
+        let spec = Tensor::from_i64(vec![3], vec![4, 0, -1]).unwrap();
+        let out = run(&node("Reshape", 2, vec![]), 13, &[&t, &spec]).unwrap();
+        assert_eq!(out[0].shape(), &[4, 3, 2]);
+        let bad = Tensor::from_f32(vec![3], vec![4.0, 0.0, -1.0]).unwrap();
+        assert!(run(&node("Reshape", 2, vec![]), 13, &[&t, &bad]).is_err());
+    }
+}

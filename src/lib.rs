@@ -1,0 +1,5 @@
+pub mod graph;
+pub mod kernels;
+pub mod proto;
+pub mod runtime;
+pub mod tensor;

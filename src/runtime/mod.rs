@@ -1,0 +1,273 @@
+//! A loaded model as an execution plan: the graph's nodes turned into
+//! kernels once, at load time, and run in order for each request.
+//!
+//! A [`Plan`] is immutable and shared by all requests; each run keeps its
+//! intermediate values in its own slots and frees each one after its last
+//! use. Runs are synchronous: the caller decides on which thread pool they
+//! happen (the server uses the compute pool, never an async worker).
+
+use std::collections::HashMap;
+
+use crate::graph::{Graph, ValueId, ValueInfo};
+use crate::kernels::{BuildError, Kernel, KernelError, KernelRegistry};
+use crate::tensor::Tensor;
+
+/// One node of the plan: its kernel and where its operands live.
+#[derive(Debug)]
+struct Step {
+    name: String,
+    op: String,
+    kernel: Box<dyn Kernel>,
+    inputs: Vec<Option<ValueId>>,
+    outputs: Vec<ValueId>,
+    /// Values no later step reads, freed right after this one.
+    frees: Vec<ValueId>,
+}
+
+/// Why a graph could not become a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("node '{node}' reads value '{value}' before any node produces it (the graph must be topologically sorted)")]
+    NotSorted { node: String, value: String },
+    #[error("graph output '{0}' is produced by no node, input or constant")]
+    DanglingOutput(String),
+}
+
+/// A failure while running a plan.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RunError {
+    #[error("node '{node}' ({op}) failed: {source}")]
+    Kernel {
+        node: String,
+        op: String,
+        source: KernelError,
+    },
+    #[error("node '{node}' ({op}) returned {actual} outputs, expected {expected}")]
+    OutputCount {
+        node: String,
+        op: String,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("graph input '{0}' was not fed")]
+    NotFed(String),
+}
+
+/// An executable model.
+#[derive(Debug)]
+pub struct Plan {
+    values: Vec<ValueInfo>,
+    constants: HashMap<ValueId, Tensor>,
+    steps: Vec<Step>,
+    inputs: Vec<ValueId>,
+    outputs: Vec<ValueId>,
+}
+
+impl Plan {
+    /// Builds a kernel for every node and checks the graph's wiring.
+    ///
+    /// # Errors
+    /// When a node's operator is unsupported or misconfigured, or a node
+    /// reads a value that no earlier node, input or constant provides.
+    pub fn new(graph: Graph, registry: &KernelRegistry) -> Result<Plan, PlanError> {
+        let mut available = vec![false; graph.values.len()];
+        for &id in graph.inputs.iter().chain(graph.constants.keys()) {
+            available[id] = true;
+        }
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for node in &graph.nodes {
+            for &id in node.inputs.iter().flatten() {
+                if !available[id] {
+                    return Err(PlanError::NotSorted {
+                        node: node.name.clone(),
+                        value: graph.values[id].name.clone(),
+                    });
+                }
+            }
+            let kernel = registry.build(node, graph.opset)?;
+            for &id in &node.outputs {
+                available[id] = true;
+            }
+            steps.push(Step {
+                name: node.name.clone(),
+                op: node.op.clone(),
+                kernel,
+                inputs: node.inputs.clone(),
+                outputs: node.outputs.clone(),
+                frees: Vec::new(),
+            });
+        }
+        for &id in &graph.outputs {
+            if !available[id] {
+                return Err(PlanError::DanglingOutput(graph.values[id].name.clone()));
+            }
+        }
+        // Free each computed value after the last step that reads it; graph
+        // outputs and constants are never freed.
+        let mut last_use: HashMap<ValueId, usize> = HashMap::new();
+        for (i, step) in steps.iter().enumerate() {
+            for &id in step.inputs.iter().flatten() {
+                last_use.insert(id, i);
+            }
+        }
+        for (id, i) in last_use {
+            if !graph.constants.contains_key(&id) && !graph.outputs.contains(&id) {
+                steps[i].frees.push(id);
+            }
+        }
+        Ok(Plan {
+            values: graph.values,
+            constants: graph.constants,
+            steps,
+            inputs: graph.inputs,
+            outputs: graph.outputs,
+        })
+    }
+
+    /// What is declared about each value.
+    pub fn value_info(&self, id: ValueId) -> &ValueInfo {
+        &self.values[id]
+    }
+
+    /// The values callers feed.
+    pub fn inputs(&self) -> &[ValueId] {
+        &self.inputs
+    }
+
+    /// The values callers may fetch.
+    pub fn outputs(&self) -> &[ValueId] {
+        &self.outputs
+    }
+
+    /// Runs the plan on `feeds` (one tensor per graph input) and returns the
+    /// values of `fetches`, in that order.
+    ///
+    /// # Errors
+    /// When an input is not fed or a kernel fails.
+    pub fn run(&self, feeds: Vec<(ValueId, Tensor)>, fetches: &[ValueId]) -> Result<Vec<Tensor>, RunError> {
+        let mut slots: Vec<Option<Tensor>> = Vec::new();
+        slots.resize_with(self.values.len(), || None);
+        for (id, t) in feeds {
+            slots[id] = Some(t);
+        }
+        for &id in &self.inputs {
+            if slots[id].is_none() {
+                return Err(RunError::NotFed(self.values[id].name.clone()));
+            }
+        }
+        for step in &self.steps {
+            let outputs = {
+                let operands: Vec<Option<&Tensor>> = step
+                    .inputs
+                    .iter()
+                    .map(|id| id.and_then(|id| self.constants.get(&id).or(slots[id].as_ref())))
+                    .collect();
+                step.kernel.run(&operands).map_err(|source| RunError::Kernel {
+                    node: step.name.clone(),
+                    op: step.op.clone(),
+                    source,
+                })?
+            };
+            if outputs.len() < step.outputs.len() {
+                return Err(RunError::OutputCount {
+                    node: step.name.clone(),
+                    op: step.op.clone(),
+                    expected: step.outputs.len(),
+                    actual: outputs.len(),
+                });
+            }
+            for (&id, t) in step.outputs.iter().zip(outputs) {
+                slots[id] = Some(t);
+            }
+            for &id in &step.frees {
+                slots[id] = None;
+            }
+        }
+        fetches
+            .iter()
+            .map(|&id| {
+                self.constants
+                    .get(&id)
+                    .cloned()
+                    .or_else(|| slots[id].clone())
+                    .ok_or_else(|| RunError::NotFed(self.values[id].name.clone()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Dim, Node};
+    use crate::tensor::DataType;
+
+    fn value(name: &str) -> ValueInfo {
+        ValueInfo {
+            name: name.into(),
+            dtype: Some(DataType::Float),
+            shape: Some(vec![Dim::Unknown(None), Dim::Known(2)]),
+        }
+    }
+
+    /// y = relu(x + b)
+    fn tiny_graph() -> Graph {
+        let mut g = Graph {
+            values: vec![value("x"), value("b"), value("s"), value("y")],
+            opset: 13,
+            ..Graph::default()
+        };
+        g.constants.insert(1, Tensor::from_f32(vec![2], vec![1.0, -5.0]).unwrap());
+        g.nodes.push(Node {
+            name: "add".into(),
+            op: "Add".into(),
+            inputs: vec![Some(0), Some(1)],
+            outputs: vec![2],
+            attributes: HashMap::new(),
+        });
+        g.nodes.push(Node {
+            name: "relu".into(),
+            op: "Relu".into(),
+            inputs: vec![Some(2)],
+            outputs: vec![3],
+            attributes: HashMap::new(),
+        });
+        g.inputs = vec![0];
+        g.outputs = vec![3];
+        g
+    }
+
+    #[test]
+    fn runs_a_graph_and_frees_intermediates() {
+        let plan = Plan::new(tiny_graph(), &KernelRegistry::with_all_ops()).unwrap();
+        assert_eq!(plan.steps[1].frees, vec![2]);
+        let x = Tensor::from_f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let out = plan.run(vec![(0, x)], &[3]).unwrap();
+        assert_eq!(out[0].as_f32().unwrap(), &[2.0, 0.0, 4.0, 0.0]);
+    }
+
+    #[test]
+    fn kernel_failures_name_the_node() {
+        let plan = Plan::new(tiny_graph(), &KernelRegistry::with_all_ops()).unwrap();
+        let x = Tensor::from_f32(vec![3], vec![1.0, 2.0, 3.0]).unwrap();
+        let err = plan.run(vec![(0, x)], &[3]).unwrap_err();
+        assert!(err.to_string().starts_with("node 'add' (Add) failed:"), "{err}");
+        assert_eq!(plan.run(vec![], &[3]).unwrap_err(), RunError::NotFed("x".into()));
+    }
+
+    #[test]
+    fn unsorted_graphs_and_unknown_ops_fail_to_plan() {
+        let mut g = tiny_graph();
+        g.nodes.swap(0, 1);
+        assert!(matches!(
+            Plan::new(g, &KernelRegistry::with_all_ops()),
+            Err(PlanError::NotSorted { .. })
+        ));
+        let mut g = tiny_graph();
+        g.nodes[1].op = "Mystery".into();
+        let err = Plan::new(g, &KernelRegistry::with_all_ops()).unwrap_err();
+        assert!(err.to_string().contains("'Mystery'"), "{err}");
+    }
+}
