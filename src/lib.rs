@@ -1,5 +1,34 @@
+//! ferroserve: a model server that speaks TensorFlow Serving's API and runs
+//! conv/dense/recurrent networks on its own CPU kernels.
+//!
+//! # Layout
+//!
+//! - [`config`]: the command line, with TensorFlow Serving's flag names,
+//!   validated into a [`config::Config`] before any socket opens.
+//! - [`proto`]: the code generated from `proto/`, and nothing else.
+//! - [`error`]: [`error::ServeError`], the one place where errors become
+//!   gRPC status codes (and HTTP codes).
+//! - [`tensor`]: the in-memory tensor and its TensorProto conversions.
+//! - [`graph`]: the framework-neutral model IR.
+//! - [`onnx`]: ONNX `ModelProto` to graph.
+//! - [`kernels`]: the kernel registry and the operators.
+//! - [`runtime`]: a graph as an execution plan.
+//! - [`compute`]: the compute thread pool and its bridge from async code.
+//! - [`servable`]: a loaded model version: signatures, input validation,
+//!   prediction.
+//! - [`repository`]: models on disk, their versions and states.
+//! - [`service`]: the tonic services (PredictionService, ModelService,
+//!   health, reflection) and the server's serve loop.
+
+pub mod compute;
+pub mod config;
+pub mod error;
 pub mod graph;
 pub mod kernels;
+pub mod onnx;
 pub mod proto;
+pub mod repository;
 pub mod runtime;
+pub mod servable;
+pub mod service;
 pub mod tensor;

@@ -1,1 +1,154 @@
-fn main() {}
+//! `ferroserve`: flags -> Config -> telemetry -> load models -> bind ->
+//! serve -> drain.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use ferroserve::compute::ComputePool;
+use ferroserve::config::{Config, Flags};
+use ferroserve::kernels::KernelRegistry;
+use ferroserve::repository::ModelRepository;
+use ferroserve::service::{self, ServingState};
+
+/// Exit code for a bad command line (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+/// How many model runs may wait in the compute pool's queue per thread.
+const RUNS_PER_THREAD: usize = 4;
+
+/// Logs go to stderr through tracing; `RUST_LOG` sets the filter (default
+/// `info`) and `FERROSERVE_LOG_FORMAT=json` switches to JSON lines.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("FERROSERVE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let flags = match Flags::try_parse() {
+        Ok(flags) => flags,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return if usage { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    let config = match flags.validate() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("Failed to start server. Error: INVALID_ARGUMENT: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_tracing();
+    for (flag, note) in flags.not_honoured() {
+        tracing::warn!(flag = %format!("--{flag}"), "{note}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Failed to start server. Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("Failed to start server. Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves at the first SIGTERM or SIGINT; a second one exits at once.
+async fn first_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("second signal: exiting without waiting for in-flight requests");
+        std::process::exit(0);
+    });
+    Ok(())
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let compute = Arc::new(ComputePool::new(config.compute_threads, config.compute_threads.max(1) * RUNS_PER_THREAD * 4)?);
+    tracing::info!(threads = compute.threads(), "compute pool ready");
+
+    // Models load before any port opens, as in TensorFlow Serving: clients
+    // see connection-refused until the server can answer.
+    let models = config.models.clone();
+    let repository = tokio::task::spawn_blocking(move || ModelRepository::load(&models, &KernelRegistry::with_all_ops()))
+        .await
+        .context("the model loader stopped")??;
+    let state = Arc::new(ServingState::new(Arc::new(repository), compute));
+
+    let Some(port) = config.grpc_port else {
+        anyhow::bail!("gRPC over TCP is off (--port=0) and UNIX sockets are not supported by this build yet");
+    };
+    let listener = TcpListener::bind(("0.0.0.0", port))
+        .await
+        .with_context(|| format!("binding the gRPC port 0.0.0.0:{port}"))?;
+    tracing::info!(address = %listener.local_addr()?, "gRPC server listening (PredictionService, ModelService, grpc.health.v1, reflection)");
+
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let signals = tokio::spawn(async move {
+        if let Err(e) = first_signal().await {
+            tracing::error!("{e:#}");
+            return false;
+        }
+        let _ = signalled_tx.send(());
+        true
+    });
+    let shutdown = async move {
+        // A dropped sender (no signal handling) means never shut down.
+        if signalled_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let grace = config.shutdown_grace + config.shutdown_delay;
+    let server = service::serve(listener, state, shutdown, config.shutdown_delay);
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => {
+            result.map_err(|e| anyhow::anyhow!(e))?;
+        }
+        () = grace_expired(signals, grace) => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish within the grace period; exiting");
+        }
+    }
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+/// Resolves `grace` after the signal task finished (that is, after the first
+/// signal); never when no signal comes.
+async fn grace_expired(signals: tokio::task::JoinHandle<bool>, grace: Duration) {
+    if !signals.await.unwrap_or(false) {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(grace).await;
+}

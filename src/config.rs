@@ -1,0 +1,402 @@
+//! The command line, with `tensorflow_model_server`'s flag names, syntax and
+//! defaults, validated into a [`Config`] before any model loads or socket
+//! opens.
+//!
+//! Every flag of TensorFlow Serving is accepted, so existing manifests keep
+//! working. Flags this build does not act on yet are listed by
+//! [`Flags::not_honoured`] and logged once at start-up; flags that mean
+//! nothing on a CPU server (GPU, TPU, XLA, TFLite, the profiler) are logged
+//! as ignored.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+
+use crate::repository::ModelConfig;
+
+/// The command that serves the bundled example model, shown when no model
+/// is given.
+pub const EXAMPLE_COMMAND: &str =
+    "ferroserve --model_name=mnist --model_base_path=examples/models/mnist --rest_api_port=8501";
+
+/// `tensorflow_model_server`'s flags. Booleans take `--x`, `--x=true` or
+/// `--x=false`; values take `--x=v` or `--x v`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ferroserve",
+    rename_all = "snake_case",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (TensorFlow Serving 2.21 API)"),
+    about = "A model server that speaks TensorFlow Serving's gRPC API and runs ONNX models on its own CPU kernels.",
+    after_help = concat!("Serve the bundled example model:\n  ", "ferroserve --model_name=mnist --model_base_path=examples/models/mnist --rest_api_port=8501"),
+)]
+pub struct Flags {
+    /// TCP port for gRPC (0 = gRPC off; then --grpc_socket_path is required).
+    #[arg(long, default_value_t = 8500)]
+    pub port: u16,
+    /// Also serve gRPC on this UNIX socket.
+    #[arg(long, default_value = "")]
+    pub grpc_socket_path: String,
+    /// TCP port for the REST API (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub rest_api_port: u16,
+    /// REST worker threads (0 = 4 x cores).
+    #[arg(long, default_value_t = 0)]
+    pub rest_api_num_threads: u32,
+    /// Timeout of one REST call, in milliseconds.
+    #[arg(long, default_value_t = 30000)]
+    pub rest_api_timeout_in_ms: i64,
+    /// Add CORS headers to REST answers.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub rest_api_enable_cors_support: bool,
+    /// Name of the single model to serve (ignored with --model_config_file).
+    #[arg(long, default_value = "default")]
+    pub model_name: String,
+    /// Directory holding the single model's numeric version directories.
+    #[arg(long, default_value = "")]
+    pub model_base_path: String,
+    /// Text-format ModelServerConfig listing the models to serve.
+    #[arg(long, default_value = "")]
+    pub model_config_file: String,
+    /// Re-read --model_config_file every N seconds (0 = read once).
+    #[arg(long, default_value_t = 0)]
+    pub model_config_file_poll_wait_seconds: i64,
+    /// Look for new versions every N seconds (0 = once; negative = never).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub file_system_poll_wait_seconds: i64,
+    /// Merge concurrent requests into batches.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub enable_batching: bool,
+    /// Text-format BatchingParameters (requires --enable_batching).
+    #[arg(long, default_value = "")]
+    pub batching_parameters_file: String,
+    /// Read batching_params.pbtxt from each version directory.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub enable_per_model_batching_parameters: bool,
+    /// Let a new version label point at a version that is not yet available.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub allow_version_labels_for_unavailable_models: bool,
+    /// Load retries after a failed load.
+    #[arg(long, default_value_t = 5)]
+    pub max_num_load_retries: u32,
+    /// Delay between load retries, in microseconds.
+    #[arg(long, default_value_t = 60_000_000)]
+    pub load_retry_interval_micros: i64,
+    /// Threads for loading models (0 = serial).
+    #[arg(long, default_value_t = 0)]
+    pub num_load_threads: u32,
+    /// Threads for unloading models (0 = serial).
+    #[arg(long, default_value_t = 0)]
+    pub num_unload_threads: u32,
+    /// Flush file-system caches after the initial load.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = true, action = ArgAction::Set)]
+    pub flush_filesystem_caches: bool,
+    /// Comma-separated MetaGraphDef tags of SavedModels.
+    #[arg(long, default_value = "serve")]
+    pub saved_model_tags: String,
+    /// Sets both intra- and inter-op threads (0 = automatic).
+    #[arg(long, default_value_t = 0)]
+    pub tensorflow_session_parallelism: i64,
+    /// Compute threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub tensorflow_intra_op_parallelism: i64,
+    /// Concurrent model runs (0 = automatic).
+    #[arg(long, default_value_t = 0)]
+    pub tensorflow_inter_op_parallelism: i64,
+    /// Text-format TensorFlow ConfigProto.
+    #[arg(long, default_value = "")]
+    pub tensorflow_session_config_file: String,
+    /// GPU memory fraction (no GPU is used).
+    #[arg(long, default_value_t = 0.0)]
+    pub per_process_gpu_memory_fraction: f64,
+    /// Text-format PlatformConfigMap.
+    #[arg(long, default_value = "")]
+    pub platform_config_file: String,
+    /// Text-format SSLConfig securing gRPC.
+    #[arg(long, default_value = "")]
+    pub ssl_config_file: String,
+    /// Use ALTS credentials (Google Cloud only).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub use_alts_credentials: bool,
+    /// gRPC channel arguments, `k=v,k=v`.
+    #[arg(long, default_value = "")]
+    pub grpc_channel_arguments: String,
+    /// gRPC threads (0 = 4 x cores).
+    #[arg(long, default_value_t = 0)]
+    pub grpc_max_threads: u32,
+    /// Replay assets.extra/tf_serving_warmup_requests before serving a version.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = true, action = ArgAction::Set)]
+    pub enable_model_warmup: bool,
+    /// Times each warmup record is replayed (0 = once).
+    #[arg(long, default_value_t = 0)]
+    pub num_request_iterations_for_warmup: u32,
+    /// Text-format MonitoringConfig.
+    #[arg(long, default_value = "")]
+    pub monitoring_config_file: String,
+    /// Enforce SignatureDef method names.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub enable_signature_method_name_check: bool,
+    /// Register the profiler service (no profiler here).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = true, action = ArgAction::Set)]
+    pub enable_profiler: bool,
+    /// Serve grpc.health.v1 (always on in ferroserve).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub enable_grpc_healthcheck_service: bool,
+    /// Answer Predict with tensor_content instead of the typed fields.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub enable_serialization_as_tensor_content: bool,
+    /// Drop unused fields from the served MetaGraphDef.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = true, action = ArgAction::Set)]
+    pub remove_unused_fields_from_bundle_metagraph: bool,
+    /// Text-format thread-pool factory config.
+    #[arg(long, default_value = "")]
+    pub thread_pool_factory_config_file: String,
+    /// Mixed precision mode (no effect on CPU kernels).
+    #[arg(long, default_value = "")]
+    pub mixed_precision: String,
+    /// Prefer a TFLite model when both exist.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub prefer_tflite_model: bool,
+    /// TFLite interpreter pools.
+    #[arg(long, default_value_t = 1)]
+    pub num_tflite_pools: u32,
+    /// TFLite interpreters per pool.
+    #[arg(long, default_value_t = 1)]
+    pub num_tflite_interpreters_per_pool: u32,
+    /// XLA CPU compilation.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub xla_cpu_compilation_enabled: bool,
+    /// XLA GPU compilation.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub xla_gpu_compilation_enabled: bool,
+    /// Skip TPU initialisation.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub skip_initialize_tpu: bool,
+    /// After SIGTERM or SIGINT, seconds to keep accepting requests while
+    /// health says NOT_SERVING, so load balancers stop sending traffic.
+    #[arg(long, default_value_t = 5)]
+    pub shutdown_delay_seconds: u64,
+    /// Then, seconds to wait for in-flight requests before exiting anyway.
+    #[arg(long, default_value_t = 25)]
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Why the flags do not make a runnable configuration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "Both server_options.model_base_path and server_options.model_config_file are empty!\nTo serve the bundled example model, run:\n  {EXAMPLE_COMMAND}"
+    )]
+    NoModel,
+    #[error("--port=0 turns gRPC off, so --grpc_socket_path is required")]
+    NoListener,
+    #[error("--{flag}={value}: {reason}")]
+    Invalid {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// gRPC TCP port; `None` when gRPC over TCP is off.
+    pub grpc_port: Option<u16>,
+    /// REST port requested (REST is not served by this build yet).
+    pub rest_api_port: Option<u16>,
+    pub models: Vec<ModelConfig>,
+    /// Compute threads; 0 = one per core.
+    pub compute_threads: usize,
+    /// How long the listener keeps accepting after a drain starts.
+    pub shutdown_delay: std::time::Duration,
+    /// How long in-flight requests may take after that.
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl Flags {
+    /// Flags given a non-default value that this build does not act on yet,
+    /// as `(flag, note)`.
+    pub fn not_honoured(&self) -> Vec<(&'static str, &'static str)> {
+        let defaults = Flags::parse_from(["ferroserve"]);
+        let mut out = Vec::new();
+        macro_rules! check {
+            ($($field:ident => $note:expr),* $(,)?) => {
+                $(if self.$field != defaults.$field {
+                    out.push((stringify!($field), $note));
+                })*
+            };
+        }
+        check!(
+            grpc_socket_path => "not yet honoured",
+            rest_api_port => "not yet honoured: the REST API is not served by this build",
+            rest_api_num_threads => "not yet honoured",
+            rest_api_timeout_in_ms => "not yet honoured",
+            rest_api_enable_cors_support => "not yet honoured",
+            model_config_file_poll_wait_seconds => "not yet honoured",
+            file_system_poll_wait_seconds => "not yet honoured: versions are read once at start-up",
+            enable_batching => "not yet honoured",
+            batching_parameters_file => "not yet honoured",
+            enable_per_model_batching_parameters => "not yet honoured",
+            allow_version_labels_for_unavailable_models => "not yet honoured",
+            max_num_load_retries => "not yet honoured",
+            load_retry_interval_micros => "not yet honoured",
+            num_load_threads => "not yet honoured",
+            num_unload_threads => "not yet honoured",
+            flush_filesystem_caches => "ignored: nothing to flush",
+            saved_model_tags => "not yet honoured",
+            tensorflow_session_parallelism => "not yet honoured",
+            tensorflow_inter_op_parallelism => "not yet honoured",
+            tensorflow_session_config_file => "not yet honoured",
+            per_process_gpu_memory_fraction => "ignored: no GPU is used",
+            platform_config_file => "not yet honoured",
+            ssl_config_file => "not yet honoured",
+            use_alts_credentials => "not yet honoured",
+            grpc_channel_arguments => "not yet honoured",
+            grpc_max_threads => "not yet honoured",
+            enable_model_warmup => "not yet honoured",
+            num_request_iterations_for_warmup => "not yet honoured",
+            monitoring_config_file => "not yet honoured",
+            enable_signature_method_name_check => "not yet honoured",
+            enable_profiler => "ignored: no profiler service",
+            enable_grpc_healthcheck_service => "ignored: grpc.health.v1 is always served",
+            enable_serialization_as_tensor_content => "not yet honoured",
+            remove_unused_fields_from_bundle_metagraph => "ignored",
+            thread_pool_factory_config_file => "not yet honoured",
+            mixed_precision => "ignored: CPU kernels compute in the model's types",
+            prefer_tflite_model => "ignored: TFLite is not supported",
+            num_tflite_pools => "ignored: TFLite is not supported",
+            num_tflite_interpreters_per_pool => "ignored: TFLite is not supported",
+            xla_cpu_compilation_enabled => "ignored: no XLA",
+            xla_gpu_compilation_enabled => "ignored: no XLA",
+            skip_initialize_tpu => "ignored: no TPU",
+        );
+        // --model_config_file is honoured by refusing it clearly in
+        // validate() until the config-file parser exists.
+        out
+    }
+
+    /// Checks the flags and builds the [`Config`].
+    ///
+    /// # Errors
+    /// When no model is given, no listener would be open, or a value is out
+    /// of range.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        if self.model_base_path.is_empty() && self.model_config_file.is_empty() {
+            return Err(ConfigError::NoModel);
+        }
+        if !self.model_config_file.is_empty() {
+            return Err(ConfigError::Invalid {
+                flag: "model_config_file",
+                value: self.model_config_file.clone(),
+                reason: "model config files are not supported by this build yet; use --model_name and --model_base_path".into(),
+            });
+        }
+        if self.port == 0 && self.grpc_socket_path.is_empty() {
+            return Err(ConfigError::NoListener);
+        }
+        if self.model_name.is_empty() {
+            return Err(ConfigError::Invalid {
+                flag: "model_name",
+                value: String::new(),
+                reason: "a model needs a name".into(),
+            });
+        }
+        if self.tensorflow_intra_op_parallelism < 0 {
+            return Err(ConfigError::Invalid {
+                flag: "tensorflow_intra_op_parallelism",
+                value: self.tensorflow_intra_op_parallelism.to_string(),
+                reason: "must be 0 (one thread per core) or a positive thread count".into(),
+            });
+        }
+        if self.tensorflow_session_parallelism > 0
+            && self.tensorflow_intra_op_parallelism > 0
+            && self.tensorflow_inter_op_parallelism > 0
+        {
+            return Err(ConfigError::Invalid {
+                flag: "tensorflow_session_parallelism",
+                value: self.tensorflow_session_parallelism.to_string(),
+                reason: "cannot be set together with both --tensorflow_intra_op_parallelism and --tensorflow_inter_op_parallelism".into(),
+            });
+        }
+        Ok(Config {
+            grpc_port: (self.port != 0).then_some(self.port),
+            rest_api_port: (self.rest_api_port != 0).then_some(self.rest_api_port),
+            models: vec![ModelConfig {
+                name: self.model_name.clone(),
+                base_path: PathBuf::from(&self.model_base_path),
+            }],
+            compute_threads: self.tensorflow_intra_op_parallelism as usize,
+            shutdown_delay: std::time::Duration::from_secs(self.shutdown_delay_seconds),
+            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_seconds),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+        Flags::try_parse_from(std::iter::once("ferroserve").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn tensorflow_flag_syntax_is_accepted() {
+        let f = parse(&[
+            "--port=9000",
+            "--rest_api_port",
+            "9001",
+            "--model_name=m",
+            "--model_base_path",
+            "/models/m",
+            "--enable_batching",
+            "--enable_model_warmup=false",
+            "--file_system_poll_wait_seconds=-1",
+        ])
+        .unwrap();
+        assert_eq!((f.port, f.rest_api_port), (9000, 9001));
+        assert!(f.enable_batching);
+        assert!(!f.enable_model_warmup);
+        assert_eq!(f.file_system_poll_wait_seconds, -1);
+        let c = f.validate().unwrap();
+        assert_eq!(c.grpc_port, Some(9000));
+        assert_eq!(c.models[0].name, "m");
+    }
+
+    #[test]
+    fn defaults_are_tensorflow_servings() {
+        let f = parse(&[]).unwrap();
+        assert_eq!((f.port, f.rest_api_port), (8500, 0));
+        assert_eq!(f.model_name, "default");
+        assert_eq!(f.file_system_poll_wait_seconds, 1);
+        assert!(f.enable_model_warmup);
+        assert_eq!(f.rest_api_timeout_in_ms, 30000);
+        assert!(f.not_honoured().is_empty());
+    }
+
+    #[test]
+    fn bad_flags_and_values_are_named() {
+        let err = parse(&["--no_such_flag=1"]).unwrap_err().to_string();
+        assert!(err.contains("--no_such_flag"), "{err}");
+        let err = parse(&["--port=eighty"]).unwrap_err().to_string();
+        assert!(err.contains("--port"), "{err}");
+        let err = parse(&["--enable_batching=maybe"]).unwrap_err().to_string();
+        assert!(err.contains("--enable_batching"), "{err}");
+    }
+
+    #[test]
+    fn no_model_shows_the_example_command() {
+        let err = parse(&[]).unwrap().validate().unwrap_err().to_string();
+        assert!(err.starts_with("Both server_options.model_base_path and server_options.model_config_file are empty!"));
+        assert!(err.contains(EXAMPLE_COMMAND));
+        let err = parse(&["--port=0", "--model_base_path=/m"]).unwrap().validate().unwrap_err();
+        assert_eq!(err, ConfigError::NoListener);
+    }
+
+    #[test]
+    fn unhonoured_flags_are_listed() {
+        let f = parse(&["--model_base_path=/m", "--enable_batching", "--xla_cpu_compilation_enabled=true"]).unwrap();
+        let names: Vec<&str> = f.not_honoured().iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["enable_batching", "xla_cpu_compilation_enabled"]);
+    }
+}

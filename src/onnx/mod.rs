@@ -1,0 +1,460 @@
+//! ONNX `ModelProto` to [`Graph`].
+//!
+//! The importer reads the model with the prost types generated from our own
+//! `proto/onnx/onnx.proto`, turns initializers and `Constant` nodes into graph
+//! constants, keeps graph inputs that have no initializer as the model's
+//! inputs (older exporters list every initializer as an input too), and
+//! copies nodes and attributes as they are. It checks structure, not
+//! operator semantics: the kernel registry refuses unknown operators.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use prost::Message;
+
+use crate::graph::{Attribute, Dim, Graph, Node, ValueId, ValueInfo};
+use crate::proto::onnx as pb;
+use crate::tensor::{DataType, Tensor, TensorData, element_count};
+
+/// Why an ONNX file could not be imported.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("not a valid ONNX ModelProto: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("the model has no graph")]
+    NoGraph,
+    #[error("the model imports no opset of the default ONNX domain")]
+    NoOpset,
+    #[error("node '{node}' uses operator domain '{domain}'; only the default ONNX domain is supported")]
+    Domain { node: String, domain: String },
+    #[error("tensor '{name}': {message}")]
+    Tensor { name: String, message: String },
+    #[error("node '{node}': attribute '{attribute}': {message}")]
+    Attribute {
+        node: String,
+        attribute: String,
+        message: String,
+    },
+    #[error("value '{name}': {message}")]
+    Value { name: String, message: String },
+    #[error("value '{0}' is produced twice")]
+    Redefined(String),
+}
+
+/// Reads and imports an ONNX file.
+///
+/// # Errors
+/// When the file cannot be read or is not an importable ONNX model.
+pub fn load_file(path: &Path) -> Result<Graph, OnnxError> {
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load(&bytes)
+}
+
+/// Imports a serialized ONNX model.
+///
+/// # Errors
+/// When the bytes are not a ModelProto, or the model uses something the
+/// importer does not support (another operator domain, external data,
+/// subgraphs, an unsupported element type).
+pub fn load(bytes: &[u8]) -> Result<Graph, OnnxError> {
+    let model = pb::ModelProto::decode(bytes)?;
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| matches!(o.domain(), "" | "ai.onnx"))
+        .map(|o| o.version())
+        .ok_or(OnnxError::NoOpset)?;
+    let graph = model.graph.ok_or(OnnxError::NoGraph)?;
+    Importer::default().import(graph, opset)
+}
+
+#[derive(Default)]
+struct Importer {
+    graph: Graph,
+    ids: HashMap<String, ValueId>,
+}
+
+impl Importer {
+    fn value(&mut self, name: &str) -> ValueId {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.graph.values.len();
+        self.graph.values.push(ValueInfo {
+            name: name.to_string(),
+            dtype: None,
+            shape: None,
+        });
+        self.ids.insert(name.to_string(), id);
+        id
+    }
+
+    fn declare(&mut self, info: &pb::ValueInfoProto) -> Result<ValueId, OnnxError> {
+        let name = info.name();
+        let id = self.value(name);
+        let Some(pb::type_proto::Value::TensorType(t)) = info.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            return Ok(id);
+        };
+        let dtype = match t.elem_type {
+            Some(e) => Some(dtype_from_onnx(e).map_err(|message| OnnxError::Value {
+                name: name.to_string(),
+                message,
+            })?),
+            None => None,
+        };
+        let shape = t.shape.as_ref().map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => Dim::Known(*v as usize),
+                    Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) => Dim::Unknown(Some(p.clone())),
+                    _ => Dim::Unknown(None),
+                })
+                .collect()
+        });
+        let v = &mut self.graph.values[id];
+        v.dtype = dtype.or(v.dtype);
+        if shape.is_some() {
+            v.shape = shape;
+        }
+        Ok(id)
+    }
+
+    fn import(mut self, g: pb::GraphProto, opset: i64) -> Result<Graph, OnnxError> {
+        self.graph.opset = opset;
+        for init in &g.initializer {
+            let id = self.value(init.name());
+            let t = tensor_from_onnx(init)?;
+            let v = &mut self.graph.values[id];
+            v.dtype = Some(t.dtype());
+            v.shape = Some(t.shape().iter().map(|&d| Dim::Known(d)).collect());
+            self.graph.constants.insert(id, t);
+        }
+        for input in &g.input {
+            let id = self.declare(input)?;
+            if !self.graph.constants.contains_key(&id) {
+                self.graph.inputs.push(id);
+            }
+        }
+        for info in &g.value_info {
+            self.declare(info)?;
+        }
+        for output in &g.output {
+            let id = self.declare(output)?;
+            self.graph.outputs.push(id);
+        }
+        let mut produced: Vec<bool> = Vec::new();
+        for (index, n) in g.node.into_iter().enumerate() {
+            let name = match n.name() {
+                "" => format!("{}_{index}", n.op_type()),
+                s => s.to_string(),
+            };
+            if !matches!(n.domain(), "" | "ai.onnx") {
+                return Err(OnnxError::Domain {
+                    node: name,
+                    domain: n.domain().to_string(),
+                });
+            }
+            let mut attributes = HashMap::new();
+            for a in &n.attribute {
+                attributes.insert(a.name().to_string(), attribute_from_onnx(&name, a)?);
+            }
+            let outputs: Vec<ValueId> = n.output.iter().filter(|o| !o.is_empty()).map(|o| self.value(o)).collect();
+            for &id in &outputs {
+                produced.resize(self.graph.values.len(), false);
+                if std::mem::replace(&mut produced[id], true)
+                    || self.graph.constants.contains_key(&id)
+                    || self.graph.inputs.contains(&id)
+                {
+                    return Err(OnnxError::Redefined(self.graph.values[id].name.clone()));
+                }
+            }
+            if n.op_type() == "Constant" {
+                let [out] = outputs[..] else {
+                    return Err(OnnxError::Value {
+                        name,
+                        message: "a Constant node must have exactly one output".into(),
+                    });
+                };
+                let t = constant_value(&name, attributes)?;
+                let v = &mut self.graph.values[out];
+                v.dtype = Some(t.dtype());
+                v.shape = Some(t.shape().iter().map(|&d| Dim::Known(d)).collect());
+                self.graph.constants.insert(out, t);
+                continue;
+            }
+            let inputs = n
+                .input
+                .iter()
+                .map(|i| if i.is_empty() { None } else { Some(self.value(i)) })
+                .collect();
+            self.graph.nodes.push(Node {
+                name,
+                op: n.op_type().to_string(),
+                inputs,
+                outputs,
+                attributes,
+            });
+        }
+        Ok(self.graph)
+    }
+}
+
+/// The tensor held by a Constant node's attributes.
+fn constant_value(node: &str, mut attributes: HashMap<String, Attribute>) -> Result<Tensor, OnnxError> {
+    let (key, value) = attributes.drain().next().ok_or_else(|| OnnxError::Value {
+        name: node.to_string(),
+        message: "a Constant node needs one value attribute".into(),
+    })?;
+    let t = match value {
+        Attribute::Tensor(t) => Ok(t),
+        Attribute::Float(f) => Tensor::from_f32(vec![], vec![f]),
+        Attribute::Floats(v) => Tensor::from_f32(vec![v.len()], v),
+        Attribute::Int(i) => Tensor::from_i64(vec![], vec![i]),
+        Attribute::Ints(v) => Tensor::from_i64(vec![v.len()], v),
+        _ => {
+            return Err(OnnxError::Attribute {
+                node: node.to_string(),
+                attribute: key,
+                message: "this Constant value kind is not supported".into(),
+            });
+        }
+    };
+    t.map_err(|e| OnnxError::Tensor {
+        name: node.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Maps an ONNX element type number to ours.
+fn dtype_from_onnx(elem_type: i32) -> Result<DataType, String> {
+    use pb::tensor_proto::DataType as T;
+    match T::try_from(elem_type) {
+        Ok(T::Float) => Ok(DataType::Float),
+        Ok(T::Double) => Ok(DataType::Double),
+        Ok(T::Int32) => Ok(DataType::Int32),
+        Ok(T::Int64) => Ok(DataType::Int64),
+        Ok(T::Uint8) => Ok(DataType::UInt8),
+        Ok(T::Int8) => Ok(DataType::Int8),
+        Ok(T::Bool) => Ok(DataType::Bool),
+        Ok(other) => Err(format!("element type {} is not supported", other.as_str_name())),
+        Err(_) => Err(format!("unknown element type {elem_type}")),
+    }
+}
+
+fn le_values<T, const W: usize>(raw: &[u8], convert: fn([u8; W]) -> T) -> Vec<T> {
+    raw.chunks_exact(W)
+        .map(|c| {
+            let mut a = [0u8; W];
+            a.copy_from_slice(c);
+            convert(a)
+        })
+        .collect()
+}
+
+/// An ONNX TensorProto (initializer, attribute, or a test's input or output
+/// file) as a tensor.
+///
+/// # Errors
+/// For external data, an unsupported element type, or data that does not
+/// match the dims.
+pub fn tensor_from_onnx(t: &pb::TensorProto) -> Result<Tensor, OnnxError> {
+    let name = t.name().to_string();
+    let err = |message: String| OnnxError::Tensor {
+        name: name.clone(),
+        message,
+    };
+    if t.data_location() == pb::tensor_proto::DataLocation::External || !t.external_data.is_empty() {
+        return Err(err("external data files are not supported; save the model with its weights inside".into()));
+    }
+    let dtype = dtype_from_onnx(t.data_type()).map_err(&err)?;
+    let shape = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| err(format!("negative dim {d}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = element_count(&shape).ok_or_else(|| err(format!("shape {shape:?} overflows")))?;
+    let data = match t.raw_data.as_deref() {
+        Some(raw) if !raw.is_empty() || n == 0 => {
+            if raw.len() != n * dtype.size_of() {
+                return Err(err(format!(
+                    "raw_data holds {} bytes but {dtype} {shape:?} needs {}",
+                    raw.len(),
+                    n * dtype.size_of()
+                )));
+            }
+            match dtype {
+                DataType::Float => TensorData::Float(le_values(raw, f32::from_le_bytes)),
+                DataType::Double => TensorData::Double(le_values(raw, f64::from_le_bytes)),
+                DataType::Int32 => TensorData::Int32(le_values(raw, i32::from_le_bytes)),
+                DataType::Int64 => TensorData::Int64(le_values(raw, i64::from_le_bytes)),
+                DataType::UInt8 => TensorData::UInt8(raw.to_vec()),
+                DataType::Int8 => TensorData::Int8(raw.iter().map(|&b| b as i8).collect()),
+                DataType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
+            }
+        }
+        _ => match dtype {
+            DataType::Float => TensorData::Float(t.float_data.clone()),
+            DataType::Double => TensorData::Double(t.double_data.clone()),
+            DataType::Int64 => TensorData::Int64(t.int64_data.clone()),
+            // ONNX stores the narrow integer types and bool widened in
+            // int32_data.
+            DataType::Int32 => TensorData::Int32(t.int32_data.clone()),
+            DataType::UInt8 => TensorData::UInt8(t.int32_data.iter().map(|&v| v as u8).collect()),
+            DataType::Int8 => TensorData::Int8(t.int32_data.iter().map(|&v| v as i8).collect()),
+            DataType::Bool => TensorData::Bool(t.int32_data.iter().map(|&v| v != 0).collect()),
+        },
+    };
+    Tensor::new(shape, data).map_err(|e| err(e.to_string()))
+}
+
+fn attribute_from_onnx(node: &str, a: &pb::AttributeProto) -> Result<Attribute, OnnxError> {
+    use pb::attribute_proto::AttributeType as A;
+    let err = |message: &str| OnnxError::Attribute {
+        node: node.to_string(),
+        attribute: a.name().to_string(),
+        message: message.to_string(),
+    };
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| err("string is not UTF-8"));
+    Ok(match A::try_from(a.r#type()) {
+        Ok(A::Float) => Attribute::Float(a.f()),
+        Ok(A::Int) => Attribute::Int(a.i()),
+        Ok(A::String) => Attribute::String(text(a.s())?),
+        Ok(A::Tensor) => Attribute::Tensor(tensor_from_onnx(a.t.as_ref().ok_or_else(|| err("tensor is missing"))?)?),
+        Ok(A::Floats) => Attribute::Floats(a.floats.clone()),
+        Ok(A::Ints) => Attribute::Ints(a.ints.clone()),
+        Ok(A::Strings) => Attribute::Strings(a.strings.iter().map(|s| text(s)).collect::<Result<_, _>>()?),
+        Ok(A::Graph) | Ok(A::Graphs) => return Err(err("subgraph attributes (control flow) are not supported")),
+        _ => return Err(err("this attribute type is not supported")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+        pb::ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: Some(pb::tensor_proto::DataType::Float as i32),
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| pb::tensor_shape_proto::Dimension {
+                                value: Some(if d < 0 {
+                                    pb::tensor_shape_proto::dimension::Value::DimParam("N".into())
+                                } else {
+                                    pb::tensor_shape_proto::dimension::Value::DimValue(d)
+                                }),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn model(nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>, inputs: Vec<pb::ValueInfoProto>) -> Vec<u8> {
+        pb::ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(13),
+            }],
+            graph: Some(pb::GraphProto {
+                node: nodes,
+                initializer: inits,
+                input: inputs,
+                output: vec![tensor_info("y", &[-1, 2])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    fn bias() -> pb::TensorProto {
+        pb::TensorProto {
+            name: Some("b".into()),
+            dims: vec![2],
+            data_type: Some(pb::tensor_proto::DataType::Float as i32),
+            raw_data: Some([1.0f32.to_le_bytes(), 2.0f32.to_le_bytes()].concat()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn initializers_listed_as_inputs_are_constants() {
+        let bytes = model(
+            vec![node("Add", &["x", "b"], "y")],
+            vec![bias()],
+            vec![tensor_info("x", &[-1, 2]), tensor_info("b", &[2])],
+        );
+        let g = load(&bytes).unwrap();
+        assert_eq!(g.inputs.len(), 1);
+        assert_eq!(g.values[g.inputs[0]].name, "x");
+        assert_eq!(
+            g.values[g.inputs[0]].shape,
+            Some(vec![Dim::Unknown(Some("N".into())), Dim::Known(2)])
+        );
+        let b = g.value_id("b").unwrap();
+        assert_eq!(g.constants[&b].as_f32().unwrap(), &[1.0, 2.0]);
+        assert_eq!(g.nodes[0].name, "Add_0");
+        assert_eq!(g.opset, 13);
+    }
+
+    #[test]
+    fn constant_nodes_become_constants() {
+        let mut c = node("Constant", &[], "b");
+        c.attribute.push(pb::AttributeProto {
+            name: Some("value".into()),
+            r#type: Some(pb::attribute_proto::AttributeType::Tensor as i32),
+            t: Some(bias()),
+            ..Default::default()
+        });
+        let bytes = model(vec![c, node("Add", &["x", "b"], "y")], vec![], vec![tensor_info("x", &[-1, 2])]);
+        let g = load(&bytes).unwrap();
+        assert_eq!(g.nodes.len(), 1);
+        assert_eq!(g.constants.len(), 1);
+    }
+
+    #[test]
+    fn malformed_models_are_refused_with_reasons() {
+        assert!(matches!(load(b"\xff\xff\xff"), Err(OnnxError::Decode(_))));
+        let mut bad = bias();
+        bad.raw_data = Some(vec![0; 5]);
+        let err = load(&model(vec![], vec![bad], vec![])).unwrap_err();
+        assert!(err.to_string().contains("raw_data holds 5 bytes"), "{err}");
+        let mut n = node("Add", &["x", "b"], "y");
+        n.domain = Some("com.microsoft".into());
+        let err = load(&model(vec![n], vec![bias()], vec![tensor_info("x", &[2])])).unwrap_err();
+        assert!(err.to_string().contains("com.microsoft"), "{err}");
+        let twice = vec![node("Relu", &["x"], "y"), node("Relu", &["x"], "y")];
+        assert!(matches!(
+            load(&model(twice, vec![], vec![tensor_info("x", &[2])])),
+            Err(OnnxError::Redefined(_))
+        ));
+    }
+}

@@ -1,0 +1,159 @@
+//! The gRPC front: TensorFlow Serving's `PredictionService` and
+//! `ModelService`, `grpc.health.v1.Health`, and server reflection (v1 and
+//! v1alpha), served by tonic on an already-bound listener.
+//!
+//! [`serve`] takes the listener and a shutdown future, so the binary binds
+//! the configured port and tests bind `127.0.0.1:0`. When the shutdown
+//! future resolves, health turns NOT_SERVING at once, the listener stops
+//! accepting, and in-flight requests complete before `serve` returns.
+
+mod model;
+mod prediction;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::compute::ComputePool;
+use crate::proto::tensorflow::serving::model_service_server::ModelServiceServer;
+use crate::proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
+use crate::repository::ModelRepository;
+
+pub use model::ModelApi;
+pub use prediction::PredictionApi;
+
+/// The largest message accepted or sent, as TensorFlow Serving
+/// (`INT32_MAX`).
+pub const MAX_MESSAGE_BYTES: usize = i32::MAX as usize;
+
+/// The fully qualified names of the services TensorFlow Serving clients
+/// call.
+pub const PREDICTION_SERVICE: &str = "tensorflow.serving.PredictionService";
+pub const MODEL_SERVICE: &str = "tensorflow.serving.ModelService";
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct ServingState {
+    /// The loaded models.
+    pub repository: Arc<ModelRepository>,
+    /// Where models run.
+    pub compute: Arc<ComputePool>,
+    /// Requests being answered now; a drain reports it.
+    pub in_flight: AtomicUsize,
+}
+
+impl ServingState {
+    /// State for serving `repository` on `compute`.
+    pub fn new(repository: Arc<ModelRepository>, compute: Arc<ComputePool>) -> ServingState {
+        ServingState {
+            repository,
+            compute,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts a request as in flight until the guard drops.
+    pub fn enter(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(&self.in_flight)
+    }
+}
+
+/// Marks one request in flight; see [`ServingState::enter`].
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The names health answers for: the empty name (the whole server), the
+/// two services by short and full name, and every model.
+pub fn health_names(repository: &ModelRepository) -> Vec<String> {
+    let mut names: Vec<String> = ["", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    names.extend(repository.model_names().map(str::to_string));
+    names
+}
+
+async fn set_health(reporter: &HealthReporter, names: &[String], status: ServingStatus) {
+    for name in names {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves, then drains: health
+/// turns NOT_SERVING at once, the listener keeps accepting for
+/// `shutdown_delay` (so load balancers see the change), then stops, and
+/// in-flight requests complete before this returns.
+///
+/// # Errors
+/// When the transport fails or reflection cannot be built from the
+/// descriptors.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ServingState>,
+    shutdown: impl Future<Output = ()> + Send,
+    shutdown_delay: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let names = health_names(&state.repository);
+    let ready = if state.repository.all_available() {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    set_health(&reporter, &names, ready).await;
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(PREDICTION_SERVICE)
+            .with_service_name(MODEL_SERVICE)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let prediction = PredictionServiceServer::new(PredictionApi::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let model = ModelServiceServer::new(ModelApi::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let drain_state = state.clone();
+    let drain = async move {
+        shutdown.await;
+        set_health(&reporter, &names, ServingStatus::NotServing).await;
+        tracing::info!(
+            in_flight = drain_state.in_flight.load(Ordering::SeqCst),
+            delay_seconds = shutdown_delay.as_secs_f64(),
+            "draining: health is NOT_SERVING; {} request(s) in flight",
+            drain_state.in_flight.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(shutdown_delay).await;
+    };
+    Server::builder()
+        .add_service(prediction)
+        .add_service(model)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), drain)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! `tensorflow.serving.PredictionService`: Predict and GetModelMetadata for
+//! real; Classify, Regress and MultiInference answer UNIMPLEMENTED until
+//! their mapping onto ONNX models exists.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::ServingState;
+use crate::error::ServeError;
+use crate::proto::tensorflow::serving::prediction_service_server::PredictionService;
+use crate::proto::tensorflow::serving::{
+    ClassificationRequest, ClassificationResponse, GetModelMetadataRequest, GetModelMetadataResponse, ModelSpec,
+    MultiInferenceRequest, MultiInferenceResponse, PredictRequest, PredictResponse, RegressionRequest,
+    RegressionResponse, SignatureDefMap, model_spec,
+};
+use crate::proto::tensorflow::{SignatureDef, TensorInfo, tensor_info};
+use crate::repository::VersionChoice;
+use crate::servable::{Servable, Signature, TensorSpec};
+use crate::tensor::proto::{decode, dtype_to_wire, header, shape_proto, to_proto};
+
+/// The only metadata field TensorFlow Serving supports.
+const SIGNATURE_DEF_FIELD: &str = "signature_def";
+
+/// The type URL of the Any that carries the signatures.
+pub const SIGNATURE_DEF_MAP_TYPE_URL: &str = "type.googleapis.com/tensorflow.serving.SignatureDefMap";
+
+/// Serves `tensorflow.serving.PredictionService`.
+#[derive(Debug, Clone)]
+pub struct PredictionApi {
+    state: Arc<ServingState>,
+}
+
+/// Checks a request's ModelSpec and finds the servable it names.
+///
+/// # Errors
+/// For a missing spec, an empty name, or a model, version or label that
+/// is not served.
+pub(super) fn resolve(state: &ServingState, spec: Option<&ModelSpec>) -> Result<Arc<Servable>, ServeError> {
+    let spec = spec.ok_or(ServeError::MissingModelSpec)?;
+    if spec.name.is_empty() {
+        return Err(ServeError::EmptyModelName);
+    }
+    let choice = match &spec.version_choice {
+        None => VersionChoice::Latest,
+        Some(model_spec::VersionChoice::Version(v)) => VersionChoice::Specific(*v),
+        Some(model_spec::VersionChoice::VersionLabel(l)) => VersionChoice::Label(l.clone()),
+    };
+    state.repository.resolve(&spec.name, &choice)
+}
+
+fn tensor_info(spec: &TensorSpec) -> TensorInfo {
+    let tensor_shape = match &spec.shape {
+        Some(dims) => shape_proto(dims.iter().copied()),
+        None => crate::proto::tensorflow::TensorShapeProto {
+            dim: Vec::new(),
+            unknown_rank: true,
+        },
+    };
+    TensorInfo {
+        dtype: dtype_to_wire(spec.dtype) as i32,
+        tensor_shape: Some(tensor_shape),
+        encoding: Some(tensor_info::Encoding::Name(spec.name.clone())),
+    }
+}
+
+/// A signature as TensorFlow's SignatureDef.
+pub fn signature_def(signature: &Signature) -> SignatureDef {
+    SignatureDef {
+        inputs: signature.inputs.iter().map(|(a, s)| (a.clone(), tensor_info(s))).collect(),
+        outputs: signature.outputs.iter().map(|(a, s)| (a.clone(), tensor_info(s))).collect(),
+        method_name: signature.method_name.clone(),
+        defaults: HashMap::new(),
+    }
+}
+
+impl PredictionApi {
+    /// The service over shared serving state.
+    pub fn new(state: Arc<ServingState>) -> PredictionApi {
+        PredictionApi { state }
+    }
+
+    async fn predict(&self, mut request: PredictRequest) -> Result<PredictResponse, ServeError> {
+        let _in_flight = self.state.enter();
+        let spec = request.model_spec.take();
+        let servable = resolve(&self.state, spec.as_ref())?;
+        let (signature_key, signature) = servable.signature(spec.as_ref().map_or("", |s| s.signature_name.as_str()))?;
+        signature.check_aliases(request.inputs.keys().map(String::as_str))?;
+
+        // Check every input's dtype and shape before any element is decoded.
+        let mut checked = Vec::with_capacity(signature.inputs.len());
+        for alias in signature.inputs.keys() {
+            let Some(proto) = request.inputs.remove(alias) else {
+                continue;
+            };
+            let head = header(&proto)
+                .map_err(|e| ServeError::InvalidArgument(format!("tensor parsing error: {alias} ({e})")))?;
+            let spec = signature.check_input(alias, head.dtype, &head.shape)?;
+            checked.push((alias.clone(), spec.value, proto, head));
+        }
+        let outputs = signature.select_outputs(&request.output_filter)?;
+        let aliases: Vec<String> = outputs.iter().map(|(a, _)| a.to_string()).collect();
+        let fetches: Vec<_> = outputs.iter().map(|(_, s)| s.value).collect();
+        let response_spec = ModelSpec {
+            name: servable.name.clone(),
+            signature_name: signature_key.to_string(),
+            version_choice: Some(model_spec::VersionChoice::Version(servable.version)),
+        };
+
+        // Decoding, the model and encoding all run on the compute pool.
+        let run = servable.clone();
+        let outputs = self
+            .state
+            .compute
+            .run(move || -> Result<_, ServeError> {
+                let mut feeds = Vec::with_capacity(checked.len());
+                for (alias, value, proto, head) in checked {
+                    let tensor = decode(&proto, head)
+                        .map_err(|e| ServeError::InvalidArgument(format!("tensor parsing error: {alias} ({e})")))?;
+                    feeds.push((value, tensor));
+                }
+                let tensors = run.run(feeds, &fetches)?;
+                Ok(aliases.into_iter().zip(tensors.into_iter().map(to_proto)).collect::<HashMap<_, _>>())
+            })
+            .await
+            .map_err(|e| ServeError::Internal(e.to_string()))??;
+        Ok(PredictResponse {
+            model_spec: Some(response_spec),
+            outputs,
+        })
+    }
+
+    fn metadata(&self, request: GetModelMetadataRequest) -> Result<GetModelMetadataResponse, ServeError> {
+        let servable = resolve(&self.state, request.model_spec.as_ref())?;
+        if request.metadata_field.is_empty() {
+            return Err(ServeError::NoMetadataField);
+        }
+        if let Some(other) = request.metadata_field.iter().find(|f| *f != SIGNATURE_DEF_FIELD) {
+            return Err(ServeError::UnsupportedMetadataField(other.clone()));
+        }
+        let map = SignatureDefMap {
+            signature_def: servable
+                .signatures
+                .iter()
+                .map(|(k, s)| (k.clone(), signature_def(s)))
+                .collect(),
+        };
+        let any = prost_types::Any {
+            type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_string(),
+            value: prost::Message::encode_to_vec(&map),
+        };
+        Ok(GetModelMetadataResponse {
+            model_spec: Some(ModelSpec {
+                name: servable.name.clone(),
+                signature_name: String::new(),
+                version_choice: Some(model_spec::VersionChoice::Version(servable.version)),
+            }),
+            metadata: HashMap::from([(SIGNATURE_DEF_FIELD.to_string(), any)]),
+        })
+    }
+}
+
+fn not_yet(method: &str) -> Status {
+    ServeError::Unimplemented(format!(
+        "tensorflow.serving.PredictionService/{method} is not implemented by this ferroserve build yet; use Predict"
+    ))
+    .into()
+}
+
+#[tonic::async_trait]
+impl PredictionService for PredictionApi {
+    async fn classify(
+        &self,
+        _request: Request<ClassificationRequest>,
+    ) -> Result<Response<ClassificationResponse>, Status> {
+        Err(not_yet("Classify"))
+    }
+
+    async fn regress(&self, _request: Request<RegressionRequest>) -> Result<Response<RegressionResponse>, Status> {
+        Err(not_yet("Regress"))
+    }
+
+    async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
+        self.predict(request.into_inner()).await.map(Response::new).map_err(Status::from)
+    }
+
+    async fn multi_inference(
+        &self,
+        _request: Request<MultiInferenceRequest>,
+    ) -> Result<Response<MultiInferenceResponse>, Status> {
+        Err(not_yet("MultiInference"))
+    }
+
+    async fn get_model_metadata(
+        &self,
+        request: Request<GetModelMetadataRequest>,
+    ) -> Result<Response<GetModelMetadataResponse>, Status> {
+        self.metadata(request.into_inner()).map(Response::new).map_err(Status::from)
+    }
+}
