@@ -36,20 +36,12 @@ impl ComputePool {
     /// # Errors
     /// When the threads cannot be spawned.
     pub fn new(threads: usize, max_in_pool: usize) -> Result<ComputePool, rayon::ThreadPoolBuildError> {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        } else {
-            threads
-        };
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { threads };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("ferroserve-compute-{i}"))
             .build()?;
-        Ok(ComputePool {
-            pool,
-            in_pool: Semaphore::new(max_in_pool.max(1)),
-            threads,
-        })
+        Ok(ComputePool { pool, in_pool: Semaphore::new(max_in_pool.max(1)), threads })
     }
 
     /// Number of compute threads.

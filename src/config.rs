@@ -25,6 +25,7 @@ pub const EXAMPLE_COMMAND: &str =
 #[command(
     name = "ferroserve",
     rename_all = "snake_case",
+    next_line_help = true,
     version = concat!(env!("CARGO_PKG_VERSION"), " (TensorFlow Serving 2.21 API)"),
     about = "A model server that speaks TensorFlow Serving's gRPC API and runs ONNX models on its own CPU kernels.",
     after_help = concat!("Serve the bundled example model:\n  ", "ferroserve --model_name=mnist --model_base_path=examples/models/mnist --rest_api_port=8501"),
@@ -190,11 +191,7 @@ pub enum ConfigError {
     #[error("--port=0 turns gRPC off, so --grpc_socket_path is required")]
     NoListener,
     #[error("--{flag}={value}: {reason}")]
-    Invalid {
-        flag: &'static str,
-        value: String,
-        reason: String,
-    },
+    Invalid { flag: &'static str, value: String, reason: String },
 }
 
 /// The validated configuration the server runs with.
@@ -288,7 +285,9 @@ impl Flags {
             return Err(ConfigError::Invalid {
                 flag: "model_config_file",
                 value: self.model_config_file.clone(),
-                reason: "model config files are not supported by this build yet; use --model_name and --model_base_path".into(),
+                reason:
+                    "model config files are not supported by this build yet; use --model_name and --model_base_path"
+                        .into(),
             });
         }
         if self.port == 0 && self.grpc_socket_path.is_empty() {

@@ -95,23 +95,24 @@ async fn first_signal() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let compute = Arc::new(ComputePool::new(config.compute_threads, config.compute_threads.max(1) * RUNS_PER_THREAD * 4)?);
+    let compute =
+        Arc::new(ComputePool::new(config.compute_threads, config.compute_threads.max(1) * RUNS_PER_THREAD * 4)?);
     tracing::info!(threads = compute.threads(), "compute pool ready");
 
     // Models load before any port opens, as in TensorFlow Serving: clients
     // see connection-refused until the server can answer.
     let models = config.models.clone();
-    let repository = tokio::task::spawn_blocking(move || ModelRepository::load(&models, &KernelRegistry::with_all_ops()))
-        .await
-        .context("the model loader stopped")??;
+    let repository =
+        tokio::task::spawn_blocking(move || ModelRepository::load(&models, &KernelRegistry::with_all_ops()))
+            .await
+            .context("the model loader stopped")??;
     let state = Arc::new(ServingState::new(Arc::new(repository), compute));
 
     let Some(port) = config.grpc_port else {
         anyhow::bail!("gRPC over TCP is off (--port=0) and UNIX sockets are not supported by this build yet");
     };
-    let listener = TcpListener::bind(("0.0.0.0", port))
-        .await
-        .with_context(|| format!("binding the gRPC port 0.0.0.0:{port}"))?;
+    let listener =
+        TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("binding the gRPC port 0.0.0.0:{port}"))?;
     tracing::info!(address = %listener.local_addr()?, "gRPC server listening (PredictionService, ModelService, grpc.health.v1, reflection)");
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();

@@ -39,9 +39,7 @@ impl TensorSpec {
     pub fn accepts_shape(&self, shape: &[usize]) -> bool {
         match &self.shape {
             None => true,
-            Some(dims) => {
-                dims.len() == shape.len() && dims.iter().zip(shape).all(|(&d, &s)| d < 0 || d as usize == s)
-            }
+            Some(dims) => dims.len() == shape.len() && dims.iter().zip(shape).all(|(&d, &s)| d < 0 || d as usize == s),
         }
     }
 
@@ -147,10 +145,7 @@ impl Signature {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: {source}")]
-    Onnx {
-        path: String,
-        source: crate::onnx::OnnxError,
-    },
+    Onnx { path: String, source: crate::onnx::OnnxError },
     #[error("{path}: {source}")]
     Plan { path: String, source: PlanError },
     #[error("{path}: {message}")]
@@ -190,25 +185,18 @@ impl Servable {
     /// When the file is not a valid ONNX model, uses an unsupported operator,
     /// or declares no type for an input or output.
     pub fn load_onnx(name: &str, version: i64, path: &Path, registry: &KernelRegistry) -> Result<Servable, LoadError> {
-        let graph = crate::onnx::load_file(path).map_err(|source| LoadError::Onnx {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let mut signature = Signature {
-            method_name: PREDICT_METHOD.to_string(),
-            inputs: BTreeMap::new(),
-            outputs: BTreeMap::new(),
-        };
+        let graph = crate::onnx::load_file(path)
+            .map_err(|source| LoadError::Onnx { path: path.display().to_string(), source })?;
+        let mut signature =
+            Signature { method_name: PREDICT_METHOD.to_string(), inputs: BTreeMap::new(), outputs: BTreeMap::new() };
         for &id in &graph.inputs {
             signature.inputs.insert(graph.values[id].name.clone(), spec_of(&graph, id, path)?);
         }
         for &id in &graph.outputs {
             signature.outputs.insert(graph.values[id].name.clone(), spec_of(&graph, id, path)?);
         }
-        let plan = Plan::new(graph, registry).map_err(|source| LoadError::Plan {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let plan = Plan::new(graph, registry)
+            .map_err(|source| LoadError::Plan { path: path.display().to_string(), source })?;
         Ok(Servable {
             name: name.to_string(),
             version,
@@ -224,10 +212,7 @@ impl Servable {
     /// `FAILED_PRECONDITION` with TensorFlow Serving's text when absent.
     pub fn signature<'a>(&'a self, key: &'a str) -> Result<(&'a str, &'a Signature), ServeError> {
         let key = if key.is_empty() { DEFAULT_SIGNATURE } else { key };
-        self.signatures
-            .get(key)
-            .map(|s| (key, s))
-            .ok_or_else(|| ServeError::SignatureNotFound(key.to_string()))
+        self.signatures.get(key).map(|s| (key, s)).ok_or_else(|| ServeError::SignatureNotFound(key.to_string()))
     }
 
     /// Runs the model on checked inputs and returns the fetched values in
@@ -272,7 +257,9 @@ mod tests {
         );
         let err = s.check_aliases(["a", "c"]).unwrap_err().to_string();
         assert!(
-            err.starts_with("Signature input alias: b(feed name: b:0) not found in request and no default value provided."),
+            err.starts_with(
+                "Signature input alias: b(feed name: b:0) not found in request and no default value provided."
+            ),
             "{err}"
         );
     }
@@ -294,7 +281,8 @@ mod tests {
         let s = signature();
         let all: Vec<&str> = s.select_outputs(&[]).unwrap().iter().map(|(a, _)| *a).collect();
         assert_eq!(all, ["y", "z"]);
-        let some: Vec<&str> = s.select_outputs(&["z".into(), "y".into()]).unwrap().iter().map(|(a, _)| *a).collect();
+        let filter = ["z".to_string(), "y".to_string()];
+        let some: Vec<&str> = s.select_outputs(&filter).unwrap().iter().map(|(a, _)| *a).collect();
         assert_eq!(some, ["z", "y"]);
         assert_eq!(
             s.select_outputs(&["q".into()]).unwrap_err().to_string(),

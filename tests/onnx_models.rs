@@ -72,7 +72,8 @@ fn example_model_matches_onnxruntime_on_every_fixture() {
         let floats = |key: &str| -> Vec<f32> {
             case[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
         };
-        let shape: Vec<usize> = case["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> =
+            case["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         let x = Tensor::from_f32(shape.clone(), floats("input")).unwrap();
         let got = plan.run(vec![(input, x)], &[output]).unwrap();
         assert_eq!(got[0].shape(), &[shape[0], 10]);

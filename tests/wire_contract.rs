@@ -32,11 +32,7 @@ fn collect_message<'a>(types: &mut Types<'a>, scope: &str, m: &'a DescriptorProt
 fn types_of(fds: &FileDescriptorSet) -> Types<'_> {
     let mut types = Types::default();
     for file in &fds.file {
-        let scope = if file.package().is_empty() {
-            String::new()
-        } else {
-            format!(".{}", file.package())
-        };
+        let scope = if file.package().is_empty() { String::new() } else { format!(".{}", file.package()) };
         for m in &file.message_type {
             collect_message(&mut types, &scope, m);
         }
@@ -66,11 +62,8 @@ fn default_json_name(name: &str) -> String {
 
 /// The comparable facts of a field.
 fn field_facts(m: &DescriptorProto, f: &FieldDescriptorProto) -> String {
-    let oneof = f
-        .oneof_index
-        .and_then(|i| m.oneof_decl.get(i as usize))
-        .map(|o| o.name().to_string())
-        .unwrap_or_default();
+    let oneof =
+        f.oneof_index.and_then(|i| m.oneof_decl.get(i as usize)).map(|o| o.name().to_string()).unwrap_or_default();
     let json = f.json_name.clone().unwrap_or_else(|| default_json_name(f.name()));
     let packed = f.options.as_ref().and_then(|o| o.packed);
     format!(
@@ -96,7 +89,9 @@ fn compare_message(name: &str, ours: &DescriptorProto, theirs: &DescriptorProto,
     for (number, facts) in &t {
         match o.get(number) {
             None => diffs.push(format!("{name}: field #{number} missing ({facts})")),
-            Some(mine) if mine != facts => diffs.push(format!("{name}: field #{number}\n  ours:   {mine}\n  theirs: {facts}")),
+            Some(mine) if mine != facts => {
+                diffs.push(format!("{name}: field #{number}\n  ours:   {mine}\n  theirs: {facts}"))
+            }
             Some(_) => {}
         }
     }
@@ -195,11 +190,7 @@ fn everything_reachable_from_the_rpcs_and_signature_maps_is_defined() {
         }
     }
     assert_eq!(methods, 7, "PredictionService has five RPCs and ModelService two");
-    for root in [
-        ".tensorflow.serving.SignatureDefMap",
-        ".tensorflow.SignatureDef",
-        ".tensorflow.TensorInfo",
-    ] {
+    for root in [".tensorflow.serving.SignatureDefMap", ".tensorflow.SignatureDef", ".tensorflow.TensorInfo"] {
         queue.push_back(root.to_string());
     }
     let mut seen = BTreeSet::new();

@@ -151,12 +151,7 @@ impl Node {
     }
 
     fn attr_error(&self, name: &str, expected: &'static str) -> AttributeError {
-        AttributeError {
-            node: self.name.clone(),
-            op: self.op.clone(),
-            attribute: name.to_string(),
-            expected,
-        }
+        AttributeError { node: self.name.clone(), op: self.op.clone(), attribute: name.to_string(), expected }
     }
 }
 

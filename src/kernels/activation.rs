@@ -2,7 +2,9 @@
 
 use rayon::prelude::*;
 
-use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, normalize_axis, required};
+use super::{
+    BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, normalize_axis, required,
+};
 use crate::tensor::Tensor;
 
 pub fn register(reg: &mut KernelRegistry) {

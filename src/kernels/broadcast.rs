@@ -11,17 +11,15 @@ use super::KernelError;
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, KernelError> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
-    for i in 0..rank {
+    for (i, o) in out.iter_mut().enumerate() {
         let da = dim_from_end(a, rank - 1 - i);
         let db = dim_from_end(b, rank - 1 - i);
-        out[i] = match (da, db) {
+        *o = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
             _ => {
-                return Err(KernelError(format!(
-                    "shapes {a:?} and {b:?} cannot be broadcast together"
-                )));
+                return Err(KernelError(format!("shapes {a:?} and {b:?} cannot be broadcast together")));
             }
         };
     }
@@ -29,11 +27,7 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, KernelErr
 }
 
 fn dim_from_end(shape: &[usize], from_end: usize) -> usize {
-    if from_end < shape.len() {
-        shape[shape.len() - 1 - from_end]
-    } else {
-        1
-    }
+    if from_end < shape.len() { shape[shape.len() - 1 - from_end] } else { 1 }
 }
 
 /// Row-major strides of `shape` as seen from an output of rank `rank`, with

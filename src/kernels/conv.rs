@@ -52,10 +52,9 @@ fn positive_list(node: &Node, name: &str, rank: usize, default: usize) -> Result
     match node.ints_attr(name)? {
         None => Ok(vec![default; rank]),
         Some(v) if v.len() == rank && v.iter().all(|&x| x >= 1) => Ok(v.iter().map(|&x| x as usize).collect()),
-        Some(v) => Err(BuildError::invalid(
-            node,
-            format!("attribute '{name}' must hold {rank} positive integers, got {v:?}"),
-        )),
+        Some(v) => {
+            Err(BuildError::invalid(node, format!("attribute '{name}' must hold {rank} positive integers, got {v:?}")))
+        }
     }
 }
 
@@ -124,25 +123,15 @@ impl Window {
     /// # Errors
     /// When the window does not fit in the padded input.
     pub fn resolve(&self, input: &[usize], kernel: &[usize]) -> Result<[Axis; 2], KernelError> {
-        let mut axes = [Axis {
-            input: 1,
-            kernel: 1,
-            stride: 1,
-            dilation: 1,
-            pad_begin: 0,
-            output: 1,
-        }; 2];
+        let mut axes = [Axis { input: 1, kernel: 1, stride: 1, dilation: 1, pad_begin: 0, output: 1 }; 2];
         let offset = 2 - self.rank;
         for d in 0..self.rank {
             let (i, k, s, dl) = (input[d], kernel[d], self.strides[d], self.dilations[d]);
             let extent = (k - 1) * dl + 1;
             let (pad_begin, output) = match self.auto_pad {
                 AutoPad::NotSet | AutoPad::Valid => {
-                    let (pb, pe) = if self.auto_pad == AutoPad::Valid {
-                        (0, 0)
-                    } else {
-                        (self.pads[d], self.pads[d + self.rank])
-                    };
+                    let (pb, pe) =
+                        if self.auto_pad == AutoPad::Valid { (0, 0) } else { (self.pads[d], self.pads[d + self.rank]) };
                     let padded = i + pb + pe;
                     if padded < extent {
                         return Err(KernelError(format!(
@@ -161,22 +150,11 @@ impl Window {
                 AutoPad::SameUpper | AutoPad::SameLower => {
                     let out = i.div_ceil(s);
                     let needed = ((out.max(1) - 1) * s + extent).saturating_sub(i);
-                    let begin = if self.auto_pad == AutoPad::SameUpper {
-                        needed / 2
-                    } else {
-                        needed - needed / 2
-                    };
+                    let begin = if self.auto_pad == AutoPad::SameUpper { needed / 2 } else { needed - needed / 2 };
                     (begin, out)
                 }
             };
-            axes[offset + d] = Axis {
-                input: i,
-                kernel: k,
-                stride: s,
-                dilation: dl,
-                pad_begin,
-                output,
-            };
+            axes[offset + d] = Axis { input: i, kernel: k, stride: s, dilation: dl, pad_begin, output };
         }
         Ok(axes)
     }
@@ -188,17 +166,9 @@ impl Axis {
     pub fn valid_outputs(&self, tap: usize) -> std::ops::Range<usize> {
         let shift = tap * self.dilation;
         // Input position = o * stride + shift - pad_begin must be in [0, input).
-        let lo = if shift >= self.pad_begin {
-            0
-        } else {
-            (self.pad_begin - shift).div_ceil(self.stride)
-        };
+        let lo = if shift >= self.pad_begin { 0 } else { (self.pad_begin - shift).div_ceil(self.stride) };
         let limit = self.input + self.pad_begin; // o * stride + shift < limit
-        let hi = if limit > shift {
-            ((limit - shift - 1) / self.stride + 1).min(self.output)
-        } else {
-            0
-        };
+        let hi = if limit > shift { ((limit - shift - 1) / self.stride + 1).min(self.output) } else { 0 };
         lo.min(hi)..hi
     }
 }
@@ -223,10 +193,7 @@ fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         .find_map(|a| node.ints_attr(a).ok().flatten().map(<[i64]>::len))
         .or_else(|| node.ints_attr("pads").ok().flatten().map(|p| p.len() / 2))
         .unwrap_or(2);
-    Ok(Box::new(Conv {
-        window: Window::from_node(node, rank, false)?,
-        group: group as usize,
-    }))
+    Ok(Box::new(Conv { window: Window::from_node(node, rank, false)?, group: group as usize }))
 }
 
 impl Kernel for Conv {
@@ -252,10 +219,10 @@ impl Kernel for Conv {
             )));
         }
         let kernel = &w.shape()[2..];
-        if let Some(k) = &self.window.kernel {
-            if k.as_slice() != kernel {
-                return Err(KernelError(format!("kernel_shape {k:?} differs from the weights' {kernel:?}")));
-            }
+        if let Some(k) = &self.window.kernel
+            && k.as_slice() != kernel
+        {
+            return Err(KernelError(format!("kernel_shape {k:?} differs from the weights' {kernel:?}")));
         }
         let [ah, aw] = self.window.resolve(&x.shape()[2..], kernel)?;
         let xd = floats(x, "X")?;
@@ -366,7 +333,8 @@ mod tests {
     #[test]
     fn conv2d_matches_naive_over_geometries() {
         // (x shape, w shape, strides, pads, dilations, group)
-        let cases: [([usize; 4], [usize; 4], [usize; 2], [usize; 4], [usize; 2], usize); 5] = [
+        type Case = ([usize; 4], [usize; 4], [usize; 2], [usize; 4], [usize; 2], usize);
+        let cases: [Case; 5] = [
             ([2, 1, 28, 28], [32, 1, 3, 3], [1, 1], [0, 0, 0, 0], [1, 1], 1),
             ([1, 3, 9, 8], [4, 3, 3, 3], [2, 1], [1, 1, 1, 1], [1, 1], 1),
             ([1, 4, 7, 7], [4, 1, 3, 3], [1, 1], [1, 2, 0, 1], [1, 1], 4),
@@ -432,7 +400,8 @@ mod tests {
             ],
         )
         .unwrap();
-        let (shape, expected) = naive_conv2d(&x, [2, 3, 1, 11], &w, [5, 3, 1, 4], None, [1, 2], [0, 1, 0, 2], [1, 1], 1);
+        let (shape, expected) =
+            naive_conv2d(&x, [2, 3, 1, 11], &w, [5, 3, 1, 4], None, [1, 2], [0, 1, 0, 2], [1, 1], 1);
         assert_eq!(out[0].shape(), &[2, 5, shape[3]]);
         assert_close(out[0].as_f32().unwrap(), &expected);
     }

@@ -26,21 +26,19 @@ pub fn matmul_f32(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: us
     if n == 0 {
         return;
     }
-    c.par_chunks_mut(n * ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(chunk, rows)| {
-            for (r, c_row) in rows.chunks_mut(n).enumerate() {
-                let i = chunk * ROWS_PER_TASK + r;
-                c_row.fill(0.0);
-                let a_row = &a[i * k..(i + 1) * k];
-                for (p, &av) in a_row.iter().enumerate() {
-                    let b_row = &b[p * n..(p + 1) * n];
-                    for (cv, &bv) in c_row.iter_mut().zip(b_row) {
-                        *cv += av * bv;
-                    }
+    c.par_chunks_mut(n * ROWS_PER_TASK).enumerate().for_each(|(chunk, rows)| {
+        for (r, c_row) in rows.chunks_mut(n).enumerate() {
+            let i = chunk * ROWS_PER_TASK + r;
+            c_row.fill(0.0);
+            let a_row = &a[i * k..(i + 1) * k];
+            for (p, &av) in a_row.iter().enumerate() {
+                let b_row = &b[p * n..(p + 1) * n];
+                for (cv, &bv) in c_row.iter_mut().zip(b_row) {
+                    *cv += av * bv;
                 }
             }
-        });
+        }
+    });
 }
 
 fn transpose_2d(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -114,10 +112,7 @@ impl Kernel for Gemm {
             let c_data = floats(c, "C")?;
             let out_shape = broadcast_shape(c.shape(), &[m, n])?;
             if out_shape != [m, n] {
-                return Err(KernelError(format!(
-                    "C of shape {:?} cannot be broadcast to [{m}, {n}]",
-                    c.shape()
-                )));
+                return Err(KernelError(format!("C of shape {:?} cannot be broadcast to [{m}, {n}]", c.shape())));
             }
             let strides = broadcast_strides(c.shape(), &[m, n]);
             for i in 0..m {

@@ -53,43 +53,20 @@ impl From<TensorError> for KernelError {
 /// Why a node could not be turned into a kernel.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BuildError {
-    #[error(
-        "operator '{op}' (node '{node}') is not supported at opset {opset}; supported operators: {supported}"
-    )]
-    UnsupportedOp {
-        op: String,
-        node: String,
-        opset: i64,
-        supported: String,
-    },
-    #[error(
-        "operator '{op}' (node '{node}') is supported from opset {min} to {max}, but the model uses opset {opset}"
-    )]
-    UnsupportedOpset {
-        op: String,
-        node: String,
-        opset: i64,
-        min: i64,
-        max: i64,
-    },
+    #[error("operator '{op}' (node '{node}') is not supported at opset {opset}; supported operators: {supported}")]
+    UnsupportedOp { op: String, node: String, opset: i64, supported: String },
+    #[error("operator '{op}' (node '{node}') is supported from opset {min} to {max}, but the model uses opset {opset}")]
+    UnsupportedOpset { op: String, node: String, opset: i64, min: i64, max: i64 },
     #[error(transparent)]
     Attribute(#[from] AttributeError),
     #[error("node '{node}' ({op}): {message}")]
-    Invalid {
-        node: String,
-        op: String,
-        message: String,
-    },
+    Invalid { node: String, op: String, message: String },
 }
 
 impl BuildError {
     /// An invalid-node error for `node`.
     pub fn invalid(node: &Node, message: impl Into<String>) -> BuildError {
-        BuildError::Invalid {
-            node: node.name.clone(),
-            op: node.op.clone(),
-            message: message.into(),
-        }
+        BuildError::Invalid { node: node.name.clone(), op: node.op.clone(), message: message.into() }
     }
 }
 
@@ -122,9 +99,7 @@ pub struct KernelRegistry {
 impl KernelRegistry {
     /// An empty registry.
     pub fn empty() -> KernelRegistry {
-        KernelRegistry {
-            ops: HashMap::new(),
-        }
+        KernelRegistry { ops: HashMap::new() }
     }
 
     /// The registry with every operator ferroserve implements.
@@ -142,14 +117,7 @@ impl KernelRegistry {
     /// Registers (or replaces) the builder for `op` over opsets
     /// `min_opset..=max_opset`.
     pub fn register(&mut self, op: &'static str, min_opset: i64, max_opset: i64, build: KernelBuilder) {
-        self.ops.insert(
-            op,
-            OpEntry {
-                min_opset,
-                max_opset,
-                build,
-            },
-        );
+        self.ops.insert(op, OpEntry { min_opset, max_opset, build });
     }
 
     /// The names of all registered operators, sorted.
@@ -195,11 +163,7 @@ impl fmt::Debug for KernelRegistry {
 /// # Errors
 /// When it is absent.
 pub(crate) fn required<'a>(inputs: &[Option<&'a Tensor>], index: usize, what: &str) -> Result<&'a Tensor, KernelError> {
-    inputs
-        .get(index)
-        .copied()
-        .flatten()
-        .ok_or_else(|| KernelError(format!("missing required input {index} ({what})")))
+    inputs.get(index).copied().flatten().ok_or_else(|| KernelError(format!("missing required input {index} ({what})")))
 }
 
 /// The float elements of `t`.
@@ -207,8 +171,7 @@ pub(crate) fn required<'a>(inputs: &[Option<&'a Tensor>], index: usize, what: &s
 /// # Errors
 /// When `t` is not a float tensor.
 pub(crate) fn floats<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], KernelError> {
-    t.as_f32()
-        .ok_or_else(|| KernelError(format!("{what} must be {} but is {}", DataType::Float, t.dtype())))
+    t.as_f32().ok_or_else(|| KernelError(format!("{what} must be {} but is {}", DataType::Float, t.dtype())))
 }
 
 /// Resolves a possibly negative axis against `rank` (`-1` is the last axis).
@@ -253,9 +216,7 @@ pub(crate) mod testing {
 
     /// Builds `node` at `opset` from the full registry and runs it once.
     pub fn run(node: &Node, opset: i64, inputs: &[&Tensor]) -> Result<Vec<Tensor>, KernelError> {
-        let kernel = KernelRegistry::with_all_ops()
-            .build(node, opset)
-            .map_err(|e| KernelError(e.to_string()))?;
+        let kernel = KernelRegistry::with_all_ops().build(node, opset).map_err(|e| KernelError(e.to_string()))?;
         let inputs: Vec<Option<&Tensor>> = inputs.iter().map(|t| Some(*t)).collect();
         kernel.run(&inputs)
     }
@@ -265,10 +226,7 @@ pub(crate) mod testing {
     pub fn assert_close(actual: &[f32], expected: &[f32]) {
         assert_eq!(actual.len(), expected.len(), "element counts differ");
         for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-            assert!(
-                (a - e).abs() <= 1e-5 + 1e-4 * e.abs(),
-                "element {i}: got {a}, expected {e}"
-            );
+            assert!((a - e).abs() <= 1e-5 + 1e-4 * e.abs(), "element {i}: got {a}, expected {e}");
         }
     }
 }

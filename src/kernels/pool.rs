@@ -26,9 +26,7 @@ fn build_max_pool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError>
     let Some(rank) = node.ints_attr("kernel_shape")?.map(<[i64]>::len) else {
         return Err(BuildError::invalid(node, "attribute 'kernel_shape' is required"));
     };
-    Ok(Box::new(MaxPool {
-        window: Window::from_node(node, rank, true)?,
-    }))
+    Ok(Box::new(MaxPool { window: Window::from_node(node, rank, true)? }))
 }
 
 impl Kernel for MaxPool {
@@ -87,7 +85,17 @@ mod tests {
     use crate::kernels::testing::{node, random_floats, run};
     use crate::tensor::Tensor;
 
-    fn naive_max_pool(x: &[f32], h: usize, w: usize, k: [usize; 2], s: [usize; 2], p: [usize; 4], oh: usize, ow: usize) -> Vec<f32> {
+    #[allow(clippy::too_many_arguments)]
+    fn naive_max_pool(
+        x: &[f32],
+        h: usize,
+        w: usize,
+        k: [usize; 2],
+        s: [usize; 2],
+        p: [usize; 4],
+        oh: usize,
+        ow: usize,
+    ) -> Vec<f32> {
         let mut y = vec![f32::NEG_INFINITY; oh * ow];
         for oy in 0..oh {
             for ox in 0..ow {
@@ -113,12 +121,9 @@ mod tests {
     fn max_pool_2x2_and_padded_3x3_match_naive() {
         let x = random_floats(2 * 3 * 26 * 26, 1);
         let t = Tensor::from_f32(vec![2, 3, 26, 26], x.clone()).unwrap();
-        let out = run(
-            &node("MaxPool", 1, vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]),
-            12,
-            &[&t],
-        )
-        .unwrap();
+        let out =
+            run(&node("MaxPool", 1, vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]), 12, &[&t])
+                .unwrap();
         assert_eq!(out[0].shape(), &[2, 3, 13, 13]);
         let got = out[0].as_f32().unwrap();
         for plane in 0..6 {

@@ -59,9 +59,7 @@ struct Reshape {
 }
 
 fn build_reshape(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
-    Ok(Box::new(Reshape {
-        allow_zero: ctx.node.int_attr("allowzero", 0)? != 0,
-    }))
+    Ok(Box::new(Reshape { allow_zero: ctx.node.int_attr("allowzero", 0)? != 0 }))
 }
 
 /// The output shape of Reshape for `input` and the requested `spec`.
@@ -80,7 +78,10 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allow_zero: bool) -> Result
             }
             -1 => return Err(KernelError(format!("shape {spec:?} has more than one -1"))),
             0 if !allow_zero => out.push(*input.get(i).ok_or_else(|| {
-                KernelError(format!("shape {spec:?} copies dim {i} (0) but the input {input:?} has rank {}", input.len()))
+                KernelError(format!(
+                    "shape {spec:?} copies dim {i} (0) but the input {input:?} has rank {}",
+                    input.len()
+                ))
             })?),
             d if d >= 0 => out.push(d as usize),
             d => return Err(KernelError(format!("shape {spec:?} has invalid dim {d}"))),
@@ -89,15 +90,11 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allow_zero: bool) -> Result
     let known = element_count(&out).ok_or_else(|| KernelError(format!("shape {spec:?} overflows")))?;
     if let Some(i) = infer {
         if known == 0 || total % known != 0 {
-            return Err(KernelError(format!(
-                "cannot reshape {input:?} ({total} elements) to {spec:?}"
-            )));
+            return Err(KernelError(format!("cannot reshape {input:?} ({total} elements) to {spec:?}")));
         }
         out[i] = total / known;
     } else if known != total {
-        return Err(KernelError(format!(
-            "cannot reshape {input:?} ({total} elements) to {spec:?} ({known} elements)"
-        )));
+        return Err(KernelError(format!("cannot reshape {input:?} ({total} elements) to {spec:?} ({known} elements)")));
     }
     Ok(out)
 }
@@ -106,9 +103,7 @@ impl Kernel for Reshape {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "data")?;
         let spec = required(inputs, 1, "shape")?;
-        let spec = spec
-            .as_i64()
-            .ok_or_else(|| KernelError(format!("shape must be int64, got {}", spec.dtype())))?;
+        let spec = spec.as_i64().ok_or_else(|| KernelError(format!("shape must be int64, got {}", spec.dtype())))?;
         let shape = reshape_target(x.shape(), spec, self.allow_zero)?;
         Ok(vec![x.clone().reshape(shape)?])
     }

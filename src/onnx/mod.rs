@@ -20,10 +20,7 @@ use crate::tensor::{DataType, Tensor, TensorData, element_count};
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("not a valid ONNX ModelProto: {0}")]
     Decode(#[from] prost::DecodeError),
     #[error("the model has no graph")]
@@ -35,11 +32,7 @@ pub enum OnnxError {
     #[error("tensor '{name}': {message}")]
     Tensor { name: String, message: String },
     #[error("node '{node}': attribute '{attribute}': {message}")]
-    Attribute {
-        node: String,
-        attribute: String,
-        message: String,
-    },
+    Attribute { node: String, attribute: String, message: String },
     #[error("value '{name}': {message}")]
     Value { name: String, message: String },
     #[error("value '{0}' is produced twice")]
@@ -51,10 +44,7 @@ pub enum OnnxError {
 /// # Errors
 /// When the file cannot be read or is not an importable ONNX model.
 pub fn load_file(path: &Path) -> Result<Graph, OnnxError> {
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.display().to_string(), source })?;
     load(&bytes)
 }
 
@@ -88,11 +78,7 @@ impl Importer {
             return id;
         }
         let id = self.graph.values.len();
-        self.graph.values.push(ValueInfo {
-            name: name.to_string(),
-            dtype: None,
-            shape: None,
-        });
+        self.graph.values.push(ValueInfo { name: name.to_string(), dtype: None, shape: None });
         self.ids.insert(name.to_string(), id);
         id
     }
@@ -104,10 +90,9 @@ impl Importer {
             return Ok(id);
         };
         let dtype = match t.elem_type {
-            Some(e) => Some(dtype_from_onnx(e).map_err(|message| OnnxError::Value {
-                name: name.to_string(),
-                message,
-            })?),
+            Some(e) => {
+                Some(dtype_from_onnx(e).map_err(|message| OnnxError::Value { name: name.to_string(), message })?)
+            }
             None => None,
         };
         let shape = t.shape.as_ref().map(|s| {
@@ -158,10 +143,7 @@ impl Importer {
                 s => s.to_string(),
             };
             if !matches!(n.domain(), "" | "ai.onnx") {
-                return Err(OnnxError::Domain {
-                    node: name,
-                    domain: n.domain().to_string(),
-                });
+                return Err(OnnxError::Domain { node: name, domain: n.domain().to_string() });
             }
             let mut attributes = HashMap::new();
             for a in &n.attribute {
@@ -191,18 +173,8 @@ impl Importer {
                 self.graph.constants.insert(out, t);
                 continue;
             }
-            let inputs = n
-                .input
-                .iter()
-                .map(|i| if i.is_empty() { None } else { Some(self.value(i)) })
-                .collect();
-            self.graph.nodes.push(Node {
-                name,
-                op: n.op_type().to_string(),
-                inputs,
-                outputs,
-                attributes,
-            });
+            let inputs = n.input.iter().map(|i| if i.is_empty() { None } else { Some(self.value(i)) }).collect();
+            self.graph.nodes.push(Node { name, op: n.op_type().to_string(), inputs, outputs, attributes });
         }
         Ok(self.graph)
     }
@@ -228,10 +200,7 @@ fn constant_value(node: &str, mut attributes: HashMap<String, Attribute>) -> Res
             });
         }
     };
-    t.map_err(|e| OnnxError::Tensor {
-        name: node.to_string(),
-        message: e.to_string(),
-    })
+    t.map_err(|e| OnnxError::Tensor { name: node.to_string(), message: e.to_string() })
 }
 
 /// Maps an ONNX element type number to ours.
@@ -268,10 +237,7 @@ fn le_values<T, const W: usize>(raw: &[u8], convert: fn([u8; W]) -> T) -> Vec<T>
 /// match the dims.
 pub fn tensor_from_onnx(t: &pb::TensorProto) -> Result<Tensor, OnnxError> {
     let name = t.name().to_string();
-    let err = |message: String| OnnxError::Tensor {
-        name: name.clone(),
-        message,
-    };
+    let err = |message: String| OnnxError::Tensor { name: name.clone(), message };
     if t.data_location() == pb::tensor_proto::DataLocation::External || !t.external_data.is_empty() {
         return Err(err("external data files are not supported; save the model with its weights inside".into()));
     }
@@ -324,15 +290,15 @@ fn attribute_from_onnx(node: &str, a: &pb::AttributeProto) -> Result<Attribute, 
         message: message.to_string(),
     };
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| err("string is not UTF-8"));
-    Ok(match A::try_from(a.r#type()) {
-        Ok(A::Float) => Attribute::Float(a.f()),
-        Ok(A::Int) => Attribute::Int(a.i()),
-        Ok(A::String) => Attribute::String(text(a.s())?),
-        Ok(A::Tensor) => Attribute::Tensor(tensor_from_onnx(a.t.as_ref().ok_or_else(|| err("tensor is missing"))?)?),
-        Ok(A::Floats) => Attribute::Floats(a.floats.clone()),
-        Ok(A::Ints) => Attribute::Ints(a.ints.clone()),
-        Ok(A::Strings) => Attribute::Strings(a.strings.iter().map(|s| text(s)).collect::<Result<_, _>>()?),
-        Ok(A::Graph) | Ok(A::Graphs) => return Err(err("subgraph attributes (control flow) are not supported")),
+    Ok(match a.r#type() {
+        A::Float => Attribute::Float(a.f()),
+        A::Int => Attribute::Int(a.i()),
+        A::String => Attribute::String(text(a.s())?),
+        A::Tensor => Attribute::Tensor(tensor_from_onnx(a.t.as_ref().ok_or_else(|| err("tensor is missing"))?)?),
+        A::Floats => Attribute::Floats(a.floats.clone()),
+        A::Ints => Attribute::Ints(a.ints.clone()),
+        A::Strings => Attribute::Strings(a.strings.iter().map(|s| text(s)).collect::<Result<_, _>>()?),
+        A::Graph | A::Graphs => return Err(err("subgraph attributes (control flow) are not supported")),
         _ => return Err(err("this attribute type is not supported")),
     })
 }
@@ -370,10 +336,7 @@ mod tests {
     fn model(nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>, inputs: Vec<pb::ValueInfoProto>) -> Vec<u8> {
         pb::ModelProto {
             ir_version: Some(8),
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(13),
-            }],
+            opset_import: vec![pb::OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
             graph: Some(pb::GraphProto {
                 node: nodes,
                 initializer: inits,
@@ -415,10 +378,7 @@ mod tests {
         let g = load(&bytes).unwrap();
         assert_eq!(g.inputs.len(), 1);
         assert_eq!(g.values[g.inputs[0]].name, "x");
-        assert_eq!(
-            g.values[g.inputs[0]].shape,
-            Some(vec![Dim::Unknown(Some("N".into())), Dim::Known(2)])
-        );
+        assert_eq!(g.values[g.inputs[0]].shape, Some(vec![Dim::Unknown(Some("N".into())), Dim::Known(2)]));
         let b = g.value_id("b").unwrap();
         assert_eq!(g.constants[&b].as_f32().unwrap(), &[1.0, 2.0]);
         assert_eq!(g.nodes[0].name, "Add_0");
@@ -452,9 +412,6 @@ mod tests {
         let err = load(&model(vec![n], vec![bias()], vec![tensor_info("x", &[2])])).unwrap_err();
         assert!(err.to_string().contains("com.microsoft"), "{err}");
         let twice = vec![node("Relu", &["x"], "y"), node("Relu", &["x"], "y")];
-        assert!(matches!(
-            load(&model(twice, vec![], vec![tensor_info("x", &[2])])),
-            Err(OnnxError::Redefined(_))
-        ));
+        assert!(matches!(load(&model(twice, vec![], vec![tensor_info("x", &[2])])), Err(OnnxError::Redefined(_))));
     }
 }

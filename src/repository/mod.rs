@@ -55,11 +55,7 @@ pub enum VersionChoice {
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryError {
     #[error("Could not find base path {path} for servable {model}: {source}")]
-    BasePath {
-        model: String,
-        path: String,
-        source: std::io::Error,
-    },
+    BasePath { model: String, path: String, source: std::io::Error },
     #[error(
         "No versions of servable {model} found under base path {path}. Did you forget to name your leaf directory as a number (eg. '/1/')?"
     )]
@@ -67,11 +63,7 @@ pub enum RepositoryError {
     #[error("version {version} of model {model}: {message}")]
     NoModelFile { model: String, version: i64, message: String },
     #[error("version {version} of model {model} failed to load: {source}")]
-    Load {
-        model: String,
-        version: i64,
-        source: LoadError,
-    },
+    Load { model: String, version: i64, source: Box<LoadError> },
     #[error("model name '{0}' is configured twice")]
     DuplicateName(String),
 }
@@ -144,10 +136,7 @@ impl ModelRepository {
                 source,
             })?;
             let Some((&version, dir)) = dirs.iter().next_back() else {
-                return Err(RepositoryError::NoVersions {
-                    model: config.name.clone(),
-                    path,
-                });
+                return Err(RepositoryError::NoVersions { model: config.name.clone(), path });
             };
             let file = model_file(dir).map_err(|message| RepositoryError::NoModelFile {
                 model: config.name.clone(),
@@ -155,11 +144,7 @@ impl ModelRepository {
                 message,
             })?;
             let servable = Servable::load_onnx(&config.name, version, &file, registry).map_err(|source| {
-                RepositoryError::Load {
-                    model: config.name.clone(),
-                    version,
-                    source,
-                }
+                RepositoryError::Load { model: config.name.clone(), version, source: Box::new(source) }
             })?;
             tracing::info!(model = %config.name, version, path = %file.display(), "loaded");
             models.insert(
@@ -167,11 +152,7 @@ impl ModelRepository {
                 Model {
                     versions: BTreeMap::from([(
                         version,
-                        VersionStatus {
-                            version,
-                            state: VersionState::Available,
-                            error: None,
-                        },
+                        VersionStatus { version, state: VersionState::Available, error: None },
                     )]),
                     servables: BTreeMap::from([(version, Arc::new(servable))]),
                 },
@@ -227,10 +208,7 @@ impl ModelRepository {
                 .versions
                 .get(&v)
                 .map(|s| vec![s.clone()])
-                .ok_or_else(|| ServeError::NoSuchVersion {
-                    model: name.to_string(),
-                    version: v,
-                }),
+                .ok_or_else(|| ServeError::NoSuchVersion { model: name.to_string(), version: v }),
         }
     }
 }
@@ -254,30 +232,18 @@ mod tests {
     #[test]
     fn missing_and_empty_base_paths_are_explained() {
         let reg = KernelRegistry::with_all_ops();
-        let missing = ModelConfig {
-            name: "m".into(),
-            base_path: PathBuf::from("/nonexistent/ferroserve/m"),
-        };
+        let missing = ModelConfig { name: "m".into(), base_path: PathBuf::from("/nonexistent/ferroserve/m") };
         let err = ModelRepository::load(&[missing], &reg).unwrap_err().to_string();
         assert!(err.starts_with("Could not find base path /nonexistent/ferroserve/m for servable m"), "{err}");
         let dir = std::env::temp_dir().join(format!("ferroserve-empty-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("not-a-version")).unwrap();
-        let empty = ModelConfig {
-            name: "m".into(),
-            base_path: dir.clone(),
-        };
+        let empty = ModelConfig { name: "m".into(), base_path: dir.clone() };
         let err = ModelRepository::load(&[empty], &reg).unwrap_err().to_string();
         assert!(err.contains("Did you forget to name your leaf directory as a number"), "{err}");
         std::fs::create_dir_all(dir.join("3")).unwrap();
-        let err = ModelRepository::load(
-            &[ModelConfig {
-                name: "m".into(),
-                base_path: dir.clone(),
-            }],
-            &reg,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = ModelRepository::load(&[ModelConfig { name: "m".into(), base_path: dir.clone() }], &reg)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("holds no model.onnx"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

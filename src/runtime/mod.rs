@@ -39,18 +39,9 @@ pub enum PlanError {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RunError {
     #[error("node '{node}' ({op}) failed: {source}")]
-    Kernel {
-        node: String,
-        op: String,
-        source: KernelError,
-    },
+    Kernel { node: String, op: String, source: KernelError },
     #[error("node '{node}' ({op}) returned {actual} outputs, expected {expected}")]
-    OutputCount {
-        node: String,
-        op: String,
-        expected: usize,
-        actual: usize,
-    },
+    OutputCount { node: String, op: String, expected: usize, actual: usize },
     #[error("graph input '{0}' was not fed")]
     NotFed(String),
 }
@@ -80,10 +71,7 @@ impl Plan {
         for node in &graph.nodes {
             for &id in node.inputs.iter().flatten() {
                 if !available[id] {
-                    return Err(PlanError::NotSorted {
-                        node: node.name.clone(),
-                        value: graph.values[id].name.clone(),
-                    });
+                    return Err(PlanError::NotSorted { node: node.name.clone(), value: graph.values[id].name.clone() });
                 }
             }
             let kernel = registry.build(node, graph.opset)?;
@@ -214,11 +202,8 @@ mod tests {
 
     /// y = relu(x + b)
     fn tiny_graph() -> Graph {
-        let mut g = Graph {
-            values: vec![value("x"), value("b"), value("s"), value("y")],
-            opset: 13,
-            ..Graph::default()
-        };
+        let mut g =
+            Graph { values: vec![value("x"), value("b"), value("s"), value("y")], opset: 13, ..Graph::default() };
         g.constants.insert(1, Tensor::from_f32(vec![2], vec![1.0, -5.0]).unwrap());
         g.nodes.push(Node {
             name: "add".into(),
@@ -261,10 +246,7 @@ mod tests {
     fn unsorted_graphs_and_unknown_ops_fail_to_plan() {
         let mut g = tiny_graph();
         g.nodes.swap(0, 1);
-        assert!(matches!(
-            Plan::new(g, &KernelRegistry::with_all_ops()),
-            Err(PlanError::NotSorted { .. })
-        ));
+        assert!(matches!(Plan::new(g, &KernelRegistry::with_all_ops()), Err(PlanError::NotSorted { .. })));
         let mut g = tiny_graph();
         g.nodes[1].op = "Mystery".into();
         let err = Plan::new(g, &KernelRegistry::with_all_ops()).unwrap_err();

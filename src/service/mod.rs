@@ -52,11 +52,7 @@ pub struct ServingState {
 impl ServingState {
     /// State for serving `repository` on `compute`.
     pub fn new(repository: Arc<ModelRepository>, compute: Arc<ComputePool>) -> ServingState {
-        ServingState {
-            repository,
-            compute,
-            in_flight: AtomicUsize::new(0),
-        }
+        ServingState { repository, compute, in_flight: AtomicUsize::new(0) }
     }
 
     /// Counts a request as in flight until the guard drops.
@@ -108,11 +104,7 @@ pub async fn serve(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let names = health_names(&state.repository);
-    let ready = if state.repository.all_available() {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
-    };
+    let ready = if state.repository.all_available() { ServingStatus::Serving } else { ServingStatus::NotServing };
     set_health(&reporter, &names, ready).await;
 
     let reflection = || {

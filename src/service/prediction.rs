@@ -53,10 +53,7 @@ pub(super) fn resolve(state: &ServingState, spec: Option<&ModelSpec>) -> Result<
 fn tensor_info(spec: &TensorSpec) -> TensorInfo {
     let tensor_shape = match &spec.shape {
         Some(dims) => shape_proto(dims.iter().copied()),
-        None => crate::proto::tensorflow::TensorShapeProto {
-            dim: Vec::new(),
-            unknown_rank: true,
-        },
+        None => crate::proto::tensorflow::TensorShapeProto { dim: Vec::new(), unknown_rank: true },
     };
     TensorInfo {
         dtype: dtype_to_wire(spec.dtype) as i32,
@@ -125,10 +122,7 @@ impl PredictionApi {
             })
             .await
             .map_err(|e| ServeError::Internal(e.to_string()))??;
-        Ok(PredictResponse {
-            model_spec: Some(response_spec),
-            outputs,
-        })
+        Ok(PredictResponse { model_spec: Some(response_spec), outputs })
     }
 
     fn metadata(&self, request: GetModelMetadataRequest) -> Result<GetModelMetadataResponse, ServeError> {
@@ -140,11 +134,7 @@ impl PredictionApi {
             return Err(ServeError::UnsupportedMetadataField(other.clone()));
         }
         let map = SignatureDefMap {
-            signature_def: servable
-                .signatures
-                .iter()
-                .map(|(k, s)| (k.clone(), signature_def(s)))
-                .collect(),
+            signature_def: servable.signatures.iter().map(|(k, s)| (k.clone(), signature_def(s))).collect(),
         };
         let any = prost_types::Any {
             type_url: SIGNATURE_DEF_MAP_TYPE_URL.to_string(),

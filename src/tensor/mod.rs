@@ -130,11 +130,7 @@ impl TensorData {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TensorError {
     #[error("shape {shape:?} holds {expected} elements but {actual} were given")]
-    ElementCount {
-        shape: Vec<usize>,
-        expected: usize,
-        actual: usize,
-    },
+    ElementCount { shape: Vec<usize>, expected: usize, actual: usize },
     #[error("shape {0:?} has more elements than can be addressed")]
     Overflow(Vec<usize>),
 }
@@ -160,11 +156,7 @@ impl Tensor {
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, TensorError> {
         let expected = element_count(&shape).ok_or_else(|| TensorError::Overflow(shape.clone()))?;
         if expected != data.len() {
-            return Err(TensorError::ElementCount {
-                shape,
-                expected,
-                actual: data.len(),
-            });
+            return Err(TensorError::ElementCount { shape, expected, actual: data.len() });
         }
         Ok(Tensor { shape, data })
     }
@@ -256,16 +248,9 @@ mod tests {
         assert!(Tensor::from_f32(vec![2, 3], vec![0.0; 6]).is_ok());
         assert_eq!(
             Tensor::from_f32(vec![2, 3], vec![0.0; 5]),
-            Err(TensorError::ElementCount {
-                shape: vec![2, 3],
-                expected: 6,
-                actual: 5
-            })
+            Err(TensorError::ElementCount { shape: vec![2, 3], expected: 6, actual: 5 })
         );
-        assert_eq!(
-            Tensor::from_f32(vec![usize::MAX, 2], vec![]),
-            Err(TensorError::Overflow(vec![usize::MAX, 2]))
-        );
+        assert_eq!(Tensor::from_f32(vec![usize::MAX, 2], vec![]), Err(TensorError::Overflow(vec![usize::MAX, 2])));
     }
 
     #[test]

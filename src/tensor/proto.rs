@@ -15,7 +15,9 @@ use crate::proto::tensorflow::{DataType as WireType, TensorProto, TensorShapePro
 /// Why a TensorProto could not become a tensor.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProtoError {
-    #[error("dtype {0} is not supported; supported: DT_FLOAT, DT_DOUBLE, DT_INT32, DT_INT64, DT_UINT8, DT_INT8, DT_BOOL")]
+    #[error(
+        "dtype {0} is not supported; supported: DT_FLOAT, DT_DOUBLE, DT_INT32, DT_INT64, DT_UINT8, DT_INT8, DT_BOOL"
+    )]
     UnsupportedDtype(String),
     #[error("tensor_shape has unknown_rank set; a request tensor needs a full shape")]
     UnknownRank,
@@ -24,19 +26,9 @@ pub enum ProtoError {
     #[error("tensor_shape {0} has more elements than can be addressed")]
     Overflow(String),
     #[error("tensor_shape {shape} of {dtype} needs {bytes} bytes, more than the {limit}-byte limit for one tensor")]
-    TooLarge {
-        shape: String,
-        dtype: DataType,
-        bytes: u128,
-        limit: usize,
-    },
+    TooLarge { shape: String, dtype: DataType, bytes: u128, limit: usize },
     #[error("tensor_content holds {actual} bytes but {dtype} {shape} needs {expected}")]
-    ContentSize {
-        dtype: DataType,
-        shape: String,
-        expected: usize,
-        actual: usize,
-    },
+    ContentSize { dtype: DataType, shape: String, expected: usize, actual: usize },
 }
 
 /// The largest tensor a request may describe, in bytes: TensorFlow
@@ -108,12 +100,7 @@ pub fn header(p: &TensorProto) -> Result<Header, ProtoError> {
     let count = element_count(&shape).ok_or_else(|| ProtoError::Overflow(format_dims(&shape)))?;
     let bytes = count as u128 * dtype.size_of() as u128;
     if bytes > MAX_TENSOR_BYTES as u128 {
-        return Err(ProtoError::TooLarge {
-            shape: format_dims(&shape),
-            dtype,
-            bytes,
-            limit: MAX_TENSOR_BYTES,
-        });
+        return Err(ProtoError::TooLarge { shape: format_dims(&shape), dtype, bytes, limit: MAX_TENSOR_BYTES });
     }
     Ok(Header { dtype, shape })
 }
@@ -199,13 +186,7 @@ pub fn from_proto(p: &TensorProto) -> Result<Tensor, ProtoError> {
 /// writes them.
 pub fn shape_proto(dims: impl IntoIterator<Item = i64>) -> TensorShapeProto {
     TensorShapeProto {
-        dim: dims
-            .into_iter()
-            .map(|size| tensor_shape_proto::Dim {
-                size,
-                name: String::new(),
-            })
-            .collect(),
+        dim: dims.into_iter().map(|size| tensor_shape_proto::Dim { size, name: String::new() }).collect(),
         unknown_rank: false,
     }
 }
@@ -265,10 +246,7 @@ mod tests {
         p.tensor_content = Bytes::from([1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat());
         assert_eq!(from_proto(&p).unwrap().as_f32().unwrap(), &[1.5, -2.0]);
         p.tensor_content = Bytes::from(vec![0u8; 7]);
-        assert_eq!(
-            from_proto(&p).unwrap_err().to_string(),
-            "tensor_content holds 7 bytes but DT_FLOAT [2] needs 8"
-        );
+        assert_eq!(from_proto(&p).unwrap_err().to_string(), "tensor_content holds 7 bytes but DT_FLOAT [2] needs 8");
         let mut p = proto(WireType::DtInt64, &[2]);
         p.tensor_content = Bytes::from([3i64.to_le_bytes(), (-4i64).to_le_bytes()].concat());
         assert_eq!(from_proto(&p).unwrap().as_i64().unwrap(), &[3, -4]);
@@ -287,10 +265,7 @@ mod tests {
         assert!(matches!(header(&p), Err(ProtoError::TooLarge { .. })));
         let p = proto(WireType::DtString, &[1]);
         assert_eq!(header(&p), Err(ProtoError::UnsupportedDtype("DT_STRING".into())));
-        let p = TensorProto {
-            dtype: 999,
-            ..TensorProto::default()
-        };
+        let p = TensorProto { dtype: 999, ..TensorProto::default() };
         assert!(header(&p).is_err());
         let mut p = proto(WireType::DtFloat, &[]);
         p.tensor_shape.as_mut().unwrap().unknown_rank = true;

@@ -1,0 +1,234 @@
+//! The `ferroserve` binary: its command line, and a drain on SIGTERM that
+//! lets an in-flight request finish with the right answer.
+
+use std::io::Read;
+use std::net::TcpListener as StdListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+
+use crate::harness::{float_tensor, spec, temp_dir};
+use ferroserve::proto::onnx as pb;
+use ferroserve::proto::tensorflow::serving::PredictRequest;
+use ferroserve::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferroserve");
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run ferroserve");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn no_model_exits_with_tensorflow_servings_error_and_the_example_command() {
+    let (code, _, err) = run(&[]);
+    assert_eq!(code, Some(64));
+    assert!(
+        err.contains("Both server_options.model_base_path and server_options.model_config_file are empty!"),
+        "{err}"
+    );
+    assert!(err.contains("--model_name=mnist --model_base_path=examples/models/mnist"), "{err}");
+}
+
+#[test]
+fn unknown_flags_and_bad_values_exit_non_zero_naming_them() {
+    for (args, needle) in [
+        (&["--model_base_path=/m", "--no_such_flag=1"][..], "--no_such_flag"),
+        (&["--model_base_path=/m", "--port=eighty"][..], "--port"),
+        (&["--model_base_path=/m", "--enable_batching=perhaps"][..], "--enable_batching"),
+        (&["--model_base_path=/m", "--tensorflow_intra_op_parallelism=-3"][..], "--tensorflow_intra_op_parallelism"),
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, Some(64), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn help_lists_every_flag_with_its_default_and_version_prints() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--port <PORT>",
+        "--grpc_socket_path",
+        "--rest_api_port",
+        "--model_name",
+        "--model_base_path",
+        "--model_config_file",
+        "--file_system_poll_wait_seconds",
+        "--enable_batching",
+        "--tensorflow_intra_op_parallelism",
+        "--ssl_config_file",
+        "--enable_model_warmup",
+        "--monitoring_config_file",
+        "--xla_cpu_compilation_enabled",
+    ] {
+        assert!(out.contains(flag), "--help lacks {flag}");
+    }
+    assert!(out.contains("[default: 8500]") && out.contains("[default: default]"), "{out}");
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("ferroserve "), "{out}");
+}
+
+#[test]
+fn a_missing_base_path_fails_the_start_with_the_path_named() {
+    let (code, _, err) = run(&["--port=0", "--grpc_socket_path=/tmp/x", "--model_base_path=/nonexistent/models/m"]);
+    assert_ne!(code, Some(0));
+    let (code, _, err2) = run(&["--port=1", "--model_name=m", "--model_base_path=/nonexistent/models/m"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err2.contains("Could not find base path /nonexistent/models/m for servable m"), "{err2}");
+}
+
+/// Writes a model whose Predict takes long enough to be in flight when a
+/// signal arrives: `layers` MatMuls by the identity, so y == x exactly.
+fn write_slow_model(dir: &Path, width: usize, layers: usize) {
+    let float = pb::tensor_proto::DataType::Float as i32;
+    let info = |name: &str| pb::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: Some(float),
+                shape: Some(pb::TensorShapeProto {
+                    dim: vec![
+                        pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimParam("batch".into())),
+                            ..Default::default()
+                        },
+                        pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(width as i64)),
+                            ..Default::default()
+                        },
+                    ],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut identity = vec![0f32; width * width];
+    for i in 0..width {
+        identity[i * width + i] = 1.0;
+    }
+    let weight = pb::TensorProto {
+        name: Some("identity".into()),
+        dims: vec![width as i64, width as i64],
+        data_type: Some(float),
+        raw_data: Some(identity.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ..Default::default()
+    };
+    let nodes = (0..layers)
+        .map(|i| pb::NodeProto {
+            op_type: Some("MatMul".into()),
+            input: vec![if i == 0 { "x".into() } else { format!("h{i}") }, "identity".into()],
+            output: vec![if i + 1 == layers { "y".into() } else { format!("h{}", i + 1) }],
+            ..Default::default()
+        })
+        .collect();
+    let model = pb::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![pb::OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
+        graph: Some(pb::GraphProto {
+            node: nodes,
+            initializer: vec![weight],
+            input: vec![info("x")],
+            output: vec![info("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::create_dir_all(dir.join("1")).unwrap();
+    std::fs::write(dir.join("1/model.onnx"), model.encode_to_vec()).unwrap();
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Kills the child on drop, so a failing test leaves no server behind.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn connect(port: u16) -> PredictionServiceClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let endpoint = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+        match endpoint.connect().await {
+            Ok(channel) => return PredictionServiceClient::new(channel).max_decoding_message_size(64 << 20),
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("the server did not open port {port}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_finish_and_exits_zero() {
+    let dir = temp_dir("slow");
+    let (width, layers, batch) = (512, 48, 256);
+    write_slow_model(&dir, width, layers);
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args([
+            &format!("--port={port}"),
+            "--model_name=slow",
+            &format!("--model_base_path={}", dir.display()),
+            "--shutdown_delay_seconds=0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferroserve");
+    let mut server = Server(child);
+    let mut client = connect(port).await;
+
+    let x: Vec<f32> = (0..batch * width).map(|i| (i % 97) as f32 * 0.25 - 3.0).collect();
+    let request = PredictRequest {
+        model_spec: spec("slow"),
+        inputs: [("x".to_string(), float_tensor(&[batch as i64, width as i64], x.clone()))].into(),
+        ..PredictRequest::default()
+    };
+    // Measure one run, so the signal can be sent well inside the next one.
+    let started = Instant::now();
+    client.predict(request.clone()).await.expect("warm-up predict");
+    let duration = started.elapsed();
+
+    let mut in_flight = client.clone();
+    let call = tokio::spawn(async move { in_flight.predict(request).await });
+    tokio::time::sleep(duration / 3).await;
+    let signalled = Instant::now();
+    // SAFETY: kill(2) with a pid we spawned and still own.
+    assert_eq!(unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) }, 0);
+
+    let response = call.await.unwrap().expect("the in-flight request completes");
+    assert!(signalled.elapsed() < duration * 4, "the answer came long after the signal");
+    assert_eq!(response.into_inner().outputs["y"].float_val, x, "identity layers return the input");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "ferroserve did not exit within 30 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut log = String::new();
+    server.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    // The drain started while our request was running.
+    assert!(log.contains("1 request(s) in flight"), "warm-up took {duration:?}; log:\n{log}");
+    assert!(log.contains("drained; exiting"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

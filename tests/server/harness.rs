@@ -1,0 +1,171 @@
+//! Starting and stopping servers, clients, and requests built from the
+//! committed fixtures.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use ferroserve::compute::ComputePool;
+use ferroserve::kernels::KernelRegistry;
+use ferroserve::proto::tensorflow::serving::model_service_client::ModelServiceClient;
+use ferroserve::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use ferroserve::proto::tensorflow::serving::{ModelSpec, PredictRequest};
+use ferroserve::proto::tensorflow::{DataType, TensorProto};
+use ferroserve::repository::{ModelConfig, ModelRepository};
+use ferroserve::service::{self, ServingState};
+use ferroserve::tensor::proto::shape_proto;
+
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn example_model() -> ModelConfig {
+    ModelConfig { name: "mnist".into(), base_path: root().join("examples/models/mnist") }
+}
+
+/// A server running on its own task until stopped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Serves the example model with no shutdown delay.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(vec![example_model()], Duration::ZERO).await
+    }
+
+    pub async fn start_with(models: Vec<ModelConfig>, shutdown_delay: Duration) -> TestServer {
+        let repository = ModelRepository::load(&models, &KernelRegistry::with_all_ops()).expect("models load");
+        let compute = ComputePool::new(2, 16).expect("compute pool");
+        let state = Arc::new(ServingState::new(Arc::new(repository), Arc::new(compute)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            service::serve(
+                listener,
+                state,
+                async {
+                    let _ = stopped.await;
+                },
+                shutdown_delay,
+            )
+            .await
+            .expect("server runs");
+        });
+        TestServer { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn prediction(&self) -> PredictionServiceClient<Channel> {
+        PredictionServiceClient::new(self.channel().await).max_decoding_message_size(64 << 20)
+    }
+
+    pub async fn models(&self) -> ModelServiceClient<Channel> {
+        ModelServiceClient::new(self.channel().await)
+    }
+
+    /// Starts the drain without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Drains and waits for the server to finish.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("server stops within 30 s")
+                .expect("server task ends cleanly");
+        }
+    }
+}
+
+/// One case of tests/fixtures/mnist_reference.json.
+pub struct Case {
+    pub class: Option<u64>,
+    pub shape: Vec<i64>,
+    pub input: Vec<f32>,
+    pub probabilities: Vec<f32>,
+}
+
+pub fn cases() -> Vec<Case> {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root().join("tests/fixtures/mnist_reference.json")).unwrap()).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    };
+    json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            class: c["class"].as_u64(),
+            shape: c["shape"].as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect(),
+            input: floats(&c["input"]),
+            probabilities: floats(&c["probabilities"]),
+        })
+        .collect()
+}
+
+pub fn spec(name: &str) -> Option<ModelSpec> {
+    Some(ModelSpec { name: name.into(), ..ModelSpec::default() })
+}
+
+pub fn float_tensor(shape: &[i64], values: Vec<f32>) -> TensorProto {
+    TensorProto {
+        dtype: DataType::DtFloat as i32,
+        tensor_shape: Some(shape_proto(shape.iter().copied())),
+        float_val: values,
+        ..TensorProto::default()
+    }
+}
+
+/// A Predict of `case` on the example model's `image` input.
+pub fn predict_request(case: &Case) -> PredictRequest {
+    PredictRequest {
+        model_spec: spec("mnist"),
+        inputs: [("image".to_string(), float_tensor(&case.shape, case.input.clone()))].into(),
+        ..PredictRequest::default()
+    }
+}
+
+/// Asserts closeness at the project's tolerance: rtol 1e-4, atol 1e-5.
+pub fn assert_close(actual: &[f32], expected: &[f32]) {
+    assert_eq!(actual.len(), expected.len(), "element counts differ");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!((a - e).abs() <= 1e-5 + 1e-4 * e.abs(), "element {i}: got {a}, expected {e}");
+    }
+}
+
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0, f32::MIN), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0
+}
+
+/// A fresh directory under the system temp dir, unique to this test.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferroserve-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

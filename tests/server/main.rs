@@ -1,0 +1,10 @@
+//! Black-box tests against a real ferroserve: a server bound in-process on
+//! `127.0.0.1:0` (or the binary itself, for signals and flags), called with
+//! tonic clients generated from our proto/.
+
+mod binary;
+mod errors;
+mod harness;
+mod health_reflection;
+mod metadata_status;
+mod predict;
