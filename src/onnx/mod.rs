@@ -219,16 +219,6 @@ fn dtype_from_onnx(elem_type: i32) -> Result<DataType, String> {
     }
 }
 
-fn le_values<T, const W: usize>(raw: &[u8], convert: fn([u8; W]) -> T) -> Vec<T> {
-    raw.chunks_exact(W)
-        .map(|c| {
-            let mut a = [0u8; W];
-            a.copy_from_slice(c);
-            convert(a)
-        })
-        .collect()
-}
-
 /// An ONNX TensorProto (initializer, attribute, or a test's input or output
 /// file) as a tensor.
 ///
@@ -257,15 +247,7 @@ pub fn tensor_from_onnx(t: &pb::TensorProto) -> Result<Tensor, OnnxError> {
                     n * dtype.size_of()
                 )));
             }
-            match dtype {
-                DataType::Float => TensorData::Float(le_values(raw, f32::from_le_bytes)),
-                DataType::Double => TensorData::Double(le_values(raw, f64::from_le_bytes)),
-                DataType::Int32 => TensorData::Int32(le_values(raw, i32::from_le_bytes)),
-                DataType::Int64 => TensorData::Int64(le_values(raw, i64::from_le_bytes)),
-                DataType::UInt8 => TensorData::UInt8(raw.to_vec()),
-                DataType::Int8 => TensorData::Int8(raw.iter().map(|&b| b as i8).collect()),
-                DataType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
-            }
+            TensorData::from_le_bytes(dtype, raw)
         }
         _ => match dtype {
             DataType::Float => TensorData::Float(t.float_data.clone()),

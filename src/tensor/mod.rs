@@ -112,6 +112,31 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// Elements decoded from packed little-endian bytes, the layout of
+    /// TensorFlow's `tensor_content` and ONNX's `raw_data`. Callers check
+    /// that `raw` holds a whole number of elements; a trailing partial
+    /// element is ignored.
+    pub fn from_le_bytes(dtype: DataType, raw: &[u8]) -> TensorData {
+        fn le<T, const W: usize>(raw: &[u8], convert: fn([u8; W]) -> T) -> Vec<T> {
+            raw.chunks_exact(W)
+                .map(|c| {
+                    let mut a = [0u8; W];
+                    a.copy_from_slice(c);
+                    convert(a)
+                })
+                .collect()
+        }
+        match dtype {
+            DataType::Float => TensorData::Float(le(raw, f32::from_le_bytes)),
+            DataType::Double => TensorData::Double(le(raw, f64::from_le_bytes)),
+            DataType::Int32 => TensorData::Int32(le(raw, i32::from_le_bytes)),
+            DataType::Int64 => TensorData::Int64(le(raw, i64::from_le_bytes)),
+            DataType::UInt8 => TensorData::UInt8(raw.to_vec()),
+            DataType::Int8 => TensorData::Int8(raw.iter().map(|&b| b as i8).collect()),
+            DataType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
+        }
+    }
+
     /// A buffer of `len` zeros (false for bool) of the given type.
     pub fn zeros(dtype: DataType, len: usize) -> TensorData {
         match dtype {

@@ -7,8 +7,6 @@
 //! with TensorFlow's fill rules (extra values ignored, the last value
 //! repeated when there are too few, zeros when there are none).
 
-use bytes::Bytes;
-
 use super::{DataType, Tensor, TensorData, element_count, format_dims};
 use crate::proto::tensorflow::{DataType as WireType, TensorProto, TensorShapeProto, tensor_shape_proto};
 
@@ -118,18 +116,6 @@ fn fill<S: Copy, T: Default + Clone>(values: &[S], n: usize, convert: impl Fn(S)
     out
 }
 
-/// Little-endian elements of `content`, `width` bytes each.
-fn from_le<T, const W: usize>(content: &Bytes, convert: fn([u8; W]) -> T) -> Vec<T> {
-    content
-        .chunks_exact(W)
-        .map(|c| {
-            let mut a = [0u8; W];
-            a.copy_from_slice(c);
-            convert(a)
-        })
-        .collect()
-}
-
 /// Decodes the elements of `p`, whose [`header`] has already been read
 /// (and checked against a signature).
 ///
@@ -149,16 +135,7 @@ pub fn decode(p: &TensorProto, header: Header) -> Result<Tensor, ProtoError> {
                 actual: p.tensor_content.len(),
             });
         }
-        let c = &p.tensor_content;
-        match dtype {
-            DataType::Float => TensorData::Float(from_le(c, f32::from_le_bytes)),
-            DataType::Double => TensorData::Double(from_le(c, f64::from_le_bytes)),
-            DataType::Int32 => TensorData::Int32(from_le(c, i32::from_le_bytes)),
-            DataType::Int64 => TensorData::Int64(from_le(c, i64::from_le_bytes)),
-            DataType::UInt8 => TensorData::UInt8(c.to_vec()),
-            DataType::Int8 => TensorData::Int8(c.iter().map(|&b| b as i8).collect()),
-            DataType::Bool => TensorData::Bool(c.iter().map(|&b| b != 0).collect()),
-        }
+        TensorData::from_le_bytes(dtype, &p.tensor_content)
     } else {
         match dtype {
             DataType::Float => TensorData::Float(fill(&p.float_val, n, |v| v)),
@@ -213,6 +190,8 @@ pub fn to_proto(t: Tensor) -> TensorProto {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn proto(dtype: WireType, dims: &[i64]) -> TensorProto {
