@@ -12,7 +12,14 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
-use crate::repository::ModelConfig;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use prost_reflect::{DescriptorPool, DynamicMessage};
+
+use crate::proto::tensorflow::serving::file_system_storage_path_source_config::servable_version_policy::PolicyChoice;
+use crate::proto::tensorflow::serving::{ModelServerConfig, model_server_config};
+use crate::repository::{ModelConfig, RepositoryOptions, VersionPolicy, is_remote};
 
 /// The command that serves the bundled example model, shown when no model
 /// is given.
@@ -190,6 +197,8 @@ pub enum ConfigError {
     NoModel,
     #[error("--port=0 turns gRPC off, so --grpc_socket_path is required")]
     NoListener,
+    #[error("--model_config_file={path}: {reason}")]
+    ModelConfigFile { path: String, reason: String },
     #[error("--{flag}={value}: {reason}")]
     Invalid { flag: &'static str, value: String, reason: String },
 }
@@ -202,6 +211,13 @@ pub struct Config {
     /// REST port requested (REST is not served by this build yet).
     pub rest_api_port: Option<u16>,
     pub models: Vec<ModelConfig>,
+    /// The model config file, when models come from one (re-read every
+    /// `config_file_poll` when that is set).
+    pub model_config_file: Option<PathBuf>,
+    pub config_file_poll: Option<Duration>,
+    /// How often base paths are scanned for new versions; `None` = once.
+    pub file_system_poll: Option<Duration>,
+    pub repository: RepositoryOptions,
     /// Compute threads; 0 = one per core.
     pub compute_threads: usize,
     /// How long the listener keeps accepting after a drain starts.
@@ -229,14 +245,9 @@ impl Flags {
             rest_api_num_threads => "not yet honoured",
             rest_api_timeout_in_ms => "not yet honoured",
             rest_api_enable_cors_support => "not yet honoured",
-            model_config_file_poll_wait_seconds => "not yet honoured",
-            file_system_poll_wait_seconds => "not yet honoured: versions are read once at start-up",
             enable_batching => "not yet honoured",
             batching_parameters_file => "not yet honoured",
             enable_per_model_batching_parameters => "not yet honoured",
-            allow_version_labels_for_unavailable_models => "not yet honoured",
-            max_num_load_retries => "not yet honoured",
-            load_retry_interval_micros => "not yet honoured",
             num_load_threads => "not yet honoured",
             num_unload_threads => "not yet honoured",
             flush_filesystem_caches => "ignored: nothing to flush",
@@ -267,8 +278,6 @@ impl Flags {
             xla_gpu_compilation_enabled => "ignored: no XLA",
             skip_initialize_tpu => "ignored: no TPU",
         );
-        // --model_config_file is honoured by refusing it clearly in
-        // validate() until the config-file parser exists.
         out
     }
 
@@ -280,15 +289,6 @@ impl Flags {
     pub fn validate(&self) -> Result<Config, ConfigError> {
         if self.model_base_path.is_empty() && self.model_config_file.is_empty() {
             return Err(ConfigError::NoModel);
-        }
-        if !self.model_config_file.is_empty() {
-            return Err(ConfigError::Invalid {
-                flag: "model_config_file",
-                value: self.model_config_file.clone(),
-                reason:
-                    "model config files are not supported by this build yet; use --model_name and --model_base_path"
-                        .into(),
-            });
         }
         if self.port == 0 && self.grpc_socket_path.is_empty() {
             return Err(ConfigError::NoListener);
@@ -317,18 +317,136 @@ impl Flags {
                 reason: "cannot be set together with both --tensorflow_intra_op_parallelism and --tensorflow_inter_op_parallelism".into(),
             });
         }
+        let (models, model_config_file) = if self.model_config_file.is_empty() {
+            let base_path = PathBuf::from(&self.model_base_path);
+            if is_remote(&base_path) {
+                return Err(ConfigError::Invalid {
+                    flag: "model_base_path",
+                    value: self.model_base_path.clone(),
+                    reason: REMOTE_PATHS.into(),
+                });
+            }
+            (vec![ModelConfig::new(&self.model_name, base_path)], None)
+        } else {
+            let path = PathBuf::from(&self.model_config_file);
+            (read_model_config_file(&path)?, Some(path))
+        };
+        let seconds = |s: i64| (s > 0).then(|| Duration::from_secs(s as u64));
         Ok(Config {
             grpc_port: (self.port != 0).then_some(self.port),
             rest_api_port: (self.rest_api_port != 0).then_some(self.rest_api_port),
-            models: vec![ModelConfig {
-                name: self.model_name.clone(),
-                base_path: PathBuf::from(&self.model_base_path),
-            }],
+            models,
+            model_config_file,
+            config_file_poll: seconds(self.model_config_file_poll_wait_seconds),
+            file_system_poll: seconds(self.file_system_poll_wait_seconds),
+            repository: RepositoryOptions {
+                allow_labels_for_unavailable: self.allow_version_labels_for_unavailable_models,
+                max_load_retries: self.max_num_load_retries,
+                load_retry_interval: Duration::from_micros(self.load_retry_interval_micros.max(0) as u64),
+            },
             compute_threads: self.tensorflow_intra_op_parallelism as usize,
             shutdown_delay: std::time::Duration::from_secs(self.shutdown_delay_seconds),
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_seconds),
         })
     }
+}
+
+/// Why object-store base paths are refused.
+const REMOTE_PATHS: &str = "object-store base paths (gs://, s3://, ...) are not supported: ferroserve reads models from the local file system; mount the bucket (for example with a CSI driver or gcsfuse) and give the mounted path";
+
+/// Parses a text-format `ModelServerConfig` with protobuf's text format,
+/// over the descriptors compiled from proto/.
+///
+/// # Errors
+/// With the parser's message (line and column) when the text is not a
+/// valid `ModelServerConfig`.
+pub fn parse_model_server_config(text: &str) -> Result<ModelServerConfig, String> {
+    let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())?;
+    let descriptor = pool
+        .get_message_by_name("tensorflow.serving.ModelServerConfig")
+        .ok_or("the descriptors lack tensorflow.serving.ModelServerConfig")?;
+    let message = DynamicMessage::parse_text_format(descriptor, text).map_err(|e| e.to_string())?;
+    message.transcode_to::<ModelServerConfig>().map_err(|e| e.to_string())
+}
+
+/// The models of a `ModelServerConfig`, checked with TensorFlow Serving's
+/// rules and messages (used for the config file and for
+/// HandleReloadConfigRequest).
+///
+/// # Errors
+/// For a custom config, a repeated name, a relative or object-store base
+/// path, or a missing or unknown platform.
+pub fn model_configs(config: &ModelServerConfig) -> Result<Vec<ModelConfig>, String> {
+    let list = match &config.config {
+        Some(model_server_config::Config::ModelConfigList(list)) => list,
+        Some(model_server_config::Config::CustomModelConfig(_)) => {
+            return Err("ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is currently supported".into());
+        }
+        // An empty config serves no model, as in TensorFlow Serving.
+        None => return Ok(Vec::new()),
+    };
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(list.config.len());
+    for m in &list.config {
+        if !seen.insert(m.name.as_str()) {
+            return Err(format!("Illegal to list model {} multiple times in config list", m.name));
+        }
+        if m.name.is_empty() {
+            return Err("a model in the config list has no name".into());
+        }
+        let base_path = PathBuf::from(&m.base_path);
+        if is_remote(&base_path) {
+            return Err(format!("model {}: base_path {}: {REMOTE_PATHS}", m.name, m.base_path));
+        }
+        if !base_path.is_absolute() {
+            return Err(format!(
+                "Expected model {} to have an absolute path or URI; got base_path()={}",
+                m.name, m.base_path
+            ));
+        }
+        // model_type is deprecated upstream, but old configs still set it.
+        #[allow(deprecated)]
+        let model_type = m.model_type;
+        let platform = match (model_type, m.model_platform.as_str()) {
+            (0, "") => return Err("Illegal setting neither model_type (deprecated) nor model_platform.".into()),
+            (0, p) => p.to_string(),
+            (_, "") => "tensorflow".to_string(),
+            (_, _) => return Err("Illegal setting both model_type (deprecated) and model_platform.".into()),
+        };
+        if !matches!(platform.as_str(), "tensorflow" | "onnx") {
+            return Err(format!(
+                "Model {} requested unsupported platform {platform}; ferroserve serves the platforms tensorflow and onnx",
+                m.name
+            ));
+        }
+        let policy = match m.model_version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()) {
+            None => VersionPolicy::default(),
+            Some(PolicyChoice::Latest(l)) => VersionPolicy::Latest(l.num_versions),
+            Some(PolicyChoice::All(_)) => VersionPolicy::All,
+            Some(PolicyChoice::Specific(s)) => VersionPolicy::Specific(s.versions.iter().copied().collect()),
+        };
+        out.push(ModelConfig {
+            name: m.name.clone(),
+            base_path,
+            policy,
+            labels: m.version_labels.iter().map(|(k, v)| (k.clone(), *v)).collect::<BTreeMap<_, _>>(),
+            platform,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads and checks a model config file.
+///
+/// # Errors
+/// When the file cannot be read, parsed or checked; the message names the
+/// file.
+pub fn read_model_config_file(path: &std::path::Path) -> Result<Vec<ModelConfig>, ConfigError> {
+    let err = |reason: String| ConfigError::ModelConfigFile { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let parsed =
+        parse_model_server_config(&text).map_err(|e| err(format!("not a text-format ModelServerConfig: {e}")))?;
+    model_configs(&parsed).map_err(err)
 }
 
 #[cfg(test)]
@@ -397,5 +515,82 @@ mod tests {
         let f = parse(&["--model_base_path=/m", "--enable_batching", "--xla_cpu_compilation_enabled=true"]).unwrap();
         let names: Vec<&str> = f.not_honoured().iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["enable_batching", "xla_cpu_compilation_enabled"]);
+    }
+
+    #[test]
+    fn model_config_files_parse_with_protobufs_text_format() {
+        let text = "model_config_list {
+            config { name: 'a' base_path: '/models/a' model_platform: 'tensorflow'
+                     model_version_policy { latest { num_versions: 2 } } }
+            config { name: \"b\" base_path: \"/models/b\" model_platform: \"onnx\"
+                     model_version_policy { specific { versions: 42 versions: 43 } }
+                     version_labels { key: 'stable' value: 42 } }
+            config { name: 'c' base_path: '/models/c' model_type: TENSORFLOW model_version_policy { all {} } }
+        }";
+        let models = model_configs(&parse_model_server_config(text).unwrap()).unwrap();
+        assert_eq!(models.len(), 3);
+        assert_eq!(models[0].policy, VersionPolicy::Latest(2));
+        assert_eq!(models[1].policy, VersionPolicy::Specific([42, 43].into()));
+        assert_eq!(models[1].labels, BTreeMap::from([("stable".to_string(), 42)]));
+        assert_eq!((models[2].policy.clone(), models[2].platform.as_str()), (VersionPolicy::All, "tensorflow"));
+        assert_eq!(models[0].base_path, PathBuf::from("/models/a"));
+    }
+
+    #[test]
+    fn bad_model_configs_get_tensorflow_servings_messages() {
+        let check = |text: &str, expected: &str| {
+            let err = match parse_model_server_config(text) {
+                Ok(parsed) => model_configs(&parsed).unwrap_err(),
+                Err(e) => e,
+            };
+            assert!(err.contains(expected), "{text}: {err}");
+        };
+        check(
+            "model_config_list { config { name: 'a' base_path: '/a' model_platform: 'onnx' } config { name: 'a' base_path: '/b' model_platform: 'onnx' } }",
+            "Illegal to list model a multiple times in config list",
+        );
+        check(
+            "model_config_list { config { name: 'a' base_path: 'rel/a' model_platform: 'onnx' } }",
+            "Expected model a to have an absolute path or URI; got base_path()=rel/a",
+        );
+        check(
+            "model_config_list { config { name: 'a' base_path: '/a' } }",
+            "Illegal setting neither model_type (deprecated) nor model_platform.",
+        );
+        check(
+            "model_config_list { config { name: 'a' base_path: '/a' model_platform: 'pytorch' } }",
+            "unsupported platform pytorch",
+        );
+        check(
+            "model_config_list { config { name: 'a' base_path: 's3://bucket/a' model_platform: 'onnx' } }",
+            "not supported",
+        );
+        check("model_config_list { config { nmae: 'a' } }", "nmae");
+        check("custom_model_config { type_url: 'x' }", "Only ModelConfigList is currently supported");
+    }
+
+    #[test]
+    fn the_model_config_file_flag_reads_and_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("ferroserve-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("models.config");
+        std::fs::write(
+            &file,
+            "model_config_list { config { name: 'm' base_path: '/models/m' model_platform: 'onnx' } }",
+        )
+        .unwrap();
+        let flag = format!("--model_config_file={}", file.display());
+        let config = parse(&[&flag, "--model_config_file_poll_wait_seconds=30"]).unwrap().validate().unwrap();
+        assert_eq!(config.models[0].name, "m");
+        assert_eq!(config.config_file_poll, Some(Duration::from_secs(30)));
+        std::fs::write(&file, "model_config_list { config { name: 'm' ").unwrap();
+        let err = parse(&[&flag]).unwrap().validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("--model_config_file={}: not a text-format ModelServerConfig", file.display())),
+            "{err}"
+        );
+        let err = parse(&["--model_base_path=gs://bucket/m"]).unwrap().validate().unwrap_err().to_string();
+        assert!(err.contains("not supported"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -56,6 +56,12 @@ pub enum ServeError {
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unknown(String),
+    #[error("{0}")]
     Unimplemented(String),
     #[error("{0}")]
     Unavailable(String),
@@ -79,14 +85,40 @@ pub fn truncate_message(message: &str) -> String {
     format!("{}...TRUNCATED", &message[..end])
 }
 
+/// TensorFlow's upper-case name of a status code (`NOT_FOUND`), as its logs,
+/// start-up errors and metrics print it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 impl ServeError {
     /// The gRPC status code (numerically the TensorFlow error code).
     pub fn code(&self) -> Code {
         match self {
-            ServeError::ServableNotFound(_) | ServeError::NoVersionsOfModel(_) | ServeError::NoSuchVersion { .. } => {
-                Code::NotFound
-            }
-            ServeError::SignatureNotFound(_) => Code::FailedPrecondition,
+            ServeError::ServableNotFound(_)
+            | ServeError::NoVersionsOfModel(_)
+            | ServeError::NoSuchVersion { .. }
+            | ServeError::NotFound(_) => Code::NotFound,
+            ServeError::Unknown(_) => Code::Unknown,
+            ServeError::SignatureNotFound(_) | ServeError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServeError::Unimplemented(_) => Code::Unimplemented,
             ServeError::Unavailable(_) => Code::Unavailable,
             ServeError::Internal(_) => Code::Internal,
@@ -121,6 +153,17 @@ impl ServeError {
 impl From<ServeError> for Status {
     fn from(e: ServeError) -> Status {
         Status::new(e.code(), truncate_message(&e.to_string()))
+    }
+}
+
+impl From<crate::repository::RepositoryError> for ServeError {
+    fn from(e: crate::repository::RepositoryError) -> ServeError {
+        use crate::repository::RepositoryError as R;
+        match e {
+            R::BasePath { .. } | R::NoVersions { .. } => ServeError::NotFound(e.to_string()),
+            R::NotAvailable(_) => ServeError::Unknown(e.to_string()),
+            R::Label(inner) => inner,
+        }
     }
 }
 

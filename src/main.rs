@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use ferroserve::compute::ComputePool;
 use ferroserve::config::{Config, Flags};
+use ferroserve::error::{ServeError, code_name};
 use ferroserve::kernels::KernelRegistry;
 use ferroserve::repository::ModelRepository;
 use ferroserve::service::{self, ServingState};
@@ -101,12 +102,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     // Models load before any port opens, as in TensorFlow Serving: clients
     // see connection-refused until the server can answer.
-    let models = config.models.clone();
-    let repository =
-        tokio::task::spawn_blocking(move || ModelRepository::load(&models, &KernelRegistry::with_all_ops()))
-            .await
-            .context("the model loader stopped")??;
-    let state = Arc::new(ServingState::new(Arc::new(repository), compute));
+    let repository = Arc::new(ModelRepository::new(KernelRegistry::with_all_ops(), config.repository.clone()));
+    let (repo, models) = (repository.clone(), config.models.clone());
+    if let Err(e) = tokio::task::spawn_blocking(move || repo.apply_config(models)).await? {
+        let e = ServeError::from(e);
+        anyhow::bail!("{}: {e}", code_name(e.code()));
+    }
+    if let Some(interval) = config.file_system_poll {
+        tokio::spawn(ferroserve::repository::poll_every(repository.clone(), interval));
+    }
+    if let (Some(path), Some(interval)) = (config.model_config_file.clone(), config.config_file_poll) {
+        tokio::spawn(poll_config_file(repository.clone(), path, interval, config.models.clone()));
+    }
+    let state = Arc::new(ServingState::new(repository, compute));
 
     let Some(port) = config.grpc_port else {
         anyhow::bail!("gRPC over TCP is off (--port=0) and UNIX sockets are not supported by this build yet");
@@ -143,6 +151,40 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// Re-reads the model config file every `interval` and applies it when it
+/// changed; a file that does not parse or check is logged and ignored.
+async fn poll_config_file(
+    repository: Arc<ModelRepository>,
+    path: std::path::PathBuf,
+    interval: Duration,
+    mut current: Vec<ferroserve::repository::ModelConfig>,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let models = match ferroserve::config::read_model_config_file(&path) {
+            Ok(models) => models,
+            Err(e) => {
+                tracing::error!("{e}; keeping the current models");
+                continue;
+            }
+        };
+        if models == current {
+            continue;
+        }
+        if let Err(e) = repository.check_reload(&models) {
+            tracing::error!("{}: {e}; keeping the current models", path.display());
+            continue;
+        }
+        let (repo, apply) = (repository.clone(), models.clone());
+        match tokio::task::spawn_blocking(move || repo.apply_config(apply)).await {
+            Ok(Ok(())) => tracing::info!(path = %path.display(), "model config file reloaded"),
+            Ok(Err(e)) => tracing::error!(path = %path.display(), "model config file reload failed: {e}"),
+            Err(e) => tracing::error!("the config reload stopped: {e}"),
+        }
+        current = models;
+    }
 }
 
 /// Resolves `grace` after the signal task finished (that is, after the first

@@ -1,27 +1,80 @@
-//! Models on disk and their versions, in TensorFlow Serving's layout:
-//! `<base_path>/<numeric version>/model.onnx`.
+//! Models on disk and their versions, in TensorFlow Serving's layout
+//! (`<base_path>/<numeric version>/model.onnx`), and their lifecycle.
 //!
 //! The repository resolves a request's (name, version or label) to a loaded
-//! [`Servable`] and reports each version's state. This first form loads the
-//! highest version of each configured model once, at start-up; polling,
-//! version policies, labels and reloads build on it.
+//! [`Servable`] and reports each version's state. A reconcile pass (at
+//! start-up, on every file-system poll, and on a config reload) compares
+//! what is on disk with each model's version policy, loads the new aspired
+//! versions first, and only then unloads the versions they replace, so a
+//! model never stops serving because of an update, and a version that fails
+//! to load never takes down the one being served. Unloading drops the
+//! repository's reference; requests in flight hold their own, so they
+//! finish on the version they started with.
+//!
+//! Reconciles run on blocking threads and are serialised by one lock;
+//! request-time lookups take short read locks and never wait for a load.
 
-use std::collections::BTreeMap;
+mod policy;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
 
 use crate::error::{ServableRequest, ServeError};
 use crate::kernels::KernelRegistry;
 use crate::servable::{LoadError, Servable};
 
-/// The file name looked for in a version directory.
-pub const ONNX_FILE: &str = "model.onnx";
+pub use policy::{ONNX_FILE, VersionPolicy, VersionSource, scan};
 
 /// One model to serve, as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub name: String,
     pub base_path: PathBuf,
+    pub policy: VersionPolicy,
+    /// Version labels (`stable`, `canary`) and the versions they name.
+    pub labels: BTreeMap<String, i64>,
+    /// `tensorflow` or `onnx`; either serves any format (the format is
+    /// detected from the version directory), but a reload may not change it.
+    pub platform: String,
+}
+
+impl ModelConfig {
+    /// A model served with the default policy (the latest version) and no
+    /// labels.
+    pub fn new(name: impl Into<String>, base_path: impl Into<PathBuf>) -> ModelConfig {
+        ModelConfig {
+            name: name.into(),
+            base_path: base_path.into(),
+            policy: VersionPolicy::default(),
+            labels: BTreeMap::new(),
+            platform: "tensorflow".to_string(),
+        }
+    }
+}
+
+/// How the repository loads and labels versions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepositoryOptions {
+    /// Let a new label name a version that is not available yet.
+    pub allow_labels_for_unavailable: bool,
+    /// Load attempts after the first failed one.
+    pub max_load_retries: u32,
+    /// Pause between load attempts.
+    pub load_retry_interval: Duration,
+}
+
+impl Default for RepositoryOptions {
+    fn default() -> Self {
+        RepositoryOptions {
+            allow_labels_for_unavailable: false,
+            max_load_retries: 0,
+            load_retry_interval: Duration::ZERO,
+        }
+    }
 }
 
 /// A version's place in its lifecycle (TensorFlow Serving's
@@ -35,7 +88,7 @@ pub enum VersionState {
     End,
 }
 
-/// A version's state and, for a failed version, why it failed.
+/// A version's state and, for a version that failed to load, why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionStatus {
     pub version: i64,
@@ -51,7 +104,7 @@ pub enum VersionChoice {
     Label(String),
 }
 
-/// Why the initial models could not be loaded.
+/// Why models could not be made available.
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryError {
     #[error("Could not find base path {path} for servable {model}: {source}")]
@@ -60,115 +113,373 @@ pub enum RepositoryError {
         "No versions of servable {model} found under base path {path}. Did you forget to name your leaf directory as a number (eg. '/1/')?"
     )]
     NoVersions { model: String, path: String },
-    #[error("version {version} of model {model}: {message}")]
-    NoModelFile { model: String, version: i64, message: String },
-    #[error("version {version} of model {model} failed to load: {source}")]
-    Load { model: String, version: i64, source: Box<LoadError> },
-    #[error("model name '{0}' is configured twice")]
-    DuplicateName(String),
+    /// TensorFlow Serving's start-up failure text.
+    #[error("{} servable(s) did not become available: {{{}}}", .0.len(), .0.iter().map(|(m, v, e)| format!("{{name: {m} version: {v}}} due to error: {e}")).collect::<Vec<_>>().join(", "))]
+    NotAvailable(Vec<(String, i64, String)>),
+    #[error(transparent)]
+    Label(ServeError),
+}
+
+/// A failed version's files, to retry it when they change.
+type Fingerprint = Vec<(String, u64, Option<SystemTime>)>;
+
+#[derive(Debug)]
+struct VersionRecord {
+    status: VersionStatus,
+    /// Set for a version that failed to load.
+    failed_files: Option<Fingerprint>,
+}
+
+#[derive(Debug, Default)]
+struct ModelState {
+    /// Every version seen since the model was configured, unloaded and
+    /// failed ones included (GetModelStatus shows the history).
+    versions: BTreeMap<i64, VersionRecord>,
+    /// The available versions.
+    servables: BTreeMap<i64, Arc<Servable>>,
+    labels: BTreeMap<String, i64>,
+    /// The last scan error, logged once until it changes.
+    scan_error: Option<String>,
 }
 
 #[derive(Debug)]
 struct Model {
-    /// Every version known, newest first when listed.
-    versions: BTreeMap<i64, VersionStatus>,
-    /// The loaded versions.
-    servables: BTreeMap<i64, Arc<Servable>>,
+    config: RwLock<ModelConfig>,
+    state: RwLock<ModelState>,
 }
 
 /// All served models.
 #[derive(Debug)]
 pub struct ModelRepository {
-    models: BTreeMap<String, Model>,
-}
-
-/// The numeric version directories under `base_path` (`0007` is 7; other
-/// names are ignored).
-///
-/// # Errors
-/// When the base path cannot be read.
-pub fn version_dirs(base_path: &Path) -> std::io::Result<BTreeMap<i64, PathBuf>> {
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(base_path)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(version) = name.to_str().and_then(|s| s.parse::<i64>().ok()).filter(|v| *v >= 0) else {
-            continue;
-        };
-        if entry.path().is_dir() {
-            out.insert(version, entry.path());
-        }
-    }
-    Ok(out)
+    registry: KernelRegistry,
+    options: RepositoryOptions,
+    models: RwLock<BTreeMap<String, Arc<Model>>>,
+    /// Serialises reconciles and config changes.
+    manager: Mutex<()>,
+    /// Bumped on every state change; health follows it.
+    changes: watch::Sender<u64>,
 }
 
 /// The model file of a version directory.
-fn model_file(dir: &Path) -> Result<PathBuf, String> {
-    let onnx = dir.join(ONNX_FILE);
+fn model_file(source: &VersionSource) -> Result<PathBuf, String> {
+    let onnx = source.dir.join(ONNX_FILE);
     if onnx.is_file() {
         return Ok(onnx);
     }
-    if dir.join("saved_model.pb").is_file() || dir.join("saved_model.pbtxt").is_file() {
+    if source.dir.join("saved_model.pb").is_file() || source.dir.join("saved_model.pbtxt").is_file() {
         return Err(format!(
             "{} holds a TensorFlow SavedModel, which this build cannot load yet; export the model to ONNX as {ONNX_FILE}",
-            dir.display()
+            source.dir.display()
         ));
     }
-    Err(format!("{} holds no {ONNX_FILE}", dir.display()))
+    Err(format!("{} holds no {ONNX_FILE}", source.dir.display()))
+}
+
+// Locks are never held across a panic-prone call, so a poisoned lock still
+// guards consistent data: take it.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ModelRepository {
-    /// Loads the highest version of every configured model.
+    /// An empty repository; [`ModelRepository::apply_config`] adds models.
+    pub fn new(registry: KernelRegistry, options: RepositoryOptions) -> ModelRepository {
+        ModelRepository {
+            registry,
+            options,
+            models: RwLock::new(BTreeMap::new()),
+            manager: Mutex::new(()),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    /// A repository serving `configs`, loaded once: the form tests and
+    /// tools use.
     ///
     /// # Errors
-    /// When a base path is missing or empty, or a model fails to load; the
-    /// server must not start half-configured.
-    pub fn load(configs: &[ModelConfig], registry: &KernelRegistry) -> Result<ModelRepository, RepositoryError> {
-        let mut models = BTreeMap::new();
-        for config in configs {
-            if models.contains_key(&config.name) {
-                return Err(RepositoryError::DuplicateName(config.name.clone()));
-            }
-            let path = config.base_path.display().to_string();
-            let dirs = version_dirs(&config.base_path).map_err(|source| RepositoryError::BasePath {
-                model: config.name.clone(),
-                path: path.clone(),
-                source,
-            })?;
-            let Some((&version, dir)) = dirs.iter().next_back() else {
-                return Err(RepositoryError::NoVersions { model: config.name.clone(), path });
-            };
-            let file = model_file(dir).map_err(|message| RepositoryError::NoModelFile {
-                model: config.name.clone(),
-                version,
-                message,
-            })?;
-            let servable = Servable::load_onnx(&config.name, version, &file, registry).map_err(|source| {
-                RepositoryError::Load { model: config.name.clone(), version, source: Box::new(source) }
-            })?;
-            tracing::info!(model = %config.name, version, path = %file.display(), "loaded");
-            models.insert(
-                config.name.clone(),
-                Model {
-                    versions: BTreeMap::from([(
-                        version,
-                        VersionStatus { version, state: VersionState::Available, error: None },
-                    )]),
-                    servables: BTreeMap::from([(version, Arc::new(servable))]),
-                },
-            );
-        }
-        Ok(ModelRepository { models })
+    /// As [`ModelRepository::apply_config`].
+    pub fn load(configs: &[ModelConfig], registry: KernelRegistry) -> Result<ModelRepository, RepositoryError> {
+        let repo = ModelRepository::new(registry, RepositoryOptions::default());
+        repo.apply_config(configs.to_vec())?;
+        Ok(repo)
+    }
+
+    /// A receiver that sees a new value after every state change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    fn model(&self, name: &str) -> Option<Arc<Model>> {
+        read(&self.models).get(name).cloned()
     }
 
     /// The names of all configured models.
-    pub fn model_names(&self) -> impl Iterator<Item = &str> {
-        self.models.keys().map(String::as_str)
+    pub fn model_names(&self) -> Vec<String> {
+        read(&self.models).keys().cloned().collect()
+    }
+
+    /// Each configured model and whether it has an available version.
+    pub fn readiness(&self) -> Vec<(String, bool)> {
+        read(&self.models).iter().map(|(name, m)| (name.clone(), !read(&m.state).servables.is_empty())).collect()
     }
 
     /// True while every configured model has an available version.
     pub fn all_available(&self) -> bool {
-        self.models.values().all(|m| !m.servables.is_empty())
+        self.readiness().iter().all(|(_, ready)| *ready)
+    }
+
+    /// Checks that `configs` may replace the served set: a model that stays
+    /// keeps its platform.
+    ///
+    /// # Errors
+    /// TensorFlow Serving's message for a platform change.
+    pub fn check_reload(&self, configs: &[ModelConfig]) -> Result<(), ServeError> {
+        let models = read(&self.models);
+        for config in configs {
+            if let Some(model) = models.get(&config.name) {
+                let old = read(&model.config).platform.clone();
+                if old != config.platform {
+                    return Err(ServeError::InvalidArgument(format!(
+                        "Illegal to change a model's platform. For model {} platform was {old} and new platform requested is {}",
+                        config.name, config.platform
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `configs` the served set: new models are added and loaded
+    /// (this returns once each is available or has failed), models no
+    /// longer listed are unloaded, and policies and labels of the others
+    /// are updated.
+    ///
+    /// # Errors
+    /// When a new model's base path is missing or has no versions, a new
+    /// model has no available version after loading, or a label names a
+    /// version that is not available.
+    pub fn apply_config(&self, configs: Vec<ModelConfig>) -> Result<(), RepositoryError> {
+        let _manager = self.manager.lock().unwrap_or_else(|e| e.into_inner());
+        let mut added = Vec::new();
+        {
+            let mut models = write(&self.models);
+            let keep: BTreeSet<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+            let removed: Vec<String> = models.keys().filter(|n| !keep.contains(n.as_str())).cloned().collect();
+            for name in removed {
+                // In-flight requests hold their servable; it is freed when
+                // they finish.
+                models.remove(&name);
+                tracing::info!(model = %name, "model removed from the configuration; unloading");
+            }
+            for config in &configs {
+                match models.get(&config.name) {
+                    Some(model) => {
+                        let mut labels_free = config.clone();
+                        labels_free.labels = read(&model.config).labels.clone();
+                        *write(&model.config) = labels_free;
+                    }
+                    None => {
+                        let mut unlabelled = config.clone();
+                        unlabelled.labels.clear();
+                        models.insert(
+                            config.name.clone(),
+                            Arc::new(Model { config: RwLock::new(unlabelled), state: RwLock::default() }),
+                        );
+                        added.push(config.name.clone());
+                    }
+                }
+            }
+        }
+        let mut failures = Vec::new();
+        for config in &configs {
+            let Some(model) = self.model(&config.name) else { continue };
+            let is_new = added.contains(&config.name);
+            if is_new {
+                let versions = scan(&config.base_path).map_err(|source| RepositoryError::BasePath {
+                    model: config.name.clone(),
+                    path: config.base_path.display().to_string(),
+                    source,
+                })?;
+                if versions.is_empty() {
+                    write(&self.models).remove(&config.name);
+                    return Err(RepositoryError::NoVersions {
+                        model: config.name.clone(),
+                        path: config.base_path.display().to_string(),
+                    });
+                }
+            }
+            self.reconcile(&config.name, &model);
+            if is_new {
+                let state = read(&model.state);
+                if state.servables.is_empty() {
+                    for record in state.versions.values() {
+                        if let Some(e) = &record.status.error {
+                            failures.push((config.name.clone(), record.status.version, e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        if !failures.is_empty() {
+            return Err(RepositoryError::NotAvailable(failures));
+        }
+        for config in &configs {
+            if let Some(model) = self.model(&config.name) {
+                self.set_labels(&config.name, &model, &config.labels).map_err(RepositoryError::Label)?;
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
+    /// Checks and installs a model's labels.
+    fn set_labels(&self, name: &str, model: &Model, labels: &BTreeMap<String, i64>) -> Result<(), ServeError> {
+        let mut state = write(&model.state);
+        for (label, &version) in labels {
+            let available = state.servables.contains_key(&version);
+            let new_label = !state.labels.contains_key(label);
+            let allowed = available || (self.options.allow_labels_for_unavailable && new_label);
+            if !allowed {
+                return Err(ServeError::FailedPrecondition(format!(
+                    "Request to assign label to version {version} of model {name}, which is not currently available for inference"
+                )));
+            }
+        }
+        state.labels = labels.clone();
+        write(&model.config).labels = labels.clone();
+        Ok(())
+    }
+
+    /// One reconcile pass over every model: picks up new versions and
+    /// unloads the ones no longer wanted.
+    pub fn poll(&self) {
+        let _manager = self.manager.lock().unwrap_or_else(|e| e.into_inner());
+        let models: Vec<(String, Arc<Model>)> =
+            read(&self.models).iter().map(|(n, m)| (n.clone(), m.clone())).collect();
+        for (name, model) in models {
+            self.reconcile(&name, &model);
+        }
+    }
+
+    fn set_state(&self, model: &Model, version: i64, state: VersionState, error: Option<String>) {
+        let mut s = write(&model.state);
+        let record = s.versions.entry(version).or_insert_with(|| VersionRecord {
+            status: VersionStatus { version, state, error: None },
+            failed_files: None,
+        });
+        record.status.state = state;
+        record.status.error = error;
+        drop(s);
+        self.changed();
+    }
+
+    /// Brings one model in line with its policy and what is on disk.
+    fn reconcile(&self, name: &str, model: &Model) {
+        let config = read(&model.config).clone();
+        let on_disk = match scan(&config.base_path) {
+            Ok(v) => {
+                write(&model.state).scan_error = None;
+                v
+            }
+            Err(e) => {
+                let text = format!("Could not find base path {} for servable {name}: {e}", config.base_path.display());
+                let mut state = write(&model.state);
+                if state.scan_error.as_deref() != Some(&text) {
+                    tracing::error!("{text}");
+                    state.scan_error = Some(text);
+                }
+                return;
+            }
+        };
+        let versions: BTreeSet<i64> = on_disk.keys().copied().collect();
+        let aspired = config.policy.aspired(&versions);
+
+        // Load new aspired versions, the highest first.
+        for &version in aspired.iter().rev() {
+            let source = &on_disk[&version];
+            let needs_load = {
+                let state = read(&model.state);
+                !state.servables.contains_key(&version)
+                    && match state.versions.get(&version) {
+                        None => true,
+                        Some(r) => match &r.failed_files {
+                            // A failed version is retried once its files change.
+                            Some(files) => *files != policy::fingerprint(&source.dir),
+                            None => r.status.state == VersionState::End,
+                        },
+                    }
+            };
+            if needs_load {
+                self.load_version(name, model, version, source);
+            }
+        }
+
+        // Unload loaded versions the policy no longer wants, but only once
+        // an aspired version is available (or none is wanted at all).
+        let unload: Vec<i64> = {
+            let state = read(&model.state);
+            let aspired_available = state.servables.keys().any(|v| aspired.contains(v));
+            if aspired_available || aspired.is_empty() {
+                state.servables.keys().filter(|v| !aspired.contains(v)).copied().collect()
+            } else {
+                Vec::new()
+            }
+        };
+        for version in unload {
+            self.set_state(model, version, VersionState::Unloading, None);
+            write(&model.state).servables.remove(&version);
+            self.set_state(model, version, VersionState::End, None);
+            tracing::info!(model = %name, version, "unloaded");
+        }
+    }
+
+    fn load_version(&self, name: &str, model: &Model, version: i64, source: &VersionSource) {
+        self.set_state(model, version, VersionState::Start, None);
+        self.set_state(model, version, VersionState::Loading, None);
+        let files = policy::fingerprint(&source.dir);
+        let mut attempt = 0;
+        let result = loop {
+            // Only a missing or unreadable file can change between attempts;
+            // a file that does not parse fails at once (and is retried by a
+            // later poll when its files change).
+            let result = model_file(source).map_err(|e| (e, true)).and_then(|file| {
+                Servable::load_onnx(name, version, &file, &self.registry).map_err(|e| {
+                    let retryable = matches!(&e, LoadError::Onnx { source: crate::onnx::OnnxError::Io { .. }, .. });
+                    (e.to_string(), retryable)
+                })
+            });
+            match result {
+                Ok(servable) => break Ok(servable),
+                Err((e, true)) if attempt < self.options.max_load_retries => {
+                    attempt += 1;
+                    tracing::warn!(model = %name, version, attempt, "load failed, retrying: {e}");
+                    std::thread::sleep(self.options.load_retry_interval);
+                }
+                Err((e, _)) => break Err(e),
+            }
+        };
+        match result {
+            Ok(servable) => {
+                write(&model.state).servables.insert(version, Arc::new(servable));
+                self.set_state(model, version, VersionState::Available, None);
+                tracing::info!(model = %name, version, path = %source.dir.display(), "version available");
+            }
+            Err(e) => {
+                tracing::error!(model = %name, version, "version failed to load: {e}");
+                self.set_state(model, version, VersionState::End, Some(e));
+                if let Some(r) = write(&model.state).versions.get_mut(&version) {
+                    r.failed_files = Some(files);
+                }
+            }
+        }
     }
 
     /// The servable a request asks for.
@@ -177,17 +488,26 @@ impl ModelRepository {
     /// `NOT_FOUND` for an unknown model or version, `INVALID_ARGUMENT` for an
     /// unknown label, with TensorFlow Serving's texts.
     pub fn resolve(&self, name: &str, choice: &VersionChoice) -> Result<Arc<Servable>, ServeError> {
-        let model = self.models.get(name);
+        let model = self.model(name);
+        let state = model.as_ref().map(|m| read(&m.state));
         match choice {
-            VersionChoice::Latest => model
-                .and_then(|m| m.servables.values().next_back().cloned())
+            VersionChoice::Latest => state
+                .and_then(|s| s.servables.values().next_back().cloned())
                 .ok_or_else(|| ServeError::ServableNotFound(ServableRequest::Latest(name.to_string()))),
-            VersionChoice::Specific(v) => model
-                .and_then(|m| m.servables.get(v).cloned())
+            VersionChoice::Specific(v) => state
+                .and_then(|s| s.servables.get(v).cloned())
                 .ok_or_else(|| ServeError::ServableNotFound(ServableRequest::Specific(name.to_string(), *v))),
-            // No labels are configured in this form of the repository, so
-            // every label is unknown.
-            VersionChoice::Label(label) => Err(ServeError::UnknownVersionLabel(label.clone())),
+            VersionChoice::Label(label) => {
+                let Some(state) = state else {
+                    return Err(ServeError::UnknownVersionLabel(label.clone()));
+                };
+                let version = *state.labels.get(label).ok_or_else(|| ServeError::UnknownVersionLabel(label.clone()))?;
+                state
+                    .servables
+                    .get(&version)
+                    .cloned()
+                    .ok_or_else(|| ServeError::ServableNotFound(ServableRequest::Specific(name.to_string(), version)))
+            }
         }
     }
 
@@ -197,20 +517,43 @@ impl ModelRepository {
     /// # Errors
     /// `NOT_FOUND` with TensorFlow Serving's texts.
     pub fn status(&self, name: &str, version: Option<i64>) -> Result<Vec<VersionStatus>, ServeError> {
-        let model = self
-            .models
-            .get(name)
-            .filter(|m| !m.versions.is_empty())
-            .ok_or_else(|| ServeError::NoVersionsOfModel(name.to_string()))?;
+        let model = self.model(name).ok_or_else(|| ServeError::NoVersionsOfModel(name.to_string()))?;
+        let state = read(&model.state);
+        if state.versions.is_empty() {
+            return Err(ServeError::NoVersionsOfModel(name.to_string()));
+        }
         match version {
-            None => Ok(model.versions.values().rev().cloned().collect()),
-            Some(v) => model
+            None => Ok(state.versions.values().rev().map(|r| r.status.clone()).collect()),
+            Some(v) => state
                 .versions
                 .get(&v)
-                .map(|s| vec![s.clone()])
+                .map(|r| vec![r.status.clone()])
                 .ok_or_else(|| ServeError::NoSuchVersion { model: name.to_string(), version: v }),
         }
     }
+
+    /// Base path of a configured model, for messages.
+    pub fn base_path(&self, name: &str) -> Option<PathBuf> {
+        self.model(name).map(|m| read(&m.config).base_path.clone())
+    }
+}
+
+/// Runs a reconcile pass every `interval`, on a blocking thread, for as
+/// long as the task lives.
+pub async fn poll_every(repository: Arc<ModelRepository>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let repo = repository.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || repo.poll()).await {
+            tracing::error!("the version poller stopped: {e}");
+        }
+    }
+}
+
+/// True when `path` names an object store ferroserve cannot read.
+pub fn is_remote(path: &Path) -> bool {
+    let s = path.to_string_lossy();
+    ["gs://", "s3://", "hdfs://", "http://", "https://", "az://", "abfs://"].iter().any(|p| s.starts_with(p))
 }
 
 #[cfg(test)]
@@ -218,33 +561,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn version_dirs_are_numeric_children_only() {
-        let dir = std::env::temp_dir().join(format!("ferroserve-versions-{}", std::process::id()));
-        for d in ["1", "0007", "tmp-3", "-2", "12abc"] {
-            std::fs::create_dir_all(dir.join(d)).unwrap();
-        }
-        std::fs::write(dir.join("9"), b"a file, not a version").unwrap();
-        let versions: Vec<i64> = version_dirs(&dir).unwrap().into_keys().collect();
-        assert_eq!(versions, vec![1, 7]);
+    fn missing_and_empty_base_paths_are_explained() {
+        let missing = ModelConfig::new("m", "/nonexistent/ferroserve/m");
+        let err = ModelRepository::load(&[missing], KernelRegistry::with_all_ops()).unwrap_err().to_string();
+        assert!(err.starts_with("Could not find base path /nonexistent/ferroserve/m for servable m"), "{err}");
+        let dir = std::env::temp_dir().join(format!("ferroserve-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("not-a-version")).unwrap();
+        let err = ModelRepository::load(&[ModelConfig::new("m", &dir)], KernelRegistry::with_all_ops())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Did you forget to name your leaf directory as a number"), "{err}");
+        std::fs::create_dir_all(dir.join("3")).unwrap();
+        let err = ModelRepository::load(&[ModelConfig::new("m", &dir)], KernelRegistry::with_all_ops())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("1 servable(s) did not become available: {{name: m version: 3} due to error:"),
+            "{err}"
+        );
+        assert!(err.contains("holds no model.onnx"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn missing_and_empty_base_paths_are_explained() {
-        let reg = KernelRegistry::with_all_ops();
-        let missing = ModelConfig { name: "m".into(), base_path: PathBuf::from("/nonexistent/ferroserve/m") };
-        let err = ModelRepository::load(&[missing], &reg).unwrap_err().to_string();
-        assert!(err.starts_with("Could not find base path /nonexistent/ferroserve/m for servable m"), "{err}");
-        let dir = std::env::temp_dir().join(format!("ferroserve-empty-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("not-a-version")).unwrap();
-        let empty = ModelConfig { name: "m".into(), base_path: dir.clone() };
-        let err = ModelRepository::load(&[empty], &reg).unwrap_err().to_string();
-        assert!(err.contains("Did you forget to name your leaf directory as a number"), "{err}");
-        std::fs::create_dir_all(dir.join("3")).unwrap();
-        let err = ModelRepository::load(&[ModelConfig { name: "m".into(), base_path: dir.clone() }], &reg)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("holds no model.onnx"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn remote_paths_are_recognised() {
+        assert!(is_remote(Path::new("gs://bucket/m")));
+        assert!(is_remote(Path::new("s3://bucket/m")));
+        assert!(!is_remote(Path::new("/models/m")));
     }
 }

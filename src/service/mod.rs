@@ -71,19 +71,35 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The names health answers for: the empty name (the whole server), the
-/// two services by short and full name, and every model.
-pub fn health_names(repository: &ModelRepository) -> Vec<String> {
-    let mut names: Vec<String> = ["", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    names.extend(repository.model_names().map(str::to_string));
-    names
+/// The names that stand for the whole server in health checks: the empty
+/// name and the two services by short and full name. Each model's name is
+/// a health name of its own.
+pub const SERVER_HEALTH_NAMES: [&str; 5] = ["", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE];
+
+fn status_of(ready: bool) -> ServingStatus {
+    if ready { ServingStatus::Serving } else { ServingStatus::NotServing }
 }
 
-async fn set_health(reporter: &HealthReporter, names: &[String], status: ServingStatus) {
-    for name in names {
+/// Sets health from readiness: each model SERVING while it has an available
+/// version, the server names while every model has one. Models that left
+/// the configuration are removed from `known` and from health.
+async fn follow_readiness(reporter: &mut HealthReporter, repository: &ModelRepository, known: &mut Vec<String>) {
+    let readiness = repository.readiness();
+    let all = readiness.iter().all(|(_, ready)| *ready);
+    for name in SERVER_HEALTH_NAMES {
+        reporter.set_service_status(name, status_of(all)).await;
+    }
+    for (name, ready) in &readiness {
+        reporter.set_service_status(name, status_of(*ready)).await;
+    }
+    for gone in known.iter().filter(|k| !readiness.iter().any(|(n, _)| n == *k)) {
+        reporter.clear_service_status(gone).await;
+    }
+    *known = readiness.into_iter().map(|(n, _)| n).collect();
+}
+
+async fn set_all(reporter: &HealthReporter, known: &[String], status: ServingStatus) {
+    for name in SERVER_HEALTH_NAMES.iter().copied().chain(known.iter().map(String::as_str)) {
         reporter.set_service_status(name, status).await;
     }
 }
@@ -102,10 +118,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     shutdown_delay: Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let names = health_names(&state.repository);
-    let ready = if state.repository.all_available() { ServingStatus::Serving } else { ServingStatus::NotServing };
-    set_health(&reporter, &names, ready).await;
+    let (mut reporter, health) = tonic_health::server::health_reporter();
+    let mut known = Vec::new();
+    let mut changes = state.repository.subscribe();
+    follow_readiness(&mut reporter, &state.repository, &mut known).await;
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -129,8 +145,22 @@ pub async fn serve(
 
     let drain_state = state.clone();
     let drain = async move {
-        shutdown.await;
-        set_health(&reporter, &names, ServingStatus::NotServing).await;
+        // Until the shutdown signal, health follows the models' readiness.
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                changed = changes.changed() => match changed {
+                    Ok(()) => follow_readiness(&mut reporter, &drain_state.repository, &mut known).await,
+                    // The repository is gone: nothing changes any more.
+                    Err(_) => {
+                        (&mut shutdown).await;
+                        break;
+                    }
+                },
+            }
+        }
+        set_all(&reporter, &known, ServingStatus::NotServing).await;
         tracing::info!(
             in_flight = drain_state.in_flight.load(Ordering::SeqCst),
             delay_seconds = shutdown_delay.as_secs_f64(),

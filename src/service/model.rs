@@ -1,6 +1,5 @@
-//! `tensorflow.serving.ModelService`: GetModelStatus for real;
-//! HandleReloadConfigRequest answers UNIMPLEMENTED until the model config
-//! file is supported.
+//! `tensorflow.serving.ModelService`: GetModelStatus and
+//! HandleReloadConfigRequest.
 
 use std::sync::Arc;
 
@@ -68,6 +67,24 @@ impl ModelApi {
     }
 }
 
+impl ModelApi {
+    /// Replaces the served models with the request's list; returns once the
+    /// newly added models are available (or failed). An invalid list is
+    /// refused before anything changes.
+    async fn reload(&self, request: ReloadConfigRequest) -> Result<ReloadConfigResponse, ServeError> {
+        let config =
+            request.config.ok_or_else(|| ServeError::InvalidArgument("ReloadConfigRequest has no config".into()))?;
+        let models = crate::config::model_configs(&config).map_err(ServeError::InvalidArgument)?;
+        self.state.repository.check_reload(&models)?;
+        let repository = self.state.repository.clone();
+        tokio::task::spawn_blocking(move || repository.apply_config(models))
+            .await
+            .map_err(|e| ServeError::Internal(format!("the reload stopped: {e}")))??;
+        tracing::info!("model config reloaded");
+        Ok(ReloadConfigResponse { status: Some(StatusProto::default()), metric: Vec::new() })
+    }
+}
+
 #[tonic::async_trait]
 impl ModelService for ModelApi {
     async fn get_model_status(
@@ -79,12 +96,8 @@ impl ModelService for ModelApi {
 
     async fn handle_reload_config_request(
         &self,
-        _request: Request<ReloadConfigRequest>,
+        request: Request<ReloadConfigRequest>,
     ) -> Result<Response<ReloadConfigResponse>, Status> {
-        Err(ServeError::Unimplemented(
-            "tensorflow.serving.ModelService/HandleReloadConfigRequest is not implemented by this ferroserve build yet"
-                .into(),
-        )
-        .into())
+        self.reload(request.into_inner()).await.map(Response::new).map_err(Status::from)
     }
 }

@@ -86,6 +86,21 @@ fn a_missing_base_path_fails_the_start_with_the_path_named() {
     assert!(err2.contains("Could not find base path /nonexistent/models/m for servable m"), "{err2}");
 }
 
+#[test]
+fn a_model_that_cannot_load_stops_the_start_with_tensorflow_servings_message() {
+    let dir = temp_dir("corrupt-start");
+    std::fs::create_dir_all(dir.join("1")).unwrap();
+    std::fs::write(dir.join("1/model.onnx"), b"\x08\x07 this is not an ONNX model").unwrap();
+    let (code, _, err) = run(&["--port=1", "--model_name=m", &format!("--model_base_path={}", dir.display())]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: {{name: m version: 1} due to error: "),
+        "{err}"
+    );
+    assert!(err.contains(&dir.join("1/model.onnx").display().to_string()), "the file is named: {err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Writes a model whose Predict takes long enough to be in flight when a
 /// signal arrives: `layers` MatMuls by the identity, so y == x exactly.
 fn write_slow_model(dir: &Path, width: usize, layers: usize) {

@@ -257,11 +257,9 @@ async fn metadata_status_and_unimplemented_methods() {
         ("Classify", prediction.classify(ClassificationRequest::default()).await.map(|_| ())),
         ("Regress", prediction.regress(RegressionRequest::default()).await.map(|_| ())),
         ("MultiInference", prediction.multi_inference(MultiInferenceRequest::default()).await.map(|_| ())),
-        (
-            "HandleReloadConfigRequest",
-            models.handle_reload_config_request(ReloadConfigRequest::default()).await.map(|_| ()),
-        ),
     ];
+    let status = models.handle_reload_config_request(ReloadConfigRequest::default()).await.unwrap_err();
+    check("reload without config", status, Code::InvalidArgument, Text::Exact("ReloadConfigRequest has no config"));
     for (method, result) in unimplemented {
         let status = result.expect_err(method);
         assert_eq!(status.code(), Code::Unimplemented, "{method}");

@@ -17,7 +17,7 @@ use ferroserve::proto::tensorflow::serving::model_service_client::ModelServiceCl
 use ferroserve::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use ferroserve::proto::tensorflow::serving::{ModelSpec, PredictRequest};
 use ferroserve::proto::tensorflow::{DataType, TensorProto};
-use ferroserve::repository::{ModelConfig, ModelRepository};
+use ferroserve::repository::{ModelConfig, ModelRepository, RepositoryOptions};
 use ferroserve::service::{self, ServingState};
 use ferroserve::tensor::proto::shape_proto;
 
@@ -26,7 +26,7 @@ pub fn root() -> &'static Path {
 }
 
 pub fn example_model() -> ModelConfig {
-    ModelConfig { name: "mnist".into(), base_path: root().join("examples/models/mnist") }
+    ModelConfig::new("mnist", root().join("examples/models/mnist"))
 }
 
 /// A server running on its own task until stopped.
@@ -34,6 +34,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    poller: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -43,9 +44,23 @@ impl TestServer {
     }
 
     pub async fn start_with(models: Vec<ModelConfig>, shutdown_delay: Duration) -> TestServer {
-        let repository = ModelRepository::load(&models, &KernelRegistry::with_all_ops()).expect("models load");
+        let repository = ModelRepository::load(&models, KernelRegistry::with_all_ops()).expect("models load");
+        TestServer::start_on(Arc::new(repository), shutdown_delay).await
+    }
+
+    /// Serves `models` with a version poller running every `poll`.
+    pub async fn start_polling(models: Vec<ModelConfig>, options: RepositoryOptions, poll: Duration) -> TestServer {
+        let repository = Arc::new(ModelRepository::new(KernelRegistry::with_all_ops(), options));
+        let repo = repository.clone();
+        tokio::task::spawn_blocking(move || repo.apply_config(models)).await.unwrap().expect("models load");
+        let server = TestServer::start_on(repository.clone(), Duration::ZERO).await;
+        let poller = tokio::spawn(ferroserve::repository::poll_every(repository, poll));
+        TestServer { poller: Some(poller), ..server }
+    }
+
+    pub async fn start_on(repository: Arc<ModelRepository>, shutdown_delay: Duration) -> TestServer {
         let compute = ComputePool::new(2, 16).expect("compute pool");
-        let state = Arc::new(ServingState::new(Arc::new(repository), Arc::new(compute)));
+        let state = Arc::new(ServingState::new(repository, Arc::new(compute)));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -61,7 +76,7 @@ impl TestServer {
             .await
             .expect("server runs");
         });
-        TestServer { addr, stop: Some(stop), task: Some(task) }
+        TestServer { addr, stop: Some(stop), task: Some(task), poller: None }
     }
 
     pub async fn channel(&self) -> Channel {
@@ -91,6 +106,9 @@ impl TestServer {
 
     /// Drains and waits for the server to finish.
     pub async fn stop(mut self) {
+        if let Some(poller) = self.poller.take() {
+            poller.abort();
+        }
         self.begin_shutdown();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(30), task)

@@ -6,5 +6,6 @@ mod binary;
 mod errors;
 mod harness;
 mod health_reflection;
+mod lifecycle;
 mod metadata_status;
 mod predict;

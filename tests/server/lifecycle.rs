@@ -1,0 +1,374 @@
+//! The model lifecycle: versions appearing and disappearing on disk, broken
+//! versions, policies, labels, config reloads, and health following
+//! readiness, against a server whose poller runs every few milliseconds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::harness::{TestServer, cases, predict_request, root, spec, temp_dir};
+use ferroserve::config::parse_model_server_config;
+use ferroserve::proto::tensorflow::serving::{
+    GetModelStatusRequest, ModelSpec, PredictRequest, ReloadConfigRequest, model_spec, model_version_status,
+};
+use ferroserve::repository::{ModelConfig, RepositoryOptions, VersionPolicy};
+
+const POLL: Duration = Duration::from_millis(25);
+
+fn example_onnx() -> PathBuf {
+    root().join("examples/models/mnist/1/model.onnx")
+}
+
+/// Writes a complete version the way deploy tools do: under a temporary
+/// name, then renamed to its number.
+fn add_version(base: &Path, version: i64) {
+    let tmp = base.join(format!("tmp-{version}"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(example_onnx(), tmp.join("model.onnx")).unwrap();
+    std::fs::rename(&tmp, base.join(version.to_string())).unwrap();
+}
+
+fn spec_version(name: &str, version: i64) -> Option<ModelSpec> {
+    Some(ModelSpec {
+        name: name.into(),
+        version_choice: Some(model_spec::VersionChoice::Version(version)),
+        ..ModelSpec::default()
+    })
+}
+
+fn spec_label(name: &str, label: &str) -> Option<ModelSpec> {
+    Some(ModelSpec {
+        name: name.into(),
+        version_choice: Some(model_spec::VersionChoice::VersionLabel(label.into())),
+        ..ModelSpec::default()
+    })
+}
+
+/// (version, state, error) of every version of `name`, newest first.
+async fn states(server: &TestServer, name: &str) -> Vec<(i64, i32, String)> {
+    let response = server
+        .models()
+        .await
+        .get_model_status(GetModelStatusRequest {
+            model_spec: Some(ModelSpec { name: name.into(), ..ModelSpec::default() }),
+        })
+        .await;
+    match response {
+        Ok(r) => r
+            .into_inner()
+            .model_version_status
+            .into_iter()
+            .map(|v| (v.version, v.state, v.status.map(|s| s.error_message).unwrap_or_default()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+const AVAILABLE: i32 = model_version_status::State::Available as i32;
+const END: i32 = model_version_status::State::End as i32;
+
+/// Waits (bounded) until `done` holds for the model's states.
+async fn wait_for(server: &TestServer, name: &str, what: &str, done: impl Fn(&[(i64, i32, String)]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = states(server, name).await;
+        if done(&now) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; states: {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn has(states: &[(i64, i32, String)], version: i64, state: i32) -> bool {
+    states.iter().any(|(v, s, _)| *v == version && *s == state)
+}
+
+async fn served_version(server: &TestServer, spec: Option<ModelSpec>) -> Result<i64, tonic::Status> {
+    let mut request = predict_request(&cases()[0]);
+    request.model_spec = spec;
+    let response = server.prediction().await.predict(request).await?.into_inner();
+    match response.model_spec.and_then(|s| s.version_choice) {
+        Some(model_spec::VersionChoice::Version(v)) => Ok(v),
+        other => panic!("no version in the answer: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_replaces_the_old_one_and_history_is_kept() {
+    let base = temp_dir("swap");
+    add_version(&base, 1);
+    let server =
+        TestServer::start_polling(vec![ModelConfig::new("m", &base)], RepositoryOptions::default(), POLL).await;
+    assert_eq!(served_version(&server, spec("m")).await.unwrap(), 1);
+    add_version(&base, 2);
+    wait_for(&server, "m", "version 2 to replace 1", |s| has(s, 2, AVAILABLE) && has(s, 1, END)).await;
+    assert_eq!(served_version(&server, spec("m")).await.unwrap(), 2);
+    let now = states(&server, "m").await;
+    assert_eq!(now.iter().map(|(v, _, _)| *v).collect::<Vec<_>>(), vec![2, 1], "descending, history kept");
+    let err = served_version(&server, spec_version("m", 1)).await.unwrap_err();
+    assert_eq!(err.message(), "Servable not found for request: Specific(m, 1)");
+
+    // Deleting the newest version brings the older one back.
+    std::fs::remove_dir_all(base.join("2")).unwrap();
+    wait_for(&server, "m", "version 1 to come back", |s| has(s, 1, AVAILABLE) && has(s, 2, END)).await;
+    assert_eq!(served_version(&server, spec("m")).await.unwrap(), 1);
+    server.stop().await;
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_new_versions_never_take_down_the_served_one() {
+    let base = temp_dir("broken");
+    add_version(&base, 1);
+    let server =
+        TestServer::start_polling(vec![ModelConfig::new("m", &base)], RepositoryOptions::default(), POLL).await;
+    let truncated = std::fs::read(example_onnx()).unwrap()[..5000].to_vec();
+    let png = std::fs::read(root().join("examples/digits/3.png")).unwrap();
+    let cases: Vec<(i64, Option<Vec<u8>>, &str)> = vec![
+        (2, Some(truncated), "not a valid ONNX ModelProto"),
+        (3, None, "holds no model.onnx"),
+        (4, Some(png), "not a valid ONNX ModelProto"),
+    ];
+    for (version, content, reason) in cases {
+        let tmp = base.join(format!("tmp-{version}"));
+        std::fs::create_dir_all(&tmp).unwrap();
+        if let Some(bytes) = content {
+            std::fs::write(tmp.join("model.onnx"), bytes).unwrap();
+        }
+        std::fs::rename(&tmp, base.join(version.to_string())).unwrap();
+        wait_for(&server, "m", "the broken version to fail", |s| {
+            s.iter().any(|(v, state, e)| *v == version && *state == END && !e.is_empty())
+        })
+        .await;
+        let now = states(&server, "m").await;
+        let (_, _, error) = now.iter().find(|(v, _, _)| *v == version).unwrap();
+        assert!(error.contains(reason), "version {version}: {error}");
+        assert!(error.contains(&base.join(version.to_string()).display().to_string()), "{error}");
+        assert!(has(&now, 1, AVAILABLE), "version 1 must keep serving: {now:?}");
+        assert_eq!(served_version(&server, spec("m")).await.unwrap(), 1);
+    }
+    // Fixing the broken version in place retries it; then it replaces 1.
+    std::fs::copy(example_onnx(), base.join("4/model.onnx")).unwrap();
+    wait_for(&server, "m", "the fixed version to load", |s| has(s, 4, AVAILABLE) && has(s, 1, END)).await;
+    assert_eq!(served_version(&server, spec("m")).await.unwrap(), 4);
+    server.stop().await;
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_readiness_when_every_version_is_deleted() {
+    let base = temp_dir("vanish");
+    add_version(&base, 1);
+    let server =
+        TestServer::start_polling(vec![ModelConfig::new("m", &base)], RepositoryOptions::default(), POLL).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let check = |name: &'static str| HealthCheckRequest { service: name.into() };
+    assert_eq!(health.check(check("m")).await.unwrap().into_inner().status, ServingStatus::Serving as i32);
+    std::fs::remove_dir_all(base.join("1")).unwrap();
+    wait_for(&server, "m", "the version to be unloaded", |s| has(s, 1, END)).await;
+    for name in ["m", ""] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = health.check(check(name)).await.unwrap().into_inner().status;
+            if status == ServingStatus::NotServing as i32 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "health of {name:?} stayed {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let err = served_version(&server, spec("m")).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "Servable not found for request: Latest(m)"));
+    add_version(&base, 5);
+    wait_for(&server, "m", "a new version", |s| has(s, 5, AVAILABLE)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while health.check(check("")).await.unwrap().into_inner().status != ServingStatus::Serving as i32 {
+        assert!(Instant::now() < deadline, "health did not come back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_never_fails_while_twenty_versions_come_and_go() {
+    let base = temp_dir("churn");
+    add_version(&base, 1);
+    let server =
+        TestServer::start_polling(vec![ModelConfig::new("m", &base)], RepositoryOptions::default(), POLL).await;
+    // For each version: when its directory became complete, and when it
+    // started to be deleted.
+    type Lifetime = std::sync::Mutex<(Option<Instant>, Option<Instant>)>;
+    let born: Arc<Vec<Lifetime>> = Arc::new((0..=21).map(|_| std::sync::Mutex::new((None, None))).collect());
+    born[1].lock().unwrap().0 = Some(Instant::now());
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let mut client = server.prediction().await;
+        let (stop, born, answered) = (stop.clone(), born.clone(), answered.clone());
+        clients.push(tokio::spawn(async move {
+            let case = &cases()[i];
+            while !stop.load(Ordering::SeqCst) {
+                let mut request: PredictRequest = predict_request(case);
+                request.model_spec = spec("m");
+                let sent = Instant::now();
+                let response = client.predict(request).await.expect("no request may fail").into_inner();
+                let answered_at = Instant::now();
+                let Some(model_spec::VersionChoice::Version(v)) = response.model_spec.unwrap().version_choice else {
+                    panic!("no version")
+                };
+                let (complete, deleted) = *born[v as usize].lock().unwrap();
+                assert!(complete.is_some_and(|c| c <= answered_at), "version {v} answered before it was complete");
+                assert!(deleted.is_none_or(|d| d >= sent), "version {v} answered after its deletion began");
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    for version in 2..=21i64 {
+        // The directory is complete from its rename on; record the time
+        // just before it, so no answer can precede it.
+        let tmp = base.join(format!("tmp-{version}"));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::copy(example_onnx(), tmp.join("model.onnx")).unwrap();
+        born[version as usize].lock().unwrap().0 = Some(Instant::now());
+        std::fs::rename(&tmp, base.join(version.to_string())).unwrap();
+        wait_for(&server, "m", "the new version", |s| has(s, version, AVAILABLE)).await;
+        // Delete the previous version once it is no longer served.
+        wait_for(&server, "m", "the old version to unload", |s| has(s, version - 1, END)).await;
+        born[(version - 1) as usize].lock().unwrap().1 = Some(Instant::now());
+        std::fs::remove_dir_all(base.join((version - 1).to_string())).unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(answered.load(Ordering::SeqCst) >= 20, "too few requests ran: {}", answered.load(Ordering::SeqCst));
+    server.stop().await;
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_labels_and_reloads() {
+    let base_a = temp_dir("reload-a");
+    let base_b = temp_dir("reload-b");
+    for v in [1, 2, 3] {
+        add_version(&base_a, v);
+    }
+    add_version(&base_b, 7);
+    let text = format!(
+        "model_config_list {{ config {{ name: 'a' base_path: '{}' model_platform: 'onnx'
+           model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+           version_labels {{ key: 'stable' value: 1 }} version_labels {{ key: 'canary' value: 2 }} }} }}",
+        base_a.display()
+    );
+    let config = parse_model_server_config(&text).unwrap();
+    let models = ferroserve::config::model_configs(&config).unwrap();
+    assert_eq!(models[0].policy, VersionPolicy::Specific([1, 2].into()));
+    let server = TestServer::start_polling(models, RepositoryOptions::default(), POLL).await;
+    assert_eq!(served_version(&server, spec("a")).await.unwrap(), 2);
+    assert_eq!(served_version(&server, spec_label("a", "stable")).await.unwrap(), 1);
+    assert_eq!(served_version(&server, spec_label("a", "canary")).await.unwrap(), 2);
+    let err = served_version(&server, spec_label("a", "beta")).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "Unrecognized servable version label: beta"));
+    assert_eq!(states(&server, "a").await.len(), 2, "version 3 is not wanted by the policy");
+
+    let mut models = server.models().await;
+    let reload = |text: String| ReloadConfigRequest {
+        config: Some(parse_model_server_config(&text).unwrap()),
+        metric_names: Vec::new(),
+    };
+    let entry = |name: &str, base: &Path, platform: &str, extra: &str| {
+        format!("config {{ name: '{name}' base_path: '{}' model_platform: '{platform}' {extra} }}", base.display())
+    };
+    let list = |entries: &[String]| format!("model_config_list {{ {} }}", entries.join(" "));
+    let invalid: Vec<(String, &str)> = vec![
+        (
+            list(&[entry("a", &base_a, "onnx", ""), entry("a", &base_b, "onnx", "")]),
+            "Illegal to list model a multiple times in config list",
+        ),
+        (
+            list(&[entry("b", Path::new("relative/b"), "onnx", "")]),
+            "Expected model b to have an absolute path or URI; got base_path()=relative/b",
+        ),
+        (
+            list(&[entry("a", &base_a, "tensorflow", "")]),
+            "Illegal to change a model's platform. For model a platform was onnx and new platform requested is tensorflow",
+        ),
+        (
+            "custom_model_config { type_url: 'x' }".to_string(),
+            "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is currently supported",
+        ),
+        (list(&[entry("b", Path::new("gs://bucket/b"), "onnx", "")]), "are not supported"),
+    ];
+    for (text, message) in invalid {
+        let err = models.handle_reload_config_request(reload(text.clone())).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{text}");
+        assert!(err.message().contains(message), "{text}: {}", err.message());
+    }
+    // Nothing changed.
+    assert_eq!(served_version(&server, spec_label("a", "canary")).await.unwrap(), 2);
+
+    // A label may only name an available version.
+    let err = models
+        .handle_reload_config_request(reload(list(&[entry(
+            "a",
+            &base_a,
+            "onnx",
+            "model_version_policy { all {} } version_labels { key: 'canary' value: 9 }",
+        )])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        err.message(),
+        "Request to assign label to version 9 of model a, which is not currently available for inference"
+    );
+
+    // Move the canary, serve every version of a, add b: the call returns
+    // once b is available.
+    let response = models
+        .handle_reload_config_request(reload(list(&[
+            entry("a", &base_a, "onnx", "model_version_policy { all {} } version_labels { key: 'canary' value: 3 }"),
+            entry("b", &base_b, "tensorflow", ""),
+        ])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.status.unwrap().error_code, 0);
+    assert_eq!(served_version(&server, spec("b")).await.unwrap(), 7);
+    assert_eq!(served_version(&server, spec_label("a", "canary")).await.unwrap(), 3);
+    wait_for(&server, "a", "all versions", |s| [1, 2, 3].iter().all(|v| has(s, *v, AVAILABLE))).await;
+
+    // Removing a model: its requests are answered NOT_FOUND afterwards.
+    models.handle_reload_config_request(reload(list(&[entry("b", &base_b, "tensorflow", "")]))).await.unwrap();
+    let err = served_version(&server, spec("a")).await.unwrap_err();
+    assert_eq!(err.message(), "Servable not found for request: Latest(a)");
+    let mut health = HealthClient::new(server.channel().await);
+    let gone = health.check(HealthCheckRequest { service: "a".into() }).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert_eq!(
+        health.check(HealthCheckRequest { service: "b".into() }).await.unwrap().into_inner().status,
+        ServingStatus::Serving as i32
+    );
+    server.stop().await;
+    std::fs::remove_dir_all(&base_a).unwrap();
+    std::fs::remove_dir_all(&base_b).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_path_holding_the_model_file_serves_it_as_version_one() {
+    let base = temp_dir("kserve");
+    std::fs::copy(example_onnx(), base.join("model.onnx")).unwrap();
+    let server = TestServer::start_with(vec![ModelConfig::new("k", &base)], Duration::ZERO).await;
+    assert_eq!(served_version(&server, spec("k")).await.unwrap(), 1);
+    server.stop().await;
+    std::fs::remove_dir_all(&base).unwrap();
+}
