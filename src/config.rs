@@ -218,6 +218,8 @@ pub struct Config {
     /// How often base paths are scanned for new versions; `None` = once.
     pub file_system_poll: Option<Duration>,
     pub repository: RepositoryOptions,
+    /// Times each warmup request is replayed; `None` = warmup off.
+    pub warmup_iterations: Option<u32>,
     /// Compute threads; 0 = one per core.
     pub compute_threads: usize,
     /// How long the listener keeps accepting after a drain starts.
@@ -261,8 +263,6 @@ impl Flags {
             use_alts_credentials => "not yet honoured",
             grpc_channel_arguments => "not yet honoured",
             grpc_max_threads => "not yet honoured",
-            enable_model_warmup => "not yet honoured",
-            num_request_iterations_for_warmup => "not yet honoured",
             monitoring_config_file => "not yet honoured",
             enable_signature_method_name_check => "not yet honoured",
             enable_profiler => "ignored: no profiler service",
@@ -344,6 +344,7 @@ impl Flags {
                 max_load_retries: self.max_num_load_retries,
                 load_retry_interval: Duration::from_micros(self.load_retry_interval_micros.max(0) as u64),
             },
+            warmup_iterations: self.enable_model_warmup.then_some(self.num_request_iterations_for_warmup.max(1)),
             compute_threads: self.tensorflow_intra_op_parallelism as usize,
             shutdown_delay: std::time::Duration::from_secs(self.shutdown_delay_seconds),
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_seconds),

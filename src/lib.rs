@@ -17,6 +17,7 @@
 //! - [`servable`]: a loaded model version: signatures, input validation,
 //!   prediction.
 //! - [`repository`]: models on disk, their versions and states.
+//! - [`tfrecord`]: TensorFlow's TFRecord container and masked CRC32C.
 //! - [`service`]: the tonic services (PredictionService, ModelService,
 //!   health, reflection) and the server's serve loop.
 
@@ -32,3 +33,4 @@ pub mod runtime;
 pub mod servable;
 pub mod service;
 pub mod tensor;
+pub mod tfrecord;

@@ -102,7 +102,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     // Models load before any port opens, as in TensorFlow Serving: clients
     // see connection-refused until the server can answer.
-    let repository = Arc::new(ModelRepository::new(KernelRegistry::with_all_ops(), config.repository.clone()));
+    let mut repository = ModelRepository::new(KernelRegistry::with_all_ops(), config.repository.clone());
+    if let Some(iterations) = config.warmup_iterations {
+        repository = repository.with_warmup(Arc::new(ferroserve::service::Warmup { iterations }));
+    }
+    let repository = Arc::new(repository);
     let (repo, models) = (repository.clone(), config.models.clone());
     if let Err(e) = tokio::task::spawn_blocking(move || repo.apply_config(models)).await? {
         let e = ServeError::from(e);

@@ -77,6 +77,17 @@ impl Default for RepositoryOptions {
     }
 }
 
+/// Replays warmup requests against a loaded version before it becomes
+/// available. The services implement it; the repository only calls it.
+pub trait VersionWarmup: Send + Sync + std::fmt::Debug {
+    /// Warms `servable`, loaded from `version_dir`; returns how many
+    /// requests ran.
+    ///
+    /// # Errors
+    /// With the message that fails the load.
+    fn warm_up(&self, servable: &Arc<Servable>, version_dir: &Path) -> Result<usize, String>;
+}
+
 /// A version's place in its lifecycle (TensorFlow Serving's
 /// `ModelVersionStatus.State`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +169,8 @@ pub struct ModelRepository {
     manager: Mutex<()>,
     /// Bumped on every state change; health follows it.
     changes: watch::Sender<u64>,
+    /// Replays warmup requests, when enabled.
+    warmup: Option<Arc<dyn VersionWarmup>>,
 }
 
 /// The model file of a version directory.
@@ -194,7 +207,14 @@ impl ModelRepository {
             models: RwLock::new(BTreeMap::new()),
             manager: Mutex::new(()),
             changes: watch::channel(0).0,
+            warmup: None,
         }
+    }
+
+    /// Warms every version with `warmup` before it becomes available.
+    pub fn with_warmup(mut self, warmup: Arc<dyn VersionWarmup>) -> ModelRepository {
+        self.warmup = Some(warmup);
+        self
     }
 
     /// A repository serving `configs`, loaded once: the form tests and
@@ -466,9 +486,19 @@ impl ModelRepository {
                 Err((e, _)) => break Err(e),
             }
         };
+        let result = result.map(Arc::new).and_then(|servable| match &self.warmup {
+            None => Ok(servable),
+            Some(warmup) => {
+                let ran = warmup.warm_up(&servable, &source.dir)?;
+                if ran > 0 {
+                    tracing::info!(model = %name, version, requests = ran, "warmup done");
+                }
+                Ok(servable)
+            }
+        });
         match result {
             Ok(servable) => {
-                write(&model.state).servables.insert(version, Arc::new(servable));
+                write(&model.state).servables.insert(version, servable);
                 self.set_state(model, version, VersionState::Available, None);
                 tracing::info!(model = %name, version, path = %source.dir.display(), "version available");
             }

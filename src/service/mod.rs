@@ -9,6 +9,7 @@
 
 mod model;
 mod prediction;
+mod warmup;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ use crate::proto::tensorflow::serving::prediction_service_server::PredictionServ
 use crate::repository::ModelRepository;
 
 pub use model::ModelApi;
-pub use prediction::PredictionApi;
+pub use prediction::{PredictionApi, PreparedPredict};
+pub use warmup::{MAX_WARMUP_RECORDS, WARMUP_FILE, Warmup};
 
 /// The largest message accepted or sent, as TensorFlow Serving
 /// (`INT32_MAX`).

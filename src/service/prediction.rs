@@ -9,16 +9,17 @@ use tonic::{Request, Response, Status};
 
 use super::ServingState;
 use crate::error::ServeError;
+use crate::graph::ValueId;
 use crate::proto::tensorflow::serving::prediction_service_server::PredictionService;
 use crate::proto::tensorflow::serving::{
     ClassificationRequest, ClassificationResponse, GetModelMetadataRequest, GetModelMetadataResponse, ModelSpec,
     MultiInferenceRequest, MultiInferenceResponse, PredictRequest, PredictResponse, RegressionRequest,
     RegressionResponse, SignatureDefMap, model_spec,
 };
-use crate::proto::tensorflow::{SignatureDef, TensorInfo, tensor_info};
+use crate::proto::tensorflow::{SignatureDef, TensorInfo, TensorProto, tensor_info};
 use crate::repository::VersionChoice;
 use crate::servable::{Servable, Signature, TensorSpec};
-use crate::tensor::proto::{decode, dtype_to_wire, header, shape_proto, to_proto};
+use crate::tensor::proto::{Header, decode, dtype_to_wire, header, shape_proto, to_proto};
 
 /// The only metadata field TensorFlow Serving supports.
 const SIGNATURE_DEF_FIELD: &str = "signature_def";
@@ -82,47 +83,10 @@ impl PredictionApi {
         let _in_flight = self.state.enter();
         let spec = request.model_spec.take();
         let servable = resolve(&self.state, spec.as_ref())?;
-        let (signature_key, signature) = servable.signature(spec.as_ref().map_or("", |s| s.signature_name.as_str()))?;
-        signature.check_aliases(request.inputs.keys().map(String::as_str))?;
-
-        // Check every input's dtype and shape before any element is decoded.
-        let mut checked = Vec::with_capacity(signature.inputs.len());
-        for alias in signature.inputs.keys() {
-            let Some(proto) = request.inputs.remove(alias) else {
-                continue;
-            };
-            let head = header(&proto)
-                .map_err(|e| ServeError::InvalidArgument(format!("tensor parsing error: {alias} ({e})")))?;
-            let spec = signature.check_input(alias, head.dtype, &head.shape)?;
-            checked.push((alias.clone(), spec.value, proto, head));
-        }
-        let outputs = signature.select_outputs(&request.output_filter)?;
-        let aliases: Vec<String> = outputs.iter().map(|(a, _)| a.to_string()).collect();
-        let fetches: Vec<_> = outputs.iter().map(|(_, s)| s.value).collect();
-        let response_spec = ModelSpec {
-            name: servable.name.clone(),
-            signature_name: signature_key.to_string(),
-            version_choice: Some(model_spec::VersionChoice::Version(servable.version)),
-        };
-
+        let signature_name = spec.map(|s| s.signature_name).unwrap_or_default();
+        let prepared = PreparedPredict::new(servable, &signature_name, request)?;
         // Decoding, the model and encoding all run on the compute pool.
-        let run = servable.clone();
-        let outputs = self
-            .state
-            .compute
-            .run(move || -> Result<_, ServeError> {
-                let mut feeds = Vec::with_capacity(checked.len());
-                for (alias, value, proto, head) in checked {
-                    let tensor = decode(&proto, head)
-                        .map_err(|e| ServeError::InvalidArgument(format!("tensor parsing error: {alias} ({e})")))?;
-                    feeds.push((value, tensor));
-                }
-                let tensors = run.run(feeds, &fetches)?;
-                Ok(aliases.into_iter().zip(tensors.into_iter().map(to_proto)).collect::<HashMap<_, _>>())
-            })
-            .await
-            .map_err(|e| ServeError::Internal(e.to_string()))??;
-        Ok(PredictResponse { model_spec: Some(response_spec), outputs })
+        self.state.compute.run(move || prepared.execute()).await.map_err(|e| ServeError::Internal(e.to_string()))?
     }
 
     fn metadata(&self, request: GetModelMetadataRequest) -> Result<GetModelMetadataResponse, ServeError> {
@@ -147,6 +111,72 @@ impl PredictionApi {
                 version_choice: Some(model_spec::VersionChoice::Version(servable.version)),
             }),
             metadata: HashMap::from([(SIGNATURE_DEF_FIELD.to_string(), any)]),
+        })
+    }
+}
+
+/// A Predict whose inputs have been checked against the signature (aliases,
+/// dtypes, shapes, sizes) but not decoded yet: the cheap half of a Predict,
+/// done where the request arrives. [`PreparedPredict::execute`] is the
+/// heavy half, run on the compute pool. Warmup replays requests through
+/// the same two steps.
+pub struct PreparedPredict {
+    servable: Arc<Servable>,
+    signature_key: String,
+    inputs: Vec<(String, ValueId, TensorProto, Header)>,
+    aliases: Vec<String>,
+    fetches: Vec<ValueId>,
+}
+
+impl PreparedPredict {
+    /// Checks `request` (whose model_spec has been resolved to `servable`)
+    /// against the signature `signature_name` (default when empty).
+    ///
+    /// # Errors
+    /// With TensorFlow Serving's messages for an unknown signature, missing
+    /// or extra inputs, a bad output filter; with ours for a malformed
+    /// tensor or a dtype or shape that does not fit the signature.
+    pub fn new(servable: Arc<Servable>, signature_name: &str, mut request: PredictRequest) -> Result<Self, ServeError> {
+        let (signature_key, signature) = servable.signature(signature_name)?;
+        signature.check_aliases(request.inputs.keys().map(String::as_str))?;
+        let mut inputs = Vec::with_capacity(signature.inputs.len());
+        for alias in signature.inputs.keys() {
+            let Some(proto) = request.inputs.remove(alias) else {
+                continue;
+            };
+            let head = header(&proto)
+                .map_err(|e| ServeError::InvalidArgument(format!("tensor parsing error: {alias} ({e})")))?;
+            let spec = signature.check_input(alias, head.dtype, &head.shape)?;
+            inputs.push((alias.clone(), spec.value, proto, head));
+        }
+        let outputs = signature.select_outputs(&request.output_filter)?;
+        let aliases = outputs.iter().map(|(a, _)| a.to_string()).collect();
+        let fetches = outputs.iter().map(|(_, s)| s.value).collect();
+        let signature_key = signature_key.to_string();
+        Ok(PreparedPredict { servable, signature_key, inputs, aliases, fetches })
+    }
+
+    /// Decodes the inputs, runs the model and encodes the answer.
+    /// Synchronous and CPU-bound: call it on the compute pool.
+    ///
+    /// # Errors
+    /// When an input's elements do not match its shape, or the model fails
+    /// on the data.
+    pub fn execute(self) -> Result<PredictResponse, ServeError> {
+        let mut feeds = Vec::with_capacity(self.inputs.len());
+        for (alias, value, proto, head) in self.inputs {
+            let tensor = decode(&proto, head)
+                .map_err(|e| ServeError::InvalidArgument(format!("tensor parsing error: {alias} ({e})")))?;
+            feeds.push((value, tensor));
+        }
+        let tensors = self.servable.run(feeds, &self.fetches)?;
+        Ok(PredictResponse {
+            model_spec: Some(ModelSpec {
+                name: self.servable.name.clone(),
+                signature_name: self.signature_key,
+                version_choice: Some(model_spec::VersionChoice::Version(self.servable.version)),
+            }),
+            outputs: self.aliases.into_iter().zip(tensors.into_iter().map(to_proto)).collect(),
         })
     }
 }

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -25,14 +25,16 @@ LOG_DIR = REPO_ROOT / "target" / "python-tests"
 
 MODEL_NAME = "mnist"
 MODEL_BASE_PATH = "examples/models/mnist"
+MNIST_FLAGS = (f"--model_name={MODEL_NAME}", f"--model_base_path={MODEL_BASE_PATH}")
 
 STARTUP_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 60
 
 HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
-# grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING
+# grpc.health.v1.HealthCheckResponse.ServingStatus values
 SERVING = 1
+NOT_SERVING = 2
 
 
 class ServerError(RuntimeError):
@@ -106,28 +108,40 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 @contextlib.contextmanager
-def running_server(suite: str) -> Iterator[Server]:
-    """Start ferroserve with the bundled mnist model and stop it with SIGTERM.
+def running_server(
+    suite: str,
+    flags: Sequence[str] = MNIST_FLAGS,
+    *,
+    binary: Path = BINARY,
+    wrapper: Sequence[str] = (),
+) -> Iterator[Server]:
+    """Start ferroserve and stop it with SIGTERM.
+
+    By default the server serves the bundled mnist model; ``flags`` replaces
+    the model flags (for example with ``--model_config_file=...``) and may add
+    others; ``--port`` and ``--rest_api_port=0`` are always set.  ``binary``
+    runs another copy of the server and ``wrapper`` is a command prefix that
+    must exec it in place (such as ``setpriv``), so SIGTERM reaches the server.
 
     Yields once a health check for the whole server ("") answers SERVING.
     On exit the server must terminate with status 0 within
     ``SHUTDOWN_TIMEOUT_S``; otherwise it is killed and ``ServerError`` raised.
     The server's stdout and stderr go to ``target/python-tests/<suite>-server.log``.
     """
-    if not BINARY.is_file():
+    if not binary.is_file():
         raise ServerError(
-            f"{BINARY} does not exist: build it with `cargo build --release --locked`"
+            f"{binary} does not exist: build it with `cargo build --release --locked`"
         )
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{suite}-server.log"
     port = free_loopback_port()
     address = f"127.0.0.1:{port}"
     command = [
-        str(BINARY),
+        *wrapper,
+        str(binary),
         f"--port={port}",
         "--rest_api_port=0",
-        f"--model_name={MODEL_NAME}",
-        f"--model_base_path={MODEL_BASE_PATH}",
+        *flags,
     ]
     with open(log_path, "wb") as log:
         log.write(f"$ {' '.join(command)}\n".encode())

@@ -9,3 +9,4 @@ mod health_reflection;
 mod lifecycle;
 mod metadata_status;
 mod predict;
+mod warmup;

@@ -1,0 +1,79 @@
+//! Warmup: the requests in `<version>/assets.extra/tf_serving_warmup_requests`
+//! (a TFRecord file of `tensorflow.serving.PredictionLog`) are replayed
+//! against a freshly loaded version before it becomes AVAILABLE, through the
+//! same two steps as a Predict call. The repository calls this through its
+//! [`VersionWarmup`] hook, so it never depends on the services.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use prost::Message;
+
+use super::prediction::PreparedPredict;
+use crate::error::{ServeError, code_name};
+use crate::proto::tensorflow::serving::{PredictionLog, prediction_log};
+use crate::repository::VersionWarmup;
+use crate::servable::Servable;
+
+/// Where warmup requests live, relative to the version directory.
+pub const WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";
+
+/// TensorFlow Serving's limit on warmup records.
+pub const MAX_WARMUP_RECORDS: usize = 1000;
+
+/// Replays warmup records.
+#[derive(Debug, Clone)]
+pub struct Warmup {
+    /// Times each record is replayed (at least once).
+    pub iterations: u32,
+}
+
+fn replay_error(path: &Path, index: usize, e: ServeError) -> String {
+    format!("warmup request {index} of {} failed: {}: {e}", path.display(), code_name(e.code()))
+}
+
+impl VersionWarmup for Warmup {
+    fn warm_up(&self, servable: &Arc<Servable>, version_dir: &Path) -> Result<usize, String> {
+        let path = version_dir.join(WARMUP_FILE);
+        if !path.is_file() {
+            return Ok(0);
+        }
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let records = crate::tfrecord::read_records(&bytes, MAX_WARMUP_RECORDS)
+            .map_err(|e| format!("INVALID_ARGUMENT: warmup file {}: {e}", path.display()))?;
+        let mut replayed = 0;
+        for (index, record) in records.iter().enumerate() {
+            let log = PredictionLog::decode(*record)
+                .map_err(|e| format!("warmup record {index} of {} is not a PredictionLog: {e}", path.display()))?;
+            match log.log_type {
+                Some(prediction_log::LogType::PredictLog(predict)) => {
+                    let request = predict.request.unwrap_or_default();
+                    // The model name and version inside logged requests are
+                    // ignored: the record warms this version.
+                    let signature = request.model_spec.as_ref().map(|s| s.signature_name.clone()).unwrap_or_default();
+                    for _ in 0..self.iterations.max(1) {
+                        PreparedPredict::new(servable.clone(), &signature, request.clone())
+                            .and_then(PreparedPredict::execute)
+                            .map_err(|e| replay_error(&path, index, e))?;
+                        replayed += 1;
+                    }
+                }
+                Some(
+                    prediction_log::LogType::ClassifyLog(_)
+                    | prediction_log::LogType::RegressLog(_)
+                    | prediction_log::LogType::MultiInferenceLog(_),
+                ) => {
+                    tracing::warn!(path = %path.display(), index, "warmup record skipped: Classify, Regress and MultiInference are not served yet");
+                }
+                Some(prediction_log::LogType::PredictStreamedLog(_) | prediction_log::LogType::SessionRunLog(_)) => {
+                    return Err(format!(
+                        "UNIMPLEMENTED: warmup record {index} of {}: only predict, classify, regress and multi_inference logs can be replayed",
+                        path.display()
+                    ));
+                }
+                None => return Err(format!("warmup record {index} of {} holds no request", path.display())),
+            }
+        }
+        Ok(replayed)
+    }
+}
