@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -13,6 +14,7 @@ use tonic::transport::Channel;
 
 use ferroserve::compute::ComputePool;
 use ferroserve::kernels::KernelRegistry;
+use ferroserve::proto::onnx as pb;
 use ferroserve::proto::tensorflow::serving::model_service_client::ModelServiceClient;
 use ferroserve::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use ferroserve::proto::tensorflow::serving::{ModelSpec, PredictRequest};
@@ -186,4 +188,65 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Writes a model whose Predict takes long enough to be in flight when a
+/// signal arrives: `layers` MatMuls by the identity, so y == x exactly.
+pub fn write_slow_model(dir: &Path, width: usize, layers: usize) {
+    let float = pb::tensor_proto::DataType::Float as i32;
+    let info = |name: &str| pb::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: Some(float),
+                shape: Some(pb::TensorShapeProto {
+                    dim: vec![
+                        pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimParam("batch".into())),
+                            ..Default::default()
+                        },
+                        pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(width as i64)),
+                            ..Default::default()
+                        },
+                    ],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut identity = vec![0f32; width * width];
+    for i in 0..width {
+        identity[i * width + i] = 1.0;
+    }
+    let weight = pb::TensorProto {
+        name: Some("identity".into()),
+        dims: vec![width as i64, width as i64],
+        data_type: Some(float),
+        raw_data: Some(identity.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ..Default::default()
+    };
+    let nodes = (0..layers)
+        .map(|i| pb::NodeProto {
+            op_type: Some("MatMul".into()),
+            input: vec![if i == 0 { "x".into() } else { format!("h{i}") }, "identity".into()],
+            output: vec![if i + 1 == layers { "y".into() } else { format!("h{}", i + 1) }],
+            ..Default::default()
+        })
+        .collect();
+    let model = pb::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![pb::OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
+        graph: Some(pb::GraphProto {
+            node: nodes,
+            initializer: vec![weight],
+            input: vec![info("x")],
+            output: vec![info("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::create_dir_all(dir.join("1")).unwrap();
+    std::fs::write(dir.join("1/model.onnx"), model.encode_to_vec()).unwrap();
 }

@@ -372,3 +372,49 @@ async fn a_base_path_holding_the_model_file_serves_it_as_version_one() {
     server.stop().await;
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_complete_when_a_reload_removes_their_model() {
+    let slow = temp_dir("reload-slow");
+    let other = temp_dir("reload-other");
+    crate::harness::write_slow_model(&slow, 512, 48);
+    add_version(&other, 1);
+    let server = TestServer::start_polling(
+        vec![ModelConfig::new("slow", &slow), ModelConfig::new("other", &other)],
+        RepositoryOptions::default(),
+        POLL,
+    )
+    .await;
+    let x: Vec<f32> = (0..256 * 512).map(|i| (i % 89) as f32 - 40.0).collect();
+    let request = PredictRequest {
+        model_spec: spec("slow"),
+        inputs: [("x".to_string(), crate::harness::float_tensor(&[256, 512], x.clone()))].into(),
+        ..PredictRequest::default()
+    };
+    let mut client = server.prediction().await;
+    let started = Instant::now();
+    client.predict(request.clone()).await.expect("warm-up");
+    let duration = started.elapsed();
+    let call = tokio::spawn(async move { client.predict(request).await });
+    tokio::time::sleep(duration / 4).await;
+    let text = format!(
+        "model_config_list {{ config {{ name: 'other' base_path: '{}' model_platform: 'tensorflow' }} }}",
+        other.display()
+    );
+    let reload = ReloadConfigRequest { config: Some(parse_model_server_config(&text).unwrap()), metric_names: vec![] };
+    server.models().await.handle_reload_config_request(reload).await.expect("reload");
+    // The model is gone for new requests...
+    let mut still = predict_request(&cases()[0]);
+    still.model_spec = spec("other");
+    server.prediction().await.predict(still).await.expect("the other model still serves");
+    let mut gone = PredictRequest { model_spec: spec("slow"), ..PredictRequest::default() };
+    gone.inputs.insert("x".into(), crate::harness::float_tensor(&[1, 512], vec![0.0; 512]));
+    let err = server.prediction().await.predict(gone).await.unwrap_err();
+    assert_eq!(err.message(), "Servable not found for request: Latest(slow)");
+    // ...but the one already running finishes with the right answer.
+    let response = call.await.unwrap().expect("the in-flight request completes");
+    assert_eq!(response.into_inner().outputs["y"].float_val, x);
+    server.stop().await;
+    std::fs::remove_dir_all(&slow).unwrap();
+    std::fs::remove_dir_all(&other).unwrap();
+}
