@@ -288,6 +288,20 @@ impl ModelRepository {
     /// version that is not available.
     pub fn apply_config(&self, configs: Vec<ModelConfig>) -> Result<(), RepositoryError> {
         let _manager = self.manager.lock().unwrap_or_else(|e| e.into_inner());
+        // New models must have a readable base path with a version in it
+        // before anything changes.
+        let is_new = |name: &str| !read(&self.models).contains_key(name);
+        for config in configs.iter().filter(|c| is_new(&c.name)) {
+            let path = config.base_path.display().to_string();
+            let versions = scan(&config.base_path).map_err(|source| RepositoryError::BasePath {
+                model: config.name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            if versions.is_empty() {
+                return Err(RepositoryError::NoVersions { model: config.name.clone(), path });
+            }
+        }
         let mut added = Vec::new();
         {
             let mut models = write(&self.models);
@@ -300,19 +314,17 @@ impl ModelRepository {
                 tracing::info!(model = %name, "model removed from the configuration; unloading");
             }
             for config in &configs {
+                // Labels are installed once the versions they name are loaded.
+                let mut without_labels = config.clone();
                 match models.get(&config.name) {
                     Some(model) => {
-                        let mut labels_free = config.clone();
-                        labels_free.labels = read(&model.config).labels.clone();
-                        *write(&model.config) = labels_free;
+                        without_labels.labels = read(&model.config).labels.clone();
+                        *write(&model.config) = without_labels;
                     }
                     None => {
-                        let mut unlabelled = config.clone();
-                        unlabelled.labels.clear();
-                        models.insert(
-                            config.name.clone(),
-                            Arc::new(Model { config: RwLock::new(unlabelled), state: RwLock::default() }),
-                        );
+                        without_labels.labels.clear();
+                        let model = Model { config: RwLock::new(without_labels), state: RwLock::default() };
+                        models.insert(config.name.clone(), Arc::new(model));
                         added.push(config.name.clone());
                     }
                 }
@@ -321,34 +333,26 @@ impl ModelRepository {
         let mut failures = Vec::new();
         for config in &configs {
             let Some(model) = self.model(&config.name) else { continue };
-            let is_new = added.contains(&config.name);
-            if is_new {
-                let versions = scan(&config.base_path).map_err(|source| RepositoryError::BasePath {
-                    model: config.name.clone(),
-                    path: config.base_path.display().to_string(),
-                    source,
-                })?;
-                if versions.is_empty() {
-                    write(&self.models).remove(&config.name);
-                    return Err(RepositoryError::NoVersions {
-                        model: config.name.clone(),
-                        path: config.base_path.display().to_string(),
-                    });
-                }
-            }
             self.reconcile(&config.name, &model);
-            if is_new {
-                let state = read(&model.state);
-                if state.servables.is_empty() {
-                    for record in state.versions.values() {
-                        if let Some(e) = &record.status.error {
-                            failures.push((config.name.clone(), record.status.version, e.clone()));
-                        }
-                    }
-                }
+            let state = read(&model.state);
+            if added.contains(&config.name) && state.servables.is_empty() {
+                failures.extend(
+                    state
+                        .versions
+                        .values()
+                        .filter_map(|r| Some((config.name.clone(), r.status.version, r.status.error.clone()?))),
+                );
             }
         }
         if !failures.is_empty() {
+            // A model that cannot serve is not added: it would hold the
+            // whole server's health at NOT_SERVING.
+            let mut models = write(&self.models);
+            for (name, _, _) in &failures {
+                models.remove(name);
+            }
+            drop(models);
+            self.changed();
             return Err(RepositoryError::NotAvailable(failures));
         }
         for config in &configs {
@@ -560,11 +564,6 @@ impl ModelRepository {
                 .map(|r| vec![r.status.clone()])
                 .ok_or_else(|| ServeError::NoSuchVersion { model: name.to_string(), version: v }),
         }
-    }
-
-    /// Base path of a configured model, for messages.
-    pub fn base_path(&self, name: &str) -> Option<PathBuf> {
-        self.model(name).map(|m| read(&m.config).base_path.clone())
     }
 }
 

@@ -71,8 +71,11 @@ T = TypeVar("T")
 
 
 def add_version(base: Path, version: int, model: bytes | None = None, mode: int | None = None) -> Path:
-    """Publish ``<base>/<version>`` holding ``model.onnx`` (the mnist model by
-    default; no file at all when ``model`` is ``b""``), optionally chmod-ed."""
+    """Publish ``<base>/<version>`` with ``model`` as its ``model.onnx``.
+
+    ``None`` copies the mnist model and ``b""`` leaves the directory empty;
+    ``mode`` is applied to the directory before it is published.
+    """
     base.mkdir(parents=True, exist_ok=True)
     staging = base / f"incoming-{version}"
     staging.mkdir()
@@ -449,14 +452,16 @@ def test_unreadable_version_leaves_the_previous_one_serving():
 
             unreadable = add_version(base, 2, mode=0)
             broken = client.wait_for(lambda: _end_with_error(client.status_of("m", 2)))
-            assert str(unreadable) in broken.status.error_message
-            assert "permission denied" in broken.status.error_message.lower()
             assert client.states("m") == [(2, "END"), (1, "AVAILABLE")]
             assert client.predict("m") == 1
 
             unreadable.chmod(0o755)
             client.wait_for(lambda: _expect(client.states("m"), [(2, "AVAILABLE"), (1, "END")]))
             assert client.predict("m") == 2
+
+        # The failure names the directory and why it could not be loaded.
+        assert str(unreadable) in broken.status.error_message
+        assert "permission denied" in broken.status.error_message.lower()
 
 
 def test_config_file_is_polled(tmp_path):
