@@ -418,3 +418,43 @@ async fn requests_in_flight_complete_when_a_reload_removes_their_model() {
     std::fs::remove_dir_all(&slow).unwrap();
     std::fs::remove_dir_all(&other).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adding_a_model_that_cannot_serve_changes_nothing() {
+    let good = temp_dir("reload-good");
+    let broken = temp_dir("reload-broken");
+    add_version(&good, 1);
+    std::fs::create_dir_all(broken.join("1")).unwrap();
+    std::fs::write(broken.join("1/model.onnx"), b"not a model").unwrap();
+    let server =
+        TestServer::start_polling(vec![ModelConfig::new("good", &good)], RepositoryOptions::default(), POLL).await;
+    let mut models = server.models().await;
+    let entry = |name: &str, base: &Path| {
+        format!("config {{ name: '{name}' base_path: '{}' model_platform: 'tensorflow' }}", base.display())
+    };
+    let cases = [
+        (entry("gone", Path::new("/nonexistent/ferroserve/gone")), Code::NotFound, "Could not find base path"),
+        (entry("empty", &temp_dir("reload-empty")), Code::NotFound, "Did you forget to name your leaf directory"),
+        (
+            entry("broken", &broken),
+            Code::Unknown,
+            "1 servable(s) did not become available: {{name: broken version: 1} due to error:",
+        ),
+    ];
+    let mut health = HealthClient::new(server.channel().await);
+    for (extra, code, needle) in cases {
+        let text = format!("model_config_list {{ {} {extra} }}", entry("good", &good));
+        let request =
+            ReloadConfigRequest { config: Some(parse_model_server_config(&text).unwrap()), metric_names: vec![] };
+        let err = models.handle_reload_config_request(request).await.unwrap_err();
+        assert_eq!(err.code(), code, "{}", err.message());
+        assert!(err.message().contains(needle), "{}", err.message());
+        let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
+        assert_eq!(status, ServingStatus::Serving as i32, "the server stays healthy");
+        assert_eq!(served_version(&server, spec("good")).await.unwrap(), 1);
+    }
+    server.stop().await;
+    for dir in [good, broken, temp_dir("reload-empty")] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
