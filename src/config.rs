@@ -208,7 +208,7 @@ pub enum ConfigError {
 pub struct Config {
     /// gRPC TCP port; `None` when gRPC over TCP is off.
     pub grpc_port: Option<u16>,
-    /// REST port requested (REST is not served by this build yet).
+    /// REST port; `None` when REST is off.
     pub rest_api_port: Option<u16>,
     pub models: Vec<ModelConfig>,
     /// The model config file, when models come from one (re-read every
@@ -243,8 +243,7 @@ impl Flags {
         }
         check!(
             grpc_socket_path => "not yet honoured",
-            rest_api_port => "not yet honoured: the REST API is not served by this build",
-            rest_api_num_threads => "not yet honoured",
+            rest_api_num_threads => "ignored: REST requests run on the async runtime and the compute pool",
             rest_api_timeout_in_ms => "not yet honoured",
             rest_api_enable_cors_support => "not yet honoured",
             enable_batching => "not yet honoured",

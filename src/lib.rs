@@ -18,6 +18,8 @@
 //!   prediction.
 //! - [`repository`]: models on disk, their versions and states.
 //! - [`tfrecord`]: TensorFlow's TFRecord container and masked CRC32C.
+//! - [`rest`]: TensorFlow Serving's REST API on axum, converting JSON to
+//!   tensors and back around the same prediction path.
 //! - [`service`]: the tonic services (PredictionService, ModelService,
 //!   health, reflection) and the server's serve loop.
 
@@ -29,6 +31,7 @@ pub mod kernels;
 pub mod onnx;
 pub mod proto;
 pub mod repository;
+pub mod rest;
 pub mod runtime;
 pub mod servable;
 pub mod service;

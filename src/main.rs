@@ -127,27 +127,62 @@ async fn run(config: Config) -> anyhow::Result<()> {
         TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("binding the gRPC port 0.0.0.0:{port}"))?;
     tracing::info!(address = %listener.local_addr()?, "gRPC server listening (PredictionService, ModelService, grpc.health.v1, reflection)");
 
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let rest_listener = match config.rest_api_port {
+        Some(rest) if Some(rest) == config.grpc_port => {
+            tracing::error!(port = rest, "--rest_api_port equals --port; the REST API is not started");
+            None
+        }
+        Some(rest) => {
+            let l = TcpListener::bind(("0.0.0.0", rest))
+                .await
+                .with_context(|| format!("binding the REST port 0.0.0.0:{rest}"))?;
+            tracing::info!(address = %l.local_addr()?, "REST API listening");
+            Some(l)
+        }
+        None => None,
+    };
+
+    // Both front ends drain on the first signal.
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let signals = tokio::spawn(async move {
         if let Err(e) = first_signal().await {
             tracing::error!("{e:#}");
             return false;
         }
-        let _ = signalled_tx.send(());
+        let _ = drain_tx.send(true);
         true
     });
-    let shutdown = async move {
-        // A dropped sender (no signal handling) means never shut down.
-        if signalled_rx.await.is_err() {
-            std::future::pending::<()>().await;
+    let draining = move || {
+        let mut rx = drain_rx.clone();
+        async move {
+            // A dropped sender (no signal handling) means never shut down.
+            if rx.wait_for(|d| *d).await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     };
+    let delay = config.shutdown_delay;
+    let rest = rest_listener.map(|l| {
+        let (state, drained) = (state.clone(), draining());
+        tokio::spawn(ferroserve::rest::serve(l, state, async move {
+            drained.await;
+            // Keep accepting while load balancers notice the change.
+            tokio::time::sleep(delay).await;
+        }))
+    });
     let grace = config.shutdown_grace + config.shutdown_delay;
-    let server = service::serve(listener, state, shutdown, config.shutdown_delay);
+    let server = service::serve(listener, state, draining(), delay);
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => {
             result.map_err(|e| anyhow::anyhow!(e))?;
+            if let Some(rest) = rest {
+                match tokio::time::timeout(config.shutdown_grace, rest).await {
+                    Ok(Ok(Err(e))) => tracing::error!("the REST server failed: {e}"),
+                    Err(_) => tracing::warn!("REST requests did not finish within the grace period"),
+                    _ => {}
+                }
+            }
         }
         () = grace_expired(signals, grace) => {
             tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish within the grace period; exiting");

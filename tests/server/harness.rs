@@ -34,6 +34,8 @@ pub fn example_model() -> ModelConfig {
 /// A server running on its own task until stopped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The REST API of the same server.
+    pub rest_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     poller: Option<JoinHandle<()>>,
@@ -65,7 +67,13 @@ impl TestServer {
         let state = Arc::new(ServingState::new(repository, Arc::new(compute)));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
+        let rest_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let rest_addr = rest_listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let (rest_stop, rest_stopped) = oneshot::channel::<()>();
+        let rest = tokio::spawn(ferroserve::rest::serve(rest_listener, state.clone(), async {
+            let _ = rest_stopped.await;
+        }));
         let task = tokio::spawn(async move {
             service::serve(
                 listener,
@@ -77,8 +85,10 @@ impl TestServer {
             )
             .await
             .expect("server runs");
+            let _ = rest_stop.send(());
+            rest.await.expect("REST task").expect("REST server runs");
         });
-        TestServer { addr, stop: Some(stop), task: Some(task), poller: None }
+        TestServer { addr, rest_addr, stop: Some(stop), task: Some(task), poller: None }
     }
 
     pub async fn channel(&self) -> Channel {
@@ -97,6 +107,32 @@ impl TestServer {
 
     pub async fn models(&self) -> ModelServiceClient<Channel> {
         ModelServiceClient::new(self.channel().await)
+    }
+
+    /// One HTTP/1.1 request to the REST API: (status, content type, body).
+    pub async fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.rest_addr).await.expect("connect REST");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+            self.rest_addr,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+            .await
+            .expect("REST answers")
+            .unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let content_type = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_string))
+            .unwrap_or_default();
+        (status, content_type, body.to_string())
     }
 
     /// Starts the drain without waiting for it.

@@ -9,4 +9,5 @@ mod health_reflection;
 mod lifecycle;
 mod metadata_status;
 mod predict;
+mod rest;
 mod warmup;

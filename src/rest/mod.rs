@@ -1,0 +1,392 @@
+//! TensorFlow Serving's REST API, served by axum on `--rest_api_port`.
+//!
+//! Routing follows TensorFlow Serving's two regular expressions (spec 4.1)
+//! by hand: `POST /v1/models/<m>[/versions/<v>|/labels/<l>]:<verb>` and
+//! `GET /v1/models/<m>[/versions/<v>|/labels/<l>][/metadata]`; any other
+//! `/v1/` request is a 400 "Malformed request", and paths outside `/v1/` are
+//! a plain 404. Handlers only convert JSON: models are resolved by the
+//! repository, inputs are checked by the signature, and the plan runs on
+//! the compute pool, exactly as for gRPC. Every API answer is JSON, errors
+//! as `{"error": "<message>"}` with TensorFlow Serving's HTTP codes.
+
+mod convert;
+pub mod json;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+
+use crate::error::{ServeError, code_name, truncate_message};
+use crate::repository::{VersionChoice, VersionState};
+use crate::servable::Signature;
+use crate::service::ServingState;
+use json::{Json, write_string};
+
+/// The largest request body accepted, as gRPC's message limit.
+const MAX_BODY_BYTES: usize = i32::MAX as usize;
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Predict { model: String, version: VersionChoice },
+    Classify { model: String, version: VersionChoice },
+    Regress { model: String, version: VersionChoice },
+    Status { model: String, version: Option<i64> },
+    Metadata { model: String, version: VersionChoice },
+}
+
+/// Decodes `%XX` escapes, as `curl_easy_unescape` does.
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    (s.len() >= prefix.len() && s.is_char_boundary(prefix.len()) && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+/// Splits `[^/:]+` off the front of `s`.
+fn name_segment(s: &str) -> Option<(&str, &str)> {
+    let end = s.find(['/', ':']).unwrap_or(s.len());
+    (end > 0).then(|| (&s[..end], &s[end..]))
+}
+
+/// Parses `[/versions/<digits>|/labels/<label>]` off the front of `s`.
+fn version_part(s: &str) -> Result<(Option<VersionSpec>, &str), ()> {
+    if let Some(rest) = strip_prefix_ci(s, "/versions/") {
+        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if end == 0 {
+            return Err(());
+        }
+        return Ok((Some(VersionSpec::Number(rest[..end].to_string())), &rest[end..]));
+    }
+    if let Some(rest) = strip_prefix_ci(s, "/labels/") {
+        let (label, rest) = name_segment(rest).ok_or(())?;
+        return Ok((Some(VersionSpec::Label(unescape(label))), rest));
+    }
+    Ok((None, s))
+}
+
+enum VersionSpec {
+    Number(String),
+    Label(String),
+}
+
+fn choice(spec: Option<VersionSpec>) -> Result<VersionChoice, ServeError> {
+    match spec {
+        None => Ok(VersionChoice::Latest),
+        Some(VersionSpec::Label(l)) => Ok(VersionChoice::Label(l)),
+        Some(VersionSpec::Number(n)) => n
+            .parse::<i64>()
+            .map(VersionChoice::Specific)
+            .map_err(|_| ServeError::InvalidArgument(format!("Failed to convert version: {n} to numeric."))),
+    }
+}
+
+/// Routes an API request (the path starts with `/v1/`).
+fn route(method: &Method, path: &str) -> Result<Route, ServeError> {
+    let malformed = || ServeError::InvalidArgument(format!("Malformed request: {method} {path}"));
+    let rest = strip_prefix_ci(path, "/v1/models").ok_or_else(malformed)?;
+    if *method == Method::POST {
+        let rest = rest.strip_prefix('/').ok_or_else(malformed)?;
+        let (model, rest) = name_segment(rest).ok_or_else(malformed)?;
+        let (version, rest) = version_part(rest).map_err(|_| malformed())?;
+        let verb = rest.strip_prefix(':').ok_or_else(malformed)?;
+        let (model, version) = (unescape(model), choice(version)?);
+        return match verb {
+            "predict" => Ok(Route::Predict { model, version }),
+            "classify" => Ok(Route::Classify { model, version }),
+            "regress" => Ok(Route::Regress { model, version }),
+            _ => Err(malformed()),
+        };
+    }
+    if *method != Method::GET {
+        return Err(malformed());
+    }
+    if rest.is_empty() || rest == "/" {
+        return Err(ServeError::InvalidArgument("Missing model name in request.".into()));
+    }
+    let rest = rest.strip_prefix('/').ok_or_else(malformed)?;
+    let (model, rest) = name_segment(rest).ok_or_else(malformed)?;
+    let (version, rest) = version_part(rest).map_err(|_| malformed())?;
+    let model = unescape(model);
+    match rest {
+        "" => {
+            // GetModelStatus ignores labels, as TF Serving does.
+            let version = match choice(version)? {
+                VersionChoice::Specific(v) => Some(v),
+                _ => None,
+            };
+            Ok(Route::Status { model, version })
+        }
+        r if strip_prefix_ci(r, "/metadata") == Some("") => Ok(Route::Metadata { model, version: choice(version)? }),
+        _ => Err(malformed()),
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error_response(e: &ServeError) -> Response {
+    let mut body = String::from("{ \"error\": ");
+    write_string(&mut body, &truncate_message(&e.to_string()));
+    body.push_str(" }");
+    json_response(StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body)
+}
+
+fn state_name(state: VersionState) -> &'static str {
+    match state {
+        VersionState::Start => "START",
+        VersionState::Loading => "LOADING",
+        VersionState::Available => "AVAILABLE",
+        VersionState::Unloading => "UNLOADING",
+        VersionState::End => "END",
+    }
+}
+
+fn status_json(state: &ServingState, model: &str, version: Option<i64>) -> Result<String, ServeError> {
+    let versions = state.repository.status(model, version)?;
+    let mut out = String::from("{\"model_version_status\":[");
+    for (i, v) in versions.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let (code, message) = match &v.error {
+            None => ("OK", ""),
+            Some(m) => (code_name(tonic::Code::Unknown), m.as_str()),
+        };
+        out.push_str(&format!(
+            "{{\"version\":\"{}\",\"state\":\"{}\",\"status\":{{\"error_code\":\"{code}\",\"error_message\":",
+            v.version,
+            state_name(v.state)
+        ));
+        write_string(&mut out, message);
+        out.push_str("}}");
+    }
+    out.push_str("]}");
+    Ok(out)
+}
+
+fn tensor_info_json(out: &mut String, spec: &crate::servable::TensorSpec) {
+    out.push_str("{\"dtype\":\"");
+    out.push_str(spec.dtype.dt_name());
+    out.push_str("\",\"tensor_shape\":{\"dim\":[");
+    if let Some(dims) = &spec.shape {
+        for (i, d) in dims.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("{{\"size\":\"{d}\",\"name\":\"\"}}"));
+        }
+    }
+    out.push_str(&format!("],\"unknown_rank\":{}}},\"name\":", spec.shape.is_none()));
+    write_string(out, &spec.name);
+    out.push('}');
+}
+
+fn signature_json(out: &mut String, signature: &Signature) {
+    for (i, (kind, specs)) in [("inputs", &signature.inputs), ("outputs", &signature.outputs)].into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("\"{kind}\":{{"));
+        for (j, (alias, spec)) in specs.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            write_string(out, alias);
+            out.push(':');
+            tensor_info_json(out, spec);
+        }
+        out.push('}');
+    }
+    out.push_str(",\"method_name\":");
+    write_string(out, &signature.method_name);
+    out.push_str(",\"defaults\":{}");
+}
+
+fn metadata_json(state: &ServingState, model: &str, version: &VersionChoice) -> Result<String, ServeError> {
+    let servable = state.repository.resolve(model, version)?;
+    let mut out = String::from("{\"model_spec\":{\"name\":");
+    write_string(&mut out, &servable.name);
+    out.push_str(&format!(
+        ",\"signature_name\":\"\",\"version\":\"{}\"}},\"metadata\":{{\"signature_def\":{{\"signature_def\":{{",
+        servable.version
+    ));
+    for (i, (key, signature)) in servable.signatures.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(&mut out, key);
+        out.push_str(":{");
+        signature_json(&mut out, signature);
+        out.push('}');
+    }
+    out.push_str("}}}}");
+    Ok(out)
+}
+
+async fn predict(
+    state: &ServingState,
+    model: &str,
+    version: &VersionChoice,
+    body: &[u8],
+) -> Result<String, ServeError> {
+    let _in_flight = state.enter();
+    let servable = state.repository.resolve(model, version)?;
+    let doc = json::parse(body).map_err(|e| {
+        if e.message == "The document is empty." {
+            ServeError::InvalidArgument("JSON Parse error: The document is empty".into())
+        } else {
+            ServeError::InvalidArgument(format!("JSON Parse error: {} at offset: {}", e.message, e.offset))
+        }
+    })?;
+    let signature_name = match doc.get("signature_name") {
+        None => "",
+        Some(Json::String(s)) => s.as_str(),
+        Some(_) => {
+            return Err(ServeError::InvalidArgument(format!(
+                "JSON Value: {} not formatted correctly. 'signature_name' key must be a string value.",
+                json::to_string(&doc)
+            )));
+        }
+    };
+    let (_, signature) = servable.signature(signature_name).map_err(|_| {
+        let key = if signature_name.is_empty() { crate::servable::DEFAULT_SIGNATURE } else { signature_name };
+        ServeError::InvalidArgument(format!("Serving signature name: \"{key}\" not found in signature def"))
+    })?;
+    let (tensors, format) = convert::request_tensors(&doc, signature)?;
+    let mut feeds = Vec::with_capacity(tensors.len());
+    for (alias, tensor) in tensors {
+        let spec = signature.check_input(&alias, tensor.dtype(), tensor.shape())?;
+        feeds.push((spec.value, tensor));
+    }
+    let outputs = signature.select_outputs(&[])?;
+    let aliases: Vec<String> = outputs.iter().map(|(a, _)| a.to_string()).collect();
+    let fetches: Vec<_> = outputs.iter().map(|(_, s)| s.value).collect();
+    let run = servable.clone();
+    let tensors = state
+        .compute
+        .run(move || run.run(feeds, &fetches))
+        .await
+        .map_err(|e| ServeError::Internal(e.to_string()))??;
+    convert::response_json(&aliases.into_iter().zip(tensors).collect::<Vec<_>>(), format)
+}
+
+async fn handle(State(state): State<Arc<ServingState>>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let path = uri.path();
+    if strip_prefix_ci(path, "/v1/").is_none() {
+        let mut response = (
+            StatusCode::NOT_FOUND,
+            "<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>",
+        )
+            .into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        return response;
+    }
+    let result = match route(&method, path) {
+        Err(e) => Err(e),
+        Ok(Route::Status { model, version }) => status_json(&state, &model, version),
+        Ok(Route::Metadata { model, version }) => metadata_json(&state, &model, &version),
+        Ok(Route::Predict { model, version }) => predict(&state, &model, &version, &body).await,
+        Ok(Route::Classify { .. } | Route::Regress { .. }) => Err(ServeError::Unimplemented(
+            "classify and regress are not served over REST by this ferroserve build yet; use :predict".into(),
+        )),
+    };
+    match result {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// The REST router over shared serving state.
+pub fn router(state: Arc<ServingState>) -> Router {
+    Router::new().fallback(handle).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(state)
+}
+
+/// Serves the REST API on `listener` until `shutdown` resolves; requests in
+/// flight then complete.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ServingState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(method: Method, path: &str) -> Result<Route, String> {
+        route(&method, path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn routes_follow_tensorflow_servings_patterns() {
+        let m = || "m".to_string();
+        assert_eq!(
+            r(Method::POST, "/v1/models/m:predict"),
+            Ok(Route::Predict { model: m(), version: VersionChoice::Latest })
+        );
+        assert_eq!(
+            r(Method::POST, "/V1/Models/m/Versions/7:regress"),
+            Ok(Route::Regress { model: m(), version: VersionChoice::Specific(7) })
+        );
+        assert_eq!(
+            r(Method::POST, "/v1/models/m/labels/can%20ary:classify"),
+            Ok(Route::Classify { model: m(), version: VersionChoice::Label("can ary".into()) })
+        );
+        assert_eq!(r(Method::GET, "/v1/models/m"), Ok(Route::Status { model: m(), version: None }));
+        assert_eq!(r(Method::GET, "/v1/models/m/versions/3"), Ok(Route::Status { model: m(), version: Some(3) }));
+        assert_eq!(r(Method::GET, "/v1/models/m/labels/x"), Ok(Route::Status { model: m(), version: None }));
+        assert_eq!(
+            r(Method::GET, "/v1/models/m/versions/3/metadata"),
+            Ok(Route::Metadata { model: m(), version: VersionChoice::Specific(3) })
+        );
+        for (method, path) in [
+            (Method::POST, "/v1/models/m:PREDICT"),
+            (Method::GET, "/v1/models/m:predict"),
+            (Method::POST, "/v1/models/m/metadata"),
+            (Method::PUT, "/v1/models/m"),
+            (Method::GET, "/v1/models/m/version/1"),
+            (Method::GET, "/v1/models/m/versions/x"),
+            (Method::GET, "/v1/models/m/versions/1/labels/a"),
+            (Method::DELETE, "/v1/models/m"),
+        ] {
+            assert_eq!(r(method.clone(), path), Err(format!("Malformed request: {method} {path}")));
+        }
+        assert_eq!(r(Method::GET, "/v1/models"), Err("Missing model name in request.".into()));
+        assert_eq!(
+            r(Method::GET, "/v1/models/m/versions/99999999999999999999"),
+            Err("Failed to convert version: 99999999999999999999 to numeric.".into())
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The REST API: TensorFlow Serving's URLs, JSON and error envelope, on the
+//! same models and prediction path as gRPC.
+
+use crate::harness::{TestServer, argmax, assert_close, cases};
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+/// A digit as the nested [28][28][1] list a REST client sends.
+fn image_json(input: &[f32]) -> String {
+    let rows: Vec<String> = input
+        .chunks(28)
+        .map(|row| format!("[{}]", row.iter().map(|v| format!("[{v}]")).collect::<Vec<_>>().join(",")))
+        .collect();
+    format!("[{}]", rows.join(","))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metadata_json_are_tensorflow_servings() {
+    let server = TestServer::start().await;
+    let (code, content_type, body) = server.http("GET", "/v1/models/mnist", b"").await;
+    assert_eq!((code, content_type.as_str()), (200, "application/json"));
+    assert_eq!(
+        body,
+        r#"{"model_version_status":[{"version":"1","state":"AVAILABLE","status":{"error_code":"OK","error_message":""}}]}"#
+    );
+    let (code, _, labelled) = server.http("GET", "/v1/models/mnist/labels/anything", b"").await;
+    assert_eq!((code, labelled), (200, body), "a label in the status URL is ignored");
+
+    let (code, _, body) = server.http("GET", "/v1/models/mnist/versions/1/metadata", b"").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["model_spec"], serde_json::json!({"name": "mnist", "signature_name": "", "version": "1"}));
+    let sig = &v["metadata"]["signature_def"]["signature_def"]["serving_default"];
+    assert_eq!(sig["method_name"], "tensorflow/serving/predict");
+    assert_eq!(
+        sig["inputs"]["image"],
+        serde_json::json!({"dtype": "DT_FLOAT", "name": "image:0", "tensor_shape": {"dim": [
+            {"size": "-1", "name": ""}, {"size": "28", "name": ""}, {"size": "28", "name": ""}, {"size": "1", "name": ""}
+        ], "unknown_rank": false}})
+    );
+    assert_eq!(sig["outputs"]["probabilities"]["tensor_shape"]["dim"][1]["size"], "10");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_in_row_and_columnar_form_gives_onnxruntimes_answer() {
+    let server = TestServer::start().await;
+    let cases = cases();
+    let digits: Vec<_> = cases.iter().filter(|c| c.class.is_some()).take(3).collect();
+    let body =
+        format!("{{\"instances\": [{}]}}", digits.iter().map(|c| image_json(&c.input)).collect::<Vec<_>>().join(","));
+    let (code, content_type, answer) = server.http("POST", "/v1/models/mnist:predict", body.as_bytes()).await;
+    assert_eq!((code, content_type.as_str()), (200, "application/json"), "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let predictions = v["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 3);
+    for (row, case) in predictions.iter().zip(&digits) {
+        let probs = floats(row);
+        assert_close(&probs, &case.probabilities);
+        assert_eq!(argmax(&probs), case.class.unwrap() as usize);
+    }
+
+    let body = format!("{{\"signature_name\": \"serving_default\", \"inputs\": [{}]}}", image_json(&digits[0].input));
+    let (code, _, answer) = server.http("POST", "/v1/models/mnist/versions/1:predict", body.as_bytes()).await;
+    assert_eq!(code, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_close(&floats(&v["outputs"][0]), &digits[0].probabilities);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_errors_have_tensorflow_servings_codes_and_texts() {
+    let server = TestServer::start().await;
+    let digit = image_json(&cases()[0].input);
+    let predict = "/v1/models/mnist:predict";
+    let table: Vec<(&str, &str, String, u16, String)> = vec![
+        ("POST", predict, String::new(), 400, "JSON Parse error: The document is empty".into()),
+        ("POST", predict, "{\"instances\": [1,]}".into(), 400, "JSON Parse error: Invalid value. at offset: 17".into()),
+        ("POST", predict, "[1, 2]".into(), 400, "JSON Value: [1,2] Is not object".into()),
+        ("POST", predict, "{}".into(), 400, "Missing 'inputs' or 'instances' key".into()),
+        (
+            "POST",
+            predict,
+            "{\"instances\": [], \"inputs\": []}".into(),
+            400,
+            "JSON Value: {\"instances\":[],\"inputs\":[]} Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "
+                .into(),
+        ),
+        (
+            "POST",
+            predict,
+            "{\"instances\": 5}".into(),
+            400,
+            "JSON Value: {\"instances\":5} Expecting 'instances' to be an list/array".into(),
+        ),
+        (
+            "POST",
+            predict,
+            "{\"instances\": []}".into(),
+            400,
+            "JSON Value: {\"instances\":[]} No values in 'instances' array".into(),
+        ),
+        (
+            "POST",
+            predict,
+            "{\"inputs\": [[[[\"x\"]]]]}".into(),
+            400,
+            "JSON Value: \"x\" Type: String is not of expected type: float".into(),
+        ),
+        (
+            "POST",
+            predict,
+            "{\"inputs\": [[1, 2], [3]]}".into(),
+            400,
+            "Encountered list at unexpected size: 1 at level: 1 expected size: 2".into(),
+        ),
+        (
+            "POST",
+            predict,
+            format!("{{\"instances\": [{digit}, [[1]]]}}"),
+            400,
+            "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting shape [28,28,1] but got: [1,1]"
+                .into(),
+        ),
+        (
+            "POST",
+            predict,
+            "{\"signature_name\": \"nope\", \"instances\": [1]}".into(),
+            400,
+            "Serving signature name: \"nope\" not found in signature def".into(),
+        ),
+        (
+            "POST",
+            predict,
+            "{\"signature_name\": 7, \"instances\": [1]}".into(),
+            400,
+            "JSON Value: {\"signature_name\":7,\"instances\":[1]} not formatted correctly. 'signature_name' key must be a string value."
+                .into(),
+        ),
+        ("POST", "/v1/models/nope:predict", "{}".into(), 404, "Servable not found for request: Latest(nope)".into()),
+        (
+            "POST",
+            "/v1/models/mnist/versions/3:predict",
+            "{}".into(),
+            404,
+            "Servable not found for request: Specific(mnist, 3)".into(),
+        ),
+        (
+            "POST",
+            "/v1/models/mnist/labels/beta:predict",
+            "{}".into(),
+            400,
+            "Unrecognized servable version label: beta".into(),
+        ),
+        ("GET", "/v1/models/nope", String::new(), 404, "Could not find any versions of model nope".into()),
+        ("GET", "/v1/models/mnist/versions/4", String::new(), 404, "Could not find version 4 of model mnist".into()),
+        ("GET", "/v1/models", String::new(), 400, "Missing model name in request.".into()),
+        ("GET", predict, String::new(), 400, format!("Malformed request: GET {predict}")),
+        ("PUT", "/v1/models/mnist", String::new(), 400, "Malformed request: PUT /v1/models/mnist".into()),
+    ];
+    for (method, path, body, status, message) in table {
+        let (code, content_type, answer) = server.http(method, path, body.as_bytes()).await;
+        assert_eq!(code, status, "{method} {path} {body}: {answer}");
+        assert_eq!(content_type, "application/json", "{method} {path}");
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer}: {e}"));
+        assert_eq!(v["error"], message, "{method} {path} {body}");
+    }
+    // Outside /v1/ the answer is a plain 404, as TF Serving's HTTP server.
+    let (code, content_type, _) = server.http("GET", "/healthz", b"").await;
+    assert_eq!((code, content_type.as_str()), (404, "text/html"));
+    // And the server still answers.
+    let (code, _, _) = server.http("GET", "/v1/models/mnist", b"").await;
+    assert_eq!(code, 200);
+    server.stop().await;
+}
