@@ -218,11 +218,14 @@ async fn poll_config_file(
         }
         let (repo, apply) = (repository.clone(), models.clone());
         match tokio::task::spawn_blocking(move || repo.apply_config(apply)).await {
-            Ok(Ok(())) => tracing::info!(path = %path.display(), "model config file reloaded"),
+            Ok(Ok(())) => {
+                tracing::info!(path = %path.display(), "model config file reloaded");
+                current = models;
+            }
+            // Tried again at the next poll.
             Ok(Err(e)) => tracing::error!(path = %path.display(), "model config file reload failed: {e}"),
             Err(e) => tracing::error!("the config reload stopped: {e}"),
         }
-        current = models;
     }
 }
 

@@ -19,7 +19,7 @@ mod policy;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -139,6 +139,9 @@ struct VersionRecord {
     status: VersionStatus,
     /// Set for a version that failed to load.
     failed_files: Option<Fingerprint>,
+    /// For a failure that a retry may fix (a missing or unreadable file):
+    /// attempts so far and when the next poll may try again.
+    retry: Option<(u32, Instant)>,
 }
 
 #[derive(Debug, Default)]
@@ -175,6 +178,8 @@ pub struct ModelRepository {
 
 /// The model file of a version directory.
 fn model_file(source: &VersionSource) -> Result<PathBuf, String> {
+    // is_file() says false for a file we may not read; say why instead.
+    std::fs::read_dir(&source.dir).map_err(|e| format!("cannot read {}: {e}", source.dir.display()))?;
     let onnx = source.dir.join(ONNX_FILE);
     if onnx.is_file() {
         return Ok(onnx);
@@ -333,7 +338,23 @@ impl ModelRepository {
         let mut failures = Vec::new();
         for config in &configs {
             let Some(model) = self.model(&config.name) else { continue };
-            self.reconcile(&config.name, &model);
+            // A new model waits for its retries (as TF Serving's start-up
+            // does); a model already serving is retried by later polls.
+            loop {
+                self.reconcile(&config.name, &model);
+                let next_retry = {
+                    let state = read(&model.state);
+                    if !added.contains(&config.name) || !state.servables.is_empty() {
+                        None
+                    } else {
+                        state.versions.values().filter_map(|r| r.retry.map(|(_, at)| at)).min()
+                    }
+                };
+                match next_retry {
+                    Some(at) => std::thread::sleep(at.saturating_duration_since(Instant::now())),
+                    None => break,
+                }
+            }
             let state = read(&model.state);
             if added.contains(&config.name) && state.servables.is_empty() {
                 failures.extend(
@@ -398,6 +419,7 @@ impl ModelRepository {
         let record = s.versions.entry(version).or_insert_with(|| VersionRecord {
             status: VersionStatus { version, state, error: None },
             failed_files: None,
+            retry: None,
         });
         record.status.state = state;
         record.status.error = error;
@@ -435,8 +457,13 @@ impl ModelRepository {
                     && match state.versions.get(&version) {
                         None => true,
                         Some(r) => match &r.failed_files {
-                            // A failed version is retried once its files change.
-                            Some(files) => *files != policy::fingerprint(&source.dir),
+                            // A failed version is retried once its files
+                            // change, or, for a missing or unreadable file,
+                            // when its retry is due.
+                            Some(files) => {
+                                *files != policy::fingerprint(&source.dir)
+                                    || r.retry.is_some_and(|(_, at)| Instant::now() >= at)
+                            }
                             None => r.status.state == VersionState::End,
                         },
                     }
@@ -469,26 +496,26 @@ impl ModelRepository {
         self.set_state(model, version, VersionState::Start, None);
         self.set_state(model, version, VersionState::Loading, None);
         let files = policy::fingerprint(&source.dir);
-        let mut attempt = 0;
-        let result = loop {
-            // Only a missing or unreadable file can change between attempts;
-            // a file that does not parse fails at once (and is retried by a
-            // later poll when its files change).
-            let result = model_file(source).map_err(|e| (e, true)).and_then(|file| {
-                Servable::load_onnx(name, version, &file, &self.registry).map_err(|e| {
-                    let retryable = matches!(&e, LoadError::Onnx { source: crate::onnx::OnnxError::Io { .. }, .. });
-                    (e.to_string(), retryable)
-                })
-            });
-            match result {
-                Ok(servable) => break Ok(servable),
-                Err((e, true)) if attempt < self.options.max_load_retries => {
-                    attempt += 1;
-                    tracing::warn!(model = %name, version, attempt, "load failed, retrying: {e}");
-                    std::thread::sleep(self.options.load_retry_interval);
-                }
-                Err((e, _)) => break Err(e),
-            }
+        // Attempts so far at these same files.
+        let attempts = read(&model.state)
+            .versions
+            .get(&version)
+            .filter(|r| r.failed_files.as_ref() == Some(&files))
+            .and_then(|r| r.retry.map(|(n, _)| n))
+            .unwrap_or(0);
+        // Only a missing or unreadable file can change between attempts; a
+        // file that does not parse fails for good (until its files change).
+        // Retries happen on later polls, so one failing version never holds
+        // up the others.
+        let result = model_file(source).map_err(|e| (e, true)).and_then(|file| {
+            Servable::load_onnx(name, version, &file, &self.registry).map_err(|e| {
+                let retryable = matches!(&e, LoadError::Onnx { source: crate::onnx::OnnxError::Io { .. }, .. });
+                (e.to_string(), retryable)
+            })
+        });
+        let (result, retryable) = match result {
+            Ok(servable) => (Ok(servable), false),
+            Err((e, retryable)) => (Err(e), retryable && attempts < self.options.max_load_retries),
         };
         let result = result.map(Arc::new).and_then(|servable| match &self.warmup {
             None => Ok(servable),
@@ -507,10 +534,15 @@ impl ModelRepository {
                 tracing::info!(model = %name, version, path = %source.dir.display(), "version available");
             }
             Err(e) => {
-                tracing::error!(model = %name, version, "version failed to load: {e}");
+                if retryable {
+                    tracing::warn!(model = %name, version, attempt = attempts + 1, "load failed, will retry: {e}");
+                } else {
+                    tracing::error!(model = %name, version, "version failed to load: {e}");
+                }
                 self.set_state(model, version, VersionState::End, Some(e));
                 if let Some(r) = write(&model.state).versions.get_mut(&version) {
                     r.failed_files = Some(files);
+                    r.retry = retryable.then(|| (attempts + 1, Instant::now() + self.options.load_retry_interval));
                 }
             }
         }

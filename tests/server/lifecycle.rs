@@ -458,3 +458,36 @@ async fn a_reload_adding_a_model_that_cannot_serve_changes_nothing() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_waiting_for_retries_holds_up_no_other_model() {
+    let a = temp_dir("retry-a");
+    let b = temp_dir("retry-b");
+    add_version(&a, 1);
+    add_version(&b, 1);
+    let options = RepositoryOptions {
+        max_load_retries: 3,
+        load_retry_interval: Duration::from_secs(2),
+        ..RepositoryOptions::default()
+    };
+    let server =
+        TestServer::start_polling(vec![ModelConfig::new("a", &a), ModelConfig::new("b", &b)], options, POLL).await;
+    // An empty version directory: a retry may fix it (the file may still
+    // be on its way), so it is retried, but on later polls.
+    std::fs::create_dir_all(a.join("2")).unwrap();
+    wait_for(&server, "a", "the empty version to fail", |s| {
+        s.iter().any(|(v, state, e)| *v == 2 && *state == END && e.contains("holds no model.onnx"))
+    })
+    .await;
+    let started = Instant::now();
+    add_version(&b, 2);
+    wait_for(&server, "b", "b's new version", |s| has(s, 2, AVAILABLE)).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "b waited {:?} for a's retries", started.elapsed());
+    assert_eq!(served_version(&server, spec("a")).await.unwrap(), 1);
+    // The file arrives: the next poll loads it.
+    std::fs::copy(example_onnx(), a.join("2/model.onnx")).unwrap();
+    wait_for(&server, "a", "a's version 2", |s| has(s, 2, AVAILABLE) && has(s, 1, END)).await;
+    server.stop().await;
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
