@@ -491,3 +491,30 @@ async fn a_version_waiting_for_retries_holds_up_no_other_model() {
     std::fs::remove_dir_all(&a).unwrap();
     std::fs::remove_dir_all(&b).unwrap();
 }
+
+#[test]
+fn the_allow_flag_lets_only_new_labels_name_unavailable_versions() {
+    use ferroserve::kernels::KernelRegistry;
+    use ferroserve::repository::{ModelRepository, VersionChoice};
+    let base = temp_dir("labels-allow");
+    add_version(&base, 1);
+    let options = RepositoryOptions { allow_labels_for_unavailable: true, ..RepositoryOptions::default() };
+    let repo = ModelRepository::new(KernelRegistry::with_all_ops(), options);
+    let with_labels = |labels: &[(&str, i64)]| {
+        let mut config = ModelConfig::new("m", &base);
+        config.labels = labels.iter().map(|(l, v)| (l.to_string(), *v)).collect();
+        vec![config]
+    };
+    repo.apply_config(with_labels(&[("stable", 1), ("canary", 2)])).expect("a new label may name version 2");
+    let err = repo.resolve("m", &VersionChoice::Label("canary".into())).unwrap_err();
+    assert_eq!(err.to_string(), "Servable not found for request: Specific(m, 2)");
+    let err = repo.apply_config(with_labels(&[("stable", 1), ("canary", 3)])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Request to assign label to version 3 of model m, which is not currently available for inference"
+    );
+    add_version(&base, 2);
+    repo.poll();
+    assert_eq!(repo.resolve("m", &VersionChoice::Label("canary".into())).unwrap().version, 2);
+    std::fs::remove_dir_all(&base).unwrap();
+}
