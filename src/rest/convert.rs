@@ -295,31 +295,37 @@ fn write_value(out: &mut String, v: &Json, single: bool) {
     }
 }
 
+/// One output unwrapped, or several as an object by alias; `part` picks
+/// what of each tensor is written (all of it, or one row).
+fn write_outputs(out: &mut String, outputs: &[(String, Tensor)], part: impl Fn(&Tensor) -> Json) {
+    let single = |t: &Tensor| t.dtype() == DataType::Float;
+    if let [(_, t)] = outputs {
+        write_value(out, &part(t), single(t));
+        return;
+    }
+    out.push('{');
+    for (i, (alias, t)) in outputs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        super::json::write_string(out, alias);
+        out.push(':');
+        write_value(out, &part(t), single(t));
+    }
+    out.push('}');
+}
+
 /// The answer to a REST Predict.
 ///
 /// # Errors
 /// For row-format answers whose outputs do not share a batch dim, with
 /// TensorFlow Serving's messages.
 pub fn response_json(outputs: &[(String, Tensor)], format: Format) -> Result<String, ServeError> {
-    let single = |t: &Tensor| t.dtype() == DataType::Float;
     let mut out = String::new();
     match format {
         Format::Columnar => {
             out.push_str("{\"outputs\":");
-            if let [(_, t)] = outputs {
-                write_value(&mut out, &nested(t.data(), t.shape(), 0), single(t));
-            } else {
-                out.push('{');
-                for (i, (alias, t)) in outputs.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    super::json::write_string(&mut out, alias);
-                    out.push(':');
-                    write_value(&mut out, &nested(t.data(), t.shape(), 0), single(t));
-                }
-                out.push('}');
-            }
+            write_outputs(&mut out, outputs, |t| nested(t.data(), t.shape(), 0));
             out.push('}');
         }
         Format::Row => {
@@ -343,27 +349,48 @@ pub fn response_json(outputs: &[(String, Tensor)], format: Format) -> Result<Str
                 if row > 0 {
                     out.push(',');
                 }
-                let slice = |t: &Tensor| {
+                write_outputs(&mut out, outputs, |t| {
                     let rest = &t.shape()[1..];
                     nested(t.data(), rest, row * rest.iter().product::<usize>())
-                };
-                if let [(_, t)] = outputs {
-                    write_value(&mut out, &slice(t), single(t));
-                } else {
-                    out.push('{');
-                    for (i, (alias, t)) in outputs.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        super::json::write_string(&mut out, alias);
-                        out.push(':');
-                        write_value(&mut out, &slice(t), single(t));
-                    }
-                    out.push('}');
-                }
+                });
             }
             out.push_str("]}");
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outputs() -> Vec<(String, Tensor)> {
+        vec![
+            ("a".to_string(), Tensor::from_f32(vec![2, 2], vec![1.0, 0.5, 9e6, f32::NAN]).unwrap()),
+            ("b".to_string(), Tensor::from_i64(vec![2], vec![7, -1]).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn several_outputs_by_row_and_by_column() {
+        assert_eq!(
+            response_json(&outputs(), Format::Row).unwrap(),
+            r#"{"predictions":[{"a":[1.0,0.5],"b":7},{"a":[9e+06,NaN],"b":-1}]}"#
+        );
+        assert_eq!(
+            response_json(&outputs(), Format::Columnar).unwrap(),
+            r#"{"outputs":{"a":[[1.0,0.5],[9e+06,NaN]],"b":[7,-1]}}"#
+        );
+        let one = &outputs()[..1];
+        assert_eq!(response_json(one, Format::Row).unwrap(), r#"{"predictions":[[1.0,0.5],[9e+06,NaN]]}"#);
+        let mut ragged = outputs();
+        ragged[1].1 = Tensor::from_i64(vec![3], vec![1, 2, 3]).unwrap();
+        assert_eq!(
+            response_json(&ragged, Format::Row).unwrap_err().to_string(),
+            "Tensor name: b has inconsistent batch size: 3 expecting: 2"
+        );
+        let scalar = vec![("s".to_string(), Tensor::from_f32(vec![], vec![1.0]).unwrap())];
+        assert_eq!(response_json(&scalar, Format::Columnar).unwrap(), r#"{"outputs":1.0}"#);
+        assert!(response_json(&scalar, Format::Row).is_err());
+    }
 }
