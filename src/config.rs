@@ -218,6 +218,8 @@ pub struct Config {
     /// How often base paths are scanned for new versions; `None` = once.
     pub file_system_poll: Option<Duration>,
     pub repository: RepositoryOptions,
+    /// Answer Predict with `tensor_content`.
+    pub tensor_content_outputs: bool,
     /// Times each warmup request is replayed; `None` = warmup off.
     pub warmup_iterations: Option<u32>,
     /// Compute threads; 0 = one per core.
@@ -266,7 +268,6 @@ impl Flags {
             enable_signature_method_name_check => "not yet honoured",
             enable_profiler => "ignored: no profiler service",
             enable_grpc_healthcheck_service => "ignored: grpc.health.v1 is always served",
-            enable_serialization_as_tensor_content => "not yet honoured",
             remove_unused_fields_from_bundle_metagraph => "ignored",
             thread_pool_factory_config_file => "not yet honoured",
             mixed_precision => "ignored: CPU kernels compute in the model's types",
@@ -343,6 +344,7 @@ impl Flags {
                 max_load_retries: self.max_num_load_retries,
                 load_retry_interval: Duration::from_micros(self.load_retry_interval_micros.max(0) as u64),
             },
+            tensor_content_outputs: self.enable_serialization_as_tensor_content,
             warmup_iterations: self.enable_model_warmup.then_some(self.num_request_iterations_for_warmup.max(1)),
             compute_threads: self.tensorflow_intra_op_parallelism as usize,
             shutdown_delay: std::time::Duration::from_secs(self.shutdown_delay_seconds),

@@ -49,12 +49,20 @@ pub struct ServingState {
     pub compute: Arc<ComputePool>,
     /// Requests being answered now; a drain reports it.
     pub in_flight: AtomicUsize,
+    /// Answer Predict with `tensor_content` instead of the typed fields.
+    pub tensor_content_outputs: bool,
 }
 
 impl ServingState {
     /// State for serving `repository` on `compute`.
     pub fn new(repository: Arc<ModelRepository>, compute: Arc<ComputePool>) -> ServingState {
-        ServingState { repository, compute, in_flight: AtomicUsize::new(0) }
+        ServingState { repository, compute, in_flight: AtomicUsize::new(0), tensor_content_outputs: false }
+    }
+
+    /// With `--enable_serialization_as_tensor_content`.
+    pub fn with_tensor_content_outputs(mut self, enabled: bool) -> ServingState {
+        self.tensor_content_outputs = enabled;
+        self
     }
 
     /// Counts a request as in flight until the guard drops.

@@ -19,7 +19,7 @@ use crate::proto::tensorflow::serving::{
 use crate::proto::tensorflow::{SignatureDef, TensorInfo, TensorProto, tensor_info};
 use crate::repository::VersionChoice;
 use crate::servable::{Servable, Signature, TensorSpec};
-use crate::tensor::proto::{Header, decode, dtype_to_wire, header, shape_proto, to_proto};
+use crate::tensor::proto::{Header, decode, dtype_to_wire, header, shape_proto, to_proto, to_proto_content};
 
 /// The only metadata field TensorFlow Serving supports.
 const SIGNATURE_DEF_FIELD: &str = "signature_def";
@@ -85,8 +85,13 @@ impl PredictionApi {
         let servable = resolve(&self.state, spec.as_ref())?;
         let signature_name = spec.map(|s| s.signature_name).unwrap_or_default();
         let prepared = PreparedPredict::new(servable, &signature_name, request)?;
+        let as_content = self.state.tensor_content_outputs;
         // Decoding, the model and encoding all run on the compute pool.
-        self.state.compute.run(move || prepared.execute()).await.map_err(|e| ServeError::Internal(e.to_string()))?
+        self.state
+            .compute
+            .run(move || prepared.execute(as_content))
+            .await
+            .map_err(|e| ServeError::Internal(e.to_string()))?
     }
 
     fn metadata(&self, request: GetModelMetadataRequest) -> Result<GetModelMetadataResponse, ServeError> {
@@ -156,13 +161,15 @@ impl PreparedPredict {
         Ok(PreparedPredict { servable, signature_key, inputs, aliases, fetches })
     }
 
-    /// Decodes the inputs, runs the model and encodes the answer.
+    /// Decodes the inputs, runs the model and encodes the answer, in the
+    /// typed fields or, with `as_content`, in `tensor_content`.
     /// Synchronous and CPU-bound: call it on the compute pool.
     ///
     /// # Errors
     /// When an input's elements do not match its shape, or the model fails
     /// on the data.
-    pub fn execute(self) -> Result<PredictResponse, ServeError> {
+    pub fn execute(self, as_content: bool) -> Result<PredictResponse, ServeError> {
+        let encode = if as_content { to_proto_content } else { to_proto };
         let mut feeds = Vec::with_capacity(self.inputs.len());
         for (alias, value, proto, head) in self.inputs {
             let tensor = decode(&proto, head)
@@ -176,7 +183,7 @@ impl PreparedPredict {
                 signature_name: self.signature_key,
                 version_choice: Some(model_spec::VersionChoice::Version(self.servable.version)),
             }),
-            outputs: self.aliases.into_iter().zip(tensors.into_iter().map(to_proto)).collect(),
+            outputs: self.aliases.into_iter().zip(tensors.into_iter().map(encode)).collect(),
         })
     }
 }

@@ -53,7 +53,7 @@ impl VersionWarmup for Warmup {
                     let signature = request.model_spec.as_ref().map(|s| s.signature_name.clone()).unwrap_or_default();
                     for _ in 0..self.iterations.max(1) {
                         PreparedPredict::new(servable.clone(), &signature, request.clone())
-                            .and_then(PreparedPredict::execute)
+                            .and_then(|p| p.execute(false))
                             .map_err(|e| replay_error(&path, index, e))?;
                         replayed += 1;
                     }

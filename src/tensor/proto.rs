@@ -188,6 +188,30 @@ pub fn to_proto(t: Tensor) -> TensorProto {
     p
 }
 
+/// Encodes `t` with its elements packed little-endian in `tensor_content`
+/// (`--enable_serialization_as_tensor_content`): one buffer instead of a
+/// repeated field, cheaper to write and to read for large outputs.
+pub fn to_proto_content(t: Tensor) -> TensorProto {
+    let mut p = TensorProto {
+        dtype: dtype_to_wire(t.dtype()) as i32,
+        tensor_shape: Some(shape_proto(t.shape().iter().map(|&d| d as i64))),
+        ..TensorProto::default()
+    };
+    fn le<T: Copy, const W: usize>(v: &[T], bytes: fn(T) -> [u8; W]) -> Vec<u8> {
+        v.iter().flat_map(|&x| bytes(x)).collect()
+    }
+    p.tensor_content = bytes::Bytes::from(match t.into_data() {
+        TensorData::Float(v) => le(&v, f32::to_le_bytes),
+        TensorData::Double(v) => le(&v, f64::to_le_bytes),
+        TensorData::Int32(v) => le(&v, i32::to_le_bytes),
+        TensorData::Int64(v) => le(&v, i64::to_le_bytes),
+        TensorData::UInt8(v) => v,
+        TensorData::Int8(v) => v.into_iter().map(|b| b as u8).collect(),
+        TensorData::Bool(v) => v.into_iter().map(u8::from).collect(),
+    });
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -270,5 +294,24 @@ mod tests {
         }
         let scalar = Tensor::from_f32(vec![], vec![3.0]).unwrap();
         assert_eq!(from_proto(&to_proto(scalar.clone())).unwrap(), scalar);
+    }
+
+    #[test]
+    fn tensor_content_encoding_round_trips_every_dtype() {
+        let cases = vec![
+            TensorData::Float(vec![1.0, -2.5]),
+            TensorData::Double(vec![1.0, 1e300]),
+            TensorData::Int32(vec![i32::MIN, 5]),
+            TensorData::Int64(vec![i64::MAX, -1]),
+            TensorData::UInt8(vec![0, 255]),
+            TensorData::Int8(vec![-128, 127]),
+            TensorData::Bool(vec![true, false]),
+        ];
+        for data in cases {
+            let t = Tensor::new(vec![1, 2], data).unwrap();
+            let p = to_proto_content(t.clone());
+            assert!(p.float_val.is_empty() && p.int_val.is_empty() && !p.tensor_content.is_empty());
+            assert_eq!(from_proto(&p).unwrap(), t);
+        }
     }
 }

@@ -63,8 +63,16 @@ impl TestServer {
     }
 
     pub async fn start_on(repository: Arc<ModelRepository>, shutdown_delay: Duration) -> TestServer {
-        let compute = ComputePool::new(2, 16).expect("compute pool");
-        let state = Arc::new(ServingState::new(repository, Arc::new(compute)));
+        TestServer::start_state(TestServer::state(repository), shutdown_delay).await
+    }
+
+    /// Serving state over `repository` with the default options.
+    pub fn state(repository: Arc<ModelRepository>) -> ServingState {
+        ServingState::new(repository, Arc::new(ComputePool::new(2, 16).expect("compute pool")))
+    }
+
+    pub async fn start_state(state: ServingState, shutdown_delay: Duration) -> TestServer {
+        let state = Arc::new(state);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let rest_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

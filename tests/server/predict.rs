@@ -77,3 +77,22 @@ async fn concurrent_requests_each_get_their_own_answer() {
     client.predict(request).await.expect("predict after the burst");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialization_as_tensor_content_packs_the_outputs() {
+    let repository = ferroserve::repository::ModelRepository::load(
+        &[crate::harness::example_model()],
+        ferroserve::kernels::KernelRegistry::with_all_ops(),
+    )
+    .unwrap();
+    let state = TestServer::state(std::sync::Arc::new(repository)).with_tensor_content_outputs(true);
+    let server = TestServer::start_state(state, std::time::Duration::ZERO).await;
+    let case = &cases()[2];
+    let response = server.prediction().await.predict(predict_request(case)).await.expect("predict").into_inner();
+    let out = &response.outputs["probabilities"];
+    assert!(out.float_val.is_empty());
+    let values: Vec<f32> =
+        out.tensor_content.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert_close(&values, &case.probabilities);
+    server.stop().await;
+}
