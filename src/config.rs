@@ -218,6 +218,7 @@ pub struct Config {
     /// How often base paths are scanned for new versions; `None` = once.
     pub file_system_poll: Option<Duration>,
     pub repository: RepositoryOptions,
+    pub rest: crate::rest::RestOptions,
     /// Answer Predict with `tensor_content`.
     pub tensor_content_outputs: bool,
     /// Times each warmup request is replayed; `None` = warmup off.
@@ -246,8 +247,6 @@ impl Flags {
         check!(
             grpc_socket_path => "not yet honoured",
             rest_api_num_threads => "ignored: REST requests run on the async runtime and the compute pool",
-            rest_api_timeout_in_ms => "not yet honoured",
-            rest_api_enable_cors_support => "not yet honoured",
             enable_batching => "not yet honoured",
             batching_parameters_file => "not yet honoured",
             enable_per_model_batching_parameters => "not yet honoured",
@@ -343,6 +342,11 @@ impl Flags {
                 allow_labels_for_unavailable: self.allow_version_labels_for_unavailable_models,
                 max_load_retries: self.max_num_load_retries,
                 load_retry_interval: Duration::from_micros(self.load_retry_interval_micros.max(0) as u64),
+            },
+            rest: crate::rest::RestOptions {
+                cors: self.rest_api_enable_cors_support,
+                timeout: (self.rest_api_timeout_in_ms > 0)
+                    .then(|| Duration::from_millis(self.rest_api_timeout_in_ms as u64)),
             },
             tensor_content_outputs: self.enable_serialization_as_tensor_content,
             warmup_iterations: self.enable_model_warmup.then_some(self.num_request_iterations_for_warmup.max(1)),

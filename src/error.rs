@@ -60,6 +60,8 @@ pub enum ServeError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
     Unknown(String),
     #[error("{0}")]
     Unimplemented(String),
@@ -118,6 +120,7 @@ impl ServeError {
             | ServeError::NoSuchVersion { .. }
             | ServeError::NotFound(_) => Code::NotFound,
             ServeError::Unknown(_) => Code::Unknown,
+            ServeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ServeError::SignatureNotFound(_) | ServeError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServeError::Unimplemented(_) => Code::Unimplemented,
             ServeError::Unavailable(_) => Code::Unavailable,

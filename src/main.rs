@@ -163,9 +163,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let delay = config.shutdown_delay;
+    let rest_options = config.rest.clone();
     let rest = rest_listener.map(|l| {
         let (state, drained) = (state.clone(), draining());
-        tokio::spawn(ferroserve::rest::serve(l, state, async move {
+        tokio::spawn(ferroserve::rest::serve(l, state, rest_options.clone(), async move {
             drained.await;
             // Keep accepting while load balancers notice the change.
             tokio::time::sleep(delay).await;

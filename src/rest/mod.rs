@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
@@ -28,8 +28,47 @@ use crate::servable::Signature;
 use crate::service::ServingState;
 use json::{Json, write_string};
 
-/// The largest request body accepted, as gRPC's message limit.
+/// The largest request body accepted (after gzip inflation too), as gRPC's
+/// message limit.
 const MAX_BODY_BYTES: usize = i32::MAX as usize;
+
+/// How the REST front end behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestOptions {
+    /// Add CORS headers to every answer (`--rest_api_enable_cors_support`).
+    pub cors: bool,
+    /// How long a call may take (`--rest_api_timeout_in_ms`); `None` = no limit.
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl Default for RestOptions {
+    fn default() -> Self {
+        RestOptions { cors: false, timeout: Some(std::time::Duration::from_millis(30_000)) }
+    }
+}
+
+/// What the handler shares.
+#[derive(Debug, Clone)]
+struct RestState {
+    serving: Arc<ServingState>,
+    options: RestOptions,
+}
+
+/// Inflates a gzip body, refusing one that would exceed the body limit.
+fn gunzip(body: &[u8]) -> Result<Vec<u8>, ServeError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ServeError::InvalidArgument(format!("Failed to decompress the gzip request body: {e}")))?;
+    if out.len() > MAX_BODY_BYTES {
+        return Err(ServeError::InvalidArgument(format!(
+            "The gzip request body inflates past the {MAX_BODY_BYTES}-byte limit"
+        )));
+    }
+    Ok(out)
+}
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,7 +336,19 @@ async fn predict(
     convert::response_json(&aliases.into_iter().zip(tensors).collect::<Vec<_>>(), format)
 }
 
-async fn handle(State(state): State<Arc<ServingState>>, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn handle(State(rest): State<RestState>, method: Method, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+    let mut response = answer(&rest, &method, &headers, &uri, body).await;
+    if rest.options.cors {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, GET"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type"));
+    }
+    response
+}
+
+async fn answer(rest: &RestState, method: &Method, headers: &HeaderMap, uri: &Uri, body: Bytes) -> Response {
+    let state = &rest.serving;
     let path = uri.path();
     if strip_prefix_ci(path, "/v1/").is_none() {
         let mut response = (
@@ -308,11 +359,41 @@ async fn handle(State(state): State<Arc<ServingState>>, method: Method, uri: Uri
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
         return response;
     }
-    let result = match route(&method, path) {
+    if *method == Method::OPTIONS {
+        // CORS preflight.
+        let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("");
+        if origin.starts_with("http://") || origin.starts_with("https://") {
+            return json_response(StatusCode::OK, String::new());
+        }
+        return error_response(&ServeError::InvalidArgument("Origin header is missing in CORS preflight".into()));
+    }
+    let gzipped = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let body = if gzipped {
+        match gunzip(&body) {
+            Ok(inflated) => Bytes::from(inflated),
+            Err(e) => return error_response(&e),
+        }
+    } else {
+        body
+    };
+    let result = match route(method, path) {
         Err(e) => Err(e),
-        Ok(Route::Status { model, version }) => status_json(&state, &model, version),
-        Ok(Route::Metadata { model, version }) => metadata_json(&state, &model, &version),
-        Ok(Route::Predict { model, version }) => predict(&state, &model, &version, &body).await,
+        Ok(Route::Status { model, version }) => status_json(state, &model, version),
+        Ok(Route::Metadata { model, version }) => metadata_json(state, &model, &version),
+        Ok(Route::Predict { model, version }) => match rest.options.timeout {
+            None => predict(state, &model, &version, &body).await,
+            Some(limit) => {
+                tokio::time::timeout(limit, predict(state, &model, &version, &body)).await.unwrap_or_else(|_| {
+                    Err(ServeError::DeadlineExceeded(format!(
+                        "Deadline exceeded: the call took longer than --rest_api_timeout_in_ms={}",
+                        limit.as_millis()
+                    )))
+                })
+            }
+        },
         Ok(Route::Classify { .. } | Route::Regress { .. }) => Err(ServeError::Unimplemented(
             "classify and regress are not served over REST by this ferroserve build yet; use :predict".into(),
         )),
@@ -324,8 +405,11 @@ async fn handle(State(state): State<Arc<ServingState>>, method: Method, uri: Uri
 }
 
 /// The REST router over shared serving state.
-pub fn router(state: Arc<ServingState>) -> Router {
-    Router::new().fallback(handle).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(state)
+pub fn router(state: Arc<ServingState>, options: RestOptions) -> Router {
+    Router::new()
+        .fallback(handle)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(RestState { serving: state, options })
 }
 
 /// Serves the REST API on `listener` until `shutdown` resolves; requests in
@@ -336,9 +420,10 @@ pub fn router(state: Arc<ServingState>) -> Router {
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ServingState>,
+    options: RestOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state, options)).with_graceful_shutdown(shutdown).await
 }
 
 #[cfg(test)]

@@ -72,6 +72,14 @@ impl TestServer {
     }
 
     pub async fn start_state(state: ServingState, shutdown_delay: Duration) -> TestServer {
+        TestServer::start_full(state, ferroserve::rest::RestOptions::default(), shutdown_delay).await
+    }
+
+    pub async fn start_full(
+        state: ServingState,
+        rest_options: ferroserve::rest::RestOptions,
+        shutdown_delay: Duration,
+    ) -> TestServer {
         let state = Arc::new(state);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
@@ -79,7 +87,7 @@ impl TestServer {
         let rest_addr = rest_listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let (rest_stop, rest_stopped) = oneshot::channel::<()>();
-        let rest = tokio::spawn(ferroserve::rest::serve(rest_listener, state.clone(), async {
+        let rest = tokio::spawn(ferroserve::rest::serve(rest_listener, state.clone(), rest_options, async {
             let _ = rest_stopped.await;
         }));
         let task = tokio::spawn(async move {
@@ -119,13 +127,34 @@ impl TestServer {
 
     /// One HTTP/1.1 request to the REST API: (status, content type, body).
     pub async fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String, String) {
+        let (status, head, body) = self.http_with(method, path, &[], body).await;
+        let content_type = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_string))
+            .unwrap_or_default();
+        (status, content_type, body)
+    }
+
+    /// One HTTP/1.1 request with extra headers: (status, the response head
+    /// in lower case, body).
+    pub async fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(self.rest_addr).await.expect("connect REST");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n",
             self.rest_addr,
             body.len()
         );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
         stream.write_all(head.as_bytes()).await.unwrap();
         stream.write_all(body).await.unwrap();
         let mut raw = Vec::new();
@@ -136,11 +165,7 @@ impl TestServer {
         let text = String::from_utf8_lossy(&raw).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        let content_type = head
-            .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_string))
-            .unwrap_or_default();
-        (status, content_type, body.to_string())
+        (status, head.to_ascii_lowercase(), body.to_string())
     }
 
     /// Starts the drain without waiting for it.

@@ -175,3 +175,65 @@ async fn rest_errors_have_tensorflow_servings_codes_and_texts() {
     assert_eq!(code, 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_headers_and_gzip_bodies() {
+    use std::io::Write;
+    let repository = ferroserve::repository::ModelRepository::load(
+        &[crate::harness::example_model()],
+        ferroserve::kernels::KernelRegistry::with_all_ops(),
+    )
+    .unwrap();
+    let state = TestServer::state(std::sync::Arc::new(repository));
+    let options = ferroserve::rest::RestOptions { cors: true, ..Default::default() };
+    let server = TestServer::start_full(state, options, std::time::Duration::ZERO).await;
+    let (code, head, body) =
+        server.http_with("OPTIONS", "/v1/models/mnist:predict", &[("Origin", "https://app.example")], b"").await;
+    assert_eq!((code, body.as_str()), (200, ""));
+    assert!(head.contains("access-control-allow-origin: *"), "{head}");
+    assert!(head.contains("access-control-allow-methods: post, get"), "{head}");
+    assert!(head.contains("access-control-allow-headers: content-type"), "{head}");
+    let (code, _, body) = server.http_with("OPTIONS", "/v1/models/mnist:predict", &[], b"").await;
+    assert_eq!(code, 400);
+    assert!(body.contains("Origin header is missing in CORS preflight"), "{body}");
+    let (_, head, _) = server.http_with("GET", "/v1/models/mnist", &[], b"").await;
+    assert!(head.contains("access-control-allow-origin: *"), "every answer carries CORS headers: {head}");
+
+    let case = &cases()[4];
+    let json = format!("{{\"instances\": [{}]}}", image_json(&case.input));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(json.as_bytes()).unwrap();
+    let compressed = gz.finish().unwrap();
+    let (code, _, answer) =
+        server.http_with("POST", "/v1/models/mnist:predict", &[("Content-Encoding", "gzip")], &compressed).await;
+    assert_eq!(code, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_close(&floats(&v["predictions"][0]), &case.probabilities);
+    let (code, _, answer) =
+        server.http_with("POST", "/v1/models/mnist:predict", &[("Content-Encoding", "gzip")], b"not gzip").await;
+    assert_eq!(code, 400);
+    assert!(answer.contains("Failed to decompress the gzip request body"), "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_the_rest_timeout_answers_504() {
+    let dir = crate::harness::temp_dir("rest-timeout");
+    crate::harness::write_slow_model(&dir, 512, 48);
+    let repository = ferroserve::repository::ModelRepository::load(
+        &[ferroserve::repository::ModelConfig::new("slow", &dir)],
+        ferroserve::kernels::KernelRegistry::with_all_ops(),
+    )
+    .unwrap();
+    let state = TestServer::state(std::sync::Arc::new(repository));
+    let options =
+        ferroserve::rest::RestOptions { timeout: Some(std::time::Duration::from_millis(5)), ..Default::default() };
+    let server = TestServer::start_full(state, options, std::time::Duration::ZERO).await;
+    let row = format!("[{}]", vec!["0.5"; 512].join(","));
+    let body = format!("{{\"instances\": [{}]}}", vec![row; 64].join(","));
+    let (code, _, answer) = server.http("POST", "/v1/models/slow:predict", body.as_bytes()).await;
+    assert_eq!(code, 504, "{answer}");
+    assert!(answer.contains("--rest_api_timeout_in_ms=5"), "{answer}");
+    server.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
