@@ -16,6 +16,8 @@
 //! - [`compute`]: the compute thread pool and its bridge from async code.
 //! - [`servable`]: a loaded model version: signatures, input validation,
 //!   prediction.
+//! - [`metrics`]: counters and histograms under TF Serving's metric names,
+//!   rendered for Prometheus.
 //! - [`repository`]: models on disk, their versions and states.
 //! - [`tfrecord`]: TensorFlow's TFRecord container and masked CRC32C.
 //! - [`rest`]: TensorFlow Serving's REST API on axum, converting JSON to
@@ -28,6 +30,7 @@ pub mod config;
 pub mod error;
 pub mod graph;
 pub mod kernels;
+pub mod metrics;
 pub mod onnx;
 pub mod proto;
 pub mod repository;

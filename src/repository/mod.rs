@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::error::{ServableRequest, ServeError};
 use crate::kernels::KernelRegistry;
+use crate::metrics::Metrics;
 use crate::servable::{LoadError, Servable};
 
 pub use policy::{ONNX_FILE, VersionPolicy, VersionSource, scan};
@@ -174,6 +175,9 @@ pub struct ModelRepository {
     changes: watch::Sender<u64>,
     /// Replays warmup requests, when enabled.
     warmup: Option<Arc<dyn VersionWarmup>>,
+    /// Load and warmup figures (and the serving figures of the services
+    /// that share it).
+    metrics: Arc<Metrics>,
 }
 
 /// The model file of a version directory.
@@ -213,7 +217,13 @@ impl ModelRepository {
             manager: Mutex::new(()),
             changes: watch::channel(0).0,
             warmup: None,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The metrics this repository records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Warms every version with `warmup` before it becomes available.
@@ -507,6 +517,7 @@ impl ModelRepository {
         // file that does not parse fails for good (until its files change).
         // Retries happen on later polls, so one failing version never holds
         // up the others.
+        let started = Instant::now();
         let result = model_file(source).map_err(|e| (e, true)).and_then(|file| {
             Servable::load_onnx(name, version, &file, &self.registry).map_err(|e| {
                 let retryable = matches!(&e, LoadError::Onnx { source: crate::onnx::OnnxError::Io { .. }, .. });
@@ -517,14 +528,22 @@ impl ModelRepository {
             Ok(servable) => (Ok(servable), false),
             Err((e, retryable)) => (Err(e), retryable && attempts < self.options.max_load_retries),
         };
+        let path = source.dir.display().to_string();
+        self.metrics.record_load(&path, result.is_ok(), started.elapsed());
         let result = result.map(Arc::new).and_then(|servable| match &self.warmup {
             None => Ok(servable),
             Some(warmup) => {
-                let ran = warmup.warm_up(&servable, &source.dir)?;
-                if ran > 0 {
-                    tracing::info!(model = %name, version, requests = ran, "warmup done");
+                let started = Instant::now();
+                let ran = warmup.warm_up(&servable, &source.dir);
+                if ran != Ok(0) {
+                    self.metrics.record_warmup(&path, ran.is_ok(), started.elapsed());
                 }
-                Ok(servable)
+                if let Ok(n) = ran
+                    && n > 0
+                {
+                    tracing::info!(model = %name, version, requests = n, "warmup done");
+                }
+                ran.map(|_| servable)
             }
         });
         match result {

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
 use crate::error::{ServeError, code_name, truncate_message};
+use crate::metrics::Entrypoint;
 use crate::repository::{VersionChoice, VersionState};
 use crate::servable::Signature;
 use crate::service::ServingState;
@@ -31,6 +32,9 @@ use json::{Json, write_string};
 /// The largest request body accepted (after gzip inflation too), as gRPC's
 /// message limit.
 const MAX_BODY_BYTES: usize = i32::MAX as usize;
+
+/// Where Prometheus reads the metrics, as TF Serving's default.
+pub const METRICS_PATH: &str = "/monitoring/prometheus/metrics";
 
 /// How the REST front end behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -289,12 +293,14 @@ fn metadata_json(state: &ServingState, model: &str, version: &VersionChoice) -> 
     Ok(out)
 }
 
+/// A REST Predict: the answer's JSON, the version that answered and the
+/// batch size.
 async fn predict(
     state: &ServingState,
     model: &str,
     version: &VersionChoice,
     body: &[u8],
-) -> Result<String, ServeError> {
+) -> Result<(String, i64, usize), ServeError> {
     let _in_flight = state.enter();
     let servable = state.repository.resolve(model, version)?;
     let doc = json::parse(body).map_err(|e| {
@@ -319,6 +325,7 @@ async fn predict(
         ServeError::InvalidArgument(format!("Serving signature name: \"{key}\" not found in signature def"))
     })?;
     let (tensors, format) = convert::request_tensors(&doc, signature)?;
+    let examples = tensors.first().and_then(|(_, t)| t.shape().first().copied()).unwrap_or(1);
     let mut feeds = Vec::with_capacity(tensors.len());
     for (alias, tensor) in tensors {
         let spec = signature.check_input(&alias, tensor.dtype(), tensor.shape())?;
@@ -328,12 +335,19 @@ async fn predict(
     let aliases: Vec<String> = outputs.iter().map(|(a, _)| a.to_string()).collect();
     let fetches: Vec<_> = outputs.iter().map(|(_, s)| s.value).collect();
     let run = servable.clone();
+    let metrics = state.repository.metrics().clone();
     let tensors = state
         .compute
-        .run(move || run.run(feeds, &fetches))
+        .run(move || {
+            let started = std::time::Instant::now();
+            let result = run.run(feeds, &fetches);
+            metrics.record_runtime(&run.name, "predict", started.elapsed());
+            result
+        })
         .await
         .map_err(|e| ServeError::Internal(e.to_string()))??;
-    convert::response_json(&aliases.into_iter().zip(tensors).collect::<Vec<_>>(), format)
+    let json = convert::response_json(&aliases.into_iter().zip(tensors).collect::<Vec<_>>(), format)?;
+    Ok((json, servable.version, examples))
 }
 
 async fn handle(State(rest): State<RestState>, method: Method, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
@@ -350,6 +364,12 @@ async fn handle(State(rest): State<RestState>, method: Method, headers: HeaderMa
 async fn answer(rest: &RestState, method: &Method, headers: &HeaderMap, uri: &Uri, body: Bytes) -> Response {
     let state = &rest.serving;
     let path = uri.path();
+    if path == METRICS_PATH && *method == Method::GET {
+        let page = state.repository.metrics().render(state.in_flight.load(std::sync::atomic::Ordering::SeqCst));
+        let mut response = (StatusCode::OK, page).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        return response;
+    }
     if strip_prefix_ci(path, "/v1/").is_none() {
         let mut response = (
             StatusCode::NOT_FOUND,
@@ -383,17 +403,31 @@ async fn answer(rest: &RestState, method: &Method, headers: &HeaderMap, uri: &Ur
         Err(e) => Err(e),
         Ok(Route::Status { model, version }) => status_json(state, &model, version),
         Ok(Route::Metadata { model, version }) => metadata_json(state, &model, &version),
-        Ok(Route::Predict { model, version }) => match rest.options.timeout {
-            None => predict(state, &model, &version, &body).await,
-            Some(limit) => {
-                tokio::time::timeout(limit, predict(state, &model, &version, &body)).await.unwrap_or_else(|_| {
-                    Err(ServeError::DeadlineExceeded(format!(
-                        "Deadline exceeded: the call took longer than --rest_api_timeout_in_ms={}",
-                        limit.as_millis()
-                    )))
-                })
-            }
-        },
+        Ok(Route::Predict { model, version }) => {
+            let started = std::time::Instant::now();
+            let result = match rest.options.timeout {
+                None => predict(state, &model, &version, &body).await,
+                Some(limit) => {
+                    tokio::time::timeout(limit, predict(state, &model, &version, &body)).await.unwrap_or_else(|_| {
+                        Err(ServeError::DeadlineExceeded(format!(
+                            "Deadline exceeded: the call took longer than --rest_api_timeout_in_ms={}",
+                            limit.as_millis()
+                        )))
+                    })
+                }
+            };
+            let status = result.as_ref().map_or_else(|e| code_name(e.code()), |_| "OK");
+            let answered = result.as_ref().ok().map(|(_, version, examples)| (*version, *examples));
+            state.repository.metrics().record_request(
+                &model,
+                "predict",
+                Entrypoint::Rest,
+                status,
+                started.elapsed(),
+                answered,
+            );
+            result.map(|(body, _, _)| body)
+        }
         Ok(Route::Classify { .. } | Route::Regress { .. }) => Err(ServeError::Unimplemented(
             "classify and regress are not served over REST by this ferroserve build yet; use :predict".into(),
         )),

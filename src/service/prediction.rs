@@ -8,8 +8,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::ServingState;
-use crate::error::ServeError;
+use crate::error::{ServeError, code_name};
 use crate::graph::ValueId;
+use crate::metrics::Entrypoint;
 use crate::proto::tensorflow::serving::prediction_service_server::PredictionService;
 use crate::proto::tensorflow::serving::{
     ClassificationRequest, ClassificationResponse, GetModelMetadataRequest, GetModelMetadataResponse, ModelSpec,
@@ -86,10 +87,17 @@ impl PredictionApi {
         let signature_name = spec.map(|s| s.signature_name).unwrap_or_default();
         let prepared = PreparedPredict::new(servable, &signature_name, request)?;
         let as_content = self.state.tensor_content_outputs;
+        let metrics = self.state.repository.metrics().clone();
         // Decoding, the model and encoding all run on the compute pool.
         self.state
             .compute
-            .run(move || prepared.execute(as_content))
+            .run(move || {
+                let started = std::time::Instant::now();
+                let model = prepared.servable.name.clone();
+                let response = prepared.execute(as_content);
+                metrics.record_runtime(&model, "Predict", started.elapsed());
+                response
+            })
             .await
             .map_err(|e| ServeError::Internal(e.to_string()))?
     }
@@ -209,7 +217,33 @@ impl PredictionService for PredictionApi {
     }
 
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
-        self.predict(request.into_inner()).await.map(Response::new).map_err(Status::from)
+        let request = request.into_inner();
+        let model = request.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let started = std::time::Instant::now();
+        let result = self.predict(request).await;
+        let answered = result.as_ref().ok().map(|r| {
+            let version = match r.model_spec.as_ref().and_then(|s| s.version_choice.as_ref()) {
+                Some(model_spec::VersionChoice::Version(v)) => *v,
+                _ => 0,
+            };
+            let examples = r
+                .outputs
+                .values()
+                .next()
+                .and_then(|t| t.tensor_shape.as_ref()?.dim.first().map(|d| d.size.max(0) as usize))
+                .unwrap_or(1);
+            (version, examples)
+        });
+        let status = result.as_ref().map_or_else(|e| code_name(e.code()), |_| "OK");
+        self.state.repository.metrics().record_request(
+            &model,
+            "Predict",
+            Entrypoint::Grpc,
+            status,
+            started.elapsed(),
+            answered,
+        );
+        result.map(Response::new).map_err(Status::from)
     }
 
     async fn multi_inference(

@@ -237,3 +237,41 @@ async fn a_call_past_the_rest_timeout_answers_504() {
     server.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_page_counts_requests_under_tensorflow_servings_names() {
+    let server = TestServer::start().await;
+    let case = &cases()[0];
+    server.prediction().await.predict(crate::harness::predict_request(case)).await.expect("gRPC predict");
+    let body = format!("{{\"instances\": [{}, {}]}}", image_json(&case.input), image_json(&case.input));
+    let (code, _, _) = server.http("POST", "/v1/models/mnist:predict", body.as_bytes()).await;
+    assert_eq!(code, 200);
+    let (code, _, _) = server.http("POST", "/v1/models/nope:predict", b"{}").await;
+    assert_eq!(code, 404);
+
+    let (code, content_type, page) = server.http("GET", "/monitoring/prometheus/metrics", b"").await;
+    assert_eq!(code, 200);
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    // Every sample line is `name{labels} value` with a numeric value.
+    for line in page.lines().filter(|l| !l.starts_with('#')) {
+        let (_, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
+        value.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+    }
+    for needle in [
+        "# TYPE :tensorflow:serving:request_count counter",
+        ":tensorflow:serving:request_count{model_name=\"mnist\",status=\"OK\"} 2",
+        ":tensorflow:serving:request_count{model_name=\"nope\",status=\"NOT_FOUND\"} 1",
+        ":tensorflow:serving:request_latency_count{model_name=\"mnist\",API=\"Predict\",entrypoint=\"GRPC\",model_version=\"1\"} 1",
+        ":tensorflow:serving:request_latency_count{model_name=\"mnist\",API=\"predict\",entrypoint=\"REST\",model_version=\"1\"} 1",
+        ":tensorflow:serving:runtime_latency_count{model_name=\"mnist\",API=\"Predict\",runtime=\"TF1\"} 1",
+        ":tensorflow:serving:request_example_count_total{model=\"mnist\"} 3",
+        ":tensorflow:cc:saved_model:load_attempt_count{model_path=",
+        "process_start_time_seconds ",
+        "process_resident_memory_bytes ",
+        ":ferroserve:in_flight_requests 0",
+    ] {
+        assert!(page.contains(needle), "the page lacks {needle:?}:\n{page}");
+    }
+    assert!(!page.contains("# HELP"));
+    server.stop().await;
+}
