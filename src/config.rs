@@ -263,7 +263,7 @@ impl Flags {
             use_alts_credentials => "not yet honoured",
             grpc_channel_arguments => "not yet honoured",
             grpc_max_threads => "not yet honoured",
-            monitoring_config_file => "not yet honoured",
+            monitoring_config_file => "not yet honoured: metrics are always at /monitoring/prometheus/metrics on the REST port",
             enable_signature_method_name_check => "not yet honoured",
             enable_profiler => "ignored: no profiler service",
             enable_grpc_healthcheck_service => "ignored: grpc.health.v1 is always served",
