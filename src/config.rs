@@ -33,6 +33,9 @@ pub const EXAMPLE_COMMAND: &str =
     name = "ferroserve",
     rename_all = "snake_case",
     next_line_help = true,
+    // A flag given twice takes its last value, as TensorFlow's flag parser
+    // does (manifests often append to a base command line).
+    args_override_self = true,
     version = concat!(env!("CARGO_PKG_VERSION"), " (TensorFlow Serving 2.21 API)"),
     about = "A model server that speaks TensorFlow Serving's gRPC API and runs ONNX models on its own CPU kernels.",
     after_help = concat!("Serve the bundled example model:\n  ", "ferroserve --model_name=mnist --model_base_path=examples/models/mnist --rest_api_port=8501"),
@@ -495,6 +498,13 @@ mod tests {
         assert!(f.enable_model_warmup);
         assert_eq!(f.rest_api_timeout_in_ms, 30000);
         assert!(f.not_honoured().is_empty());
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value() {
+        let f = parse(&["--port=1", "--port=2", "--enable_batching=true", "--enable_batching=false"]).unwrap();
+        assert_eq!(f.port, 2);
+        assert!(!f.enable_batching);
     }
 
     #[test]
