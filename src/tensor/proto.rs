@@ -275,9 +275,9 @@ mod tests {
         assert_eq!(header(&p), Err(ProtoError::UnknownRank));
     }
 
-    #[test]
-    fn encode_round_trips_every_dtype() {
-        let cases = vec![
+    /// Two elements of each supported dtype, extremes included.
+    fn every_dtype() -> Vec<TensorData> {
+        vec![
             TensorData::Float(vec![1.0, -2.5]),
             TensorData::Double(vec![1.0, 1e300]),
             TensorData::Int32(vec![i32::MIN, 5]),
@@ -285,8 +285,12 @@ mod tests {
             TensorData::UInt8(vec![0, 255]),
             TensorData::Int8(vec![-128, 127]),
             TensorData::Bool(vec![true, false]),
-        ];
-        for data in cases {
+        ]
+    }
+
+    #[test]
+    fn encode_round_trips_every_dtype() {
+        for data in every_dtype() {
             let t = Tensor::new(vec![2, 1], data).unwrap();
             let p = to_proto(t.clone());
             assert!(p.tensor_content.is_empty());
@@ -298,16 +302,7 @@ mod tests {
 
     #[test]
     fn tensor_content_encoding_round_trips_every_dtype() {
-        let cases = vec![
-            TensorData::Float(vec![1.0, -2.5]),
-            TensorData::Double(vec![1.0, 1e300]),
-            TensorData::Int32(vec![i32::MIN, 5]),
-            TensorData::Int64(vec![i64::MAX, -1]),
-            TensorData::UInt8(vec![0, 255]),
-            TensorData::Int8(vec![-128, 127]),
-            TensorData::Bool(vec![true, false]),
-        ];
-        for data in cases {
+        for data in every_dtype() {
             let t = Tensor::new(vec![1, 2], data).unwrap();
             let p = to_proto_content(t.clone());
             assert!(p.float_val.is_empty() && p.int_val.is_empty() && !p.tensor_content.is_empty());
