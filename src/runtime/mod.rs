@@ -173,14 +173,20 @@ impl Plan {
                 slots[id] = None;
             }
         }
+        // Outputs move out of their slots; only a value fetched twice (or a
+        // constant, which the plan keeps) is copied.
         fetches
             .iter()
-            .map(|&id| {
-                self.constants
-                    .get(&id)
-                    .cloned()
-                    .or_else(|| slots[id].clone())
-                    .ok_or_else(|| RunError::NotFed(self.values[id].name.clone()))
+            .enumerate()
+            .map(|(i, &id)| {
+                let value = if let Some(c) = self.constants.get(&id) {
+                    Some(c.clone())
+                } else if fetches[i + 1..].contains(&id) {
+                    slots[id].clone()
+                } else {
+                    slots[id].take()
+                };
+                value.ok_or_else(|| RunError::NotFed(self.values[id].name.clone()))
             })
             .collect()
     }
@@ -229,8 +235,11 @@ mod tests {
         let plan = Plan::new(tiny_graph(), &KernelRegistry::with_all_ops()).unwrap();
         assert_eq!(plan.steps[1].frees, vec![2]);
         let x = Tensor::from_f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
-        let out = plan.run(vec![(0, x)], &[3]).unwrap();
+        let out = plan.run(vec![(0, x.clone())], &[3]).unwrap();
         assert_eq!(out[0].as_f32().unwrap(), &[2.0, 0.0, 4.0, 0.0]);
+        let twice = plan.run(vec![(0, x)], &[3, 3, 1]).unwrap();
+        assert_eq!(twice[0], twice[1], "a value fetched twice comes back twice");
+        assert_eq!(twice[2].as_f32().unwrap(), &[1.0, -5.0], "constants can be fetched");
     }
 
     #[test]

@@ -66,6 +66,13 @@ impl TestServer {
         TestServer::start_state(TestServer::state(repository), shutdown_delay).await
     }
 
+    /// Serving state over the example model alone.
+    pub fn example_state() -> ServingState {
+        let repository =
+            ModelRepository::load(&[example_model()], KernelRegistry::with_all_ops()).expect("models load");
+        TestServer::state(Arc::new(repository))
+    }
+
     /// Serving state over `repository` with the default options.
     pub fn state(repository: Arc<ModelRepository>) -> ServingState {
         ServingState::new(repository, Arc::new(ComputePool::new(2, 16).expect("compute pool")))

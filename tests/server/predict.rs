@@ -80,12 +80,7 @@ async fn concurrent_requests_each_get_their_own_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serialization_as_tensor_content_packs_the_outputs() {
-    let repository = ferroserve::repository::ModelRepository::load(
-        &[crate::harness::example_model()],
-        ferroserve::kernels::KernelRegistry::with_all_ops(),
-    )
-    .unwrap();
-    let state = TestServer::state(std::sync::Arc::new(repository)).with_tensor_content_outputs(true);
+    let state = TestServer::example_state().with_tensor_content_outputs(true);
     let server = TestServer::start_state(state, std::time::Duration::ZERO).await;
     let case = &cases()[2];
     let response = server.prediction().await.predict(predict_request(case)).await.expect("predict").into_inner();

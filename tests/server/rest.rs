@@ -179,12 +179,7 @@ async fn rest_errors_have_tensorflow_servings_codes_and_texts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_headers_and_gzip_bodies() {
     use std::io::Write;
-    let repository = ferroserve::repository::ModelRepository::load(
-        &[crate::harness::example_model()],
-        ferroserve::kernels::KernelRegistry::with_all_ops(),
-    )
-    .unwrap();
-    let state = TestServer::state(std::sync::Arc::new(repository));
+    let state = TestServer::example_state();
     let options = ferroserve::rest::RestOptions { cors: true, ..Default::default() };
     let server = TestServer::start_full(state, options, std::time::Duration::ZERO).await;
     let (code, head, body) =
