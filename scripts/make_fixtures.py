@@ -28,6 +28,17 @@
                  graph inputs, as older ONNX files do                  (batch 3)
      gemm_trans  x[N,6] -> Gemm(transB=1, alpha=0.5, beta=2) -> y      (batch 2)
 
+3. tests/fixtures/models/iris/1/{model.onnx,labels.txt} and
+   tests/fixtures/iris_reference.json
+
+   A model for Classify, Regress and MultiInference, fitted to scikit-learn's
+   iris data set: inputs sepal[N,2] and petal[N,2] (cm), outputs
+   scores[N,3] = Softmax(sepal @ Ws + petal @ Wp + b) (multinomial logistic
+   regression of the species) and outputs[N,1] = sepal @ Vs + petal @ Vp + c
+   (least-squares regression of the species index, 0..2). labels.txt names
+   the three species in class order. The reference JSON holds five flowers
+   with onnxruntime's scores and outputs.
+
 Run from the repository root after scripts/build_example_model.py:
 
     target/py/tf/bin/python scripts/make_fixtures.py
@@ -328,9 +339,84 @@ def make_onnx_fixtures():
         write_onnx_fixture(name, model, x)
 
 
+IRIS_DIR = ROOT / "tests" / "fixtures" / "models" / "iris" / "1"
+IRIS_REFERENCE = ROOT / "tests" / "fixtures" / "iris_reference.json"
+
+
+def make_iris_model():
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    iris = load_iris()
+    x = iris.data.astype(np.float32)
+    y = iris.target
+    classifier = LogisticRegression(max_iter=1000).fit(x, y)
+    w = classifier.coef_.T.astype(np.float32)  # [4, 3]
+    b = classifier.intercept_.astype(np.float32)  # [3]
+    design = np.hstack([x, np.ones((len(x), 1), np.float32)])
+    solution, *_ = np.linalg.lstsq(design, y.astype(np.float32), rcond=None)
+    v = solution[:4].reshape(4, 1).astype(np.float32)
+    c = solution[4:].astype(np.float32)  # [1]
+    inits = [
+        numpy_helper.from_array(w[:2], "Ws"),
+        numpy_helper.from_array(w[2:], "Wp"),
+        numpy_helper.from_array(b, "b"),
+        numpy_helper.from_array(v[:2], "Vs"),
+        numpy_helper.from_array(v[2:], "Vp"),
+        numpy_helper.from_array(c, "c"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["sepal", "Ws"], ["ls"]),
+        helper.make_node("MatMul", ["petal", "Wp"], ["lp"]),
+        helper.make_node("Add", ["ls", "lp"], ["l"]),
+        helper.make_node("Add", ["l", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["scores"], axis=-1),
+        helper.make_node("MatMul", ["sepal", "Vs"], ["rs"]),
+        helper.make_node("MatMul", ["petal", "Vp"], ["rp"]),
+        helper.make_node("Add", ["rs", "rp"], ["r"]),
+        helper.make_node("Add", ["r", "c"], ["outputs"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "iris",
+        inputs=[
+            helper.make_tensor_value_info("sepal", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("petal", TensorProto.FLOAT, ["N", 2]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("outputs", TensorProto.FLOAT, ["N", 1]),
+        ],
+        initializer=inits,
+    )
+    model = finish_model(graph)
+    model_bytes = model.SerializeToString()
+    IRIS_DIR.mkdir(parents=True, exist_ok=True)
+    (IRIS_DIR / "model.onnx").write_bytes(model_bytes)
+    (IRIS_DIR / "labels.txt").write_text("".join(f"{name}\n" for name in iris.target_names))
+
+    picks = [0, 50, 100, 25, 125]
+    flowers = x[picks]
+    sess = session(model_bytes)
+    scores, outputs = sess.run(["scores", "outputs"], {"sepal": flowers[:, :2], "petal": flowers[:, 2:]})
+    cases = [
+        {
+            "sepal": floats(flowers[i, :2]),
+            "petal": floats(flowers[i, 2:]),
+            "class": int(y[p]),
+            "scores": floats(scores[i]),
+            "output": floats(outputs[i])[0],
+        }
+        for i, p in enumerate(picks)
+    ]
+    reference = {"model": str(IRIS_DIR.relative_to(ROOT) / "model.onnx"), "labels": list(iris.target_names), "cases": cases}
+    IRIS_REFERENCE.write_text(json.dumps(reference, separators=(",", ":")) + "\n")
+    print(f"wrote {IRIS_DIR.relative_to(ROOT)}/ and {IRIS_REFERENCE.relative_to(ROOT)}")
+
+
 def main():
     make_mnist_reference()
     make_onnx_fixtures()
+    make_iris_model()
 
 
 if __name__ == "__main__":

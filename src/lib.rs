@@ -16,6 +16,8 @@
 //! - [`compute`]: the compute thread pool and its bridge from async code.
 //! - [`servable`]: a loaded model version: signatures, input validation,
 //!   prediction.
+//! - [`inference`]: Classify, Regress and MultiInference: examples to
+//!   input tensors, outputs to classes and values.
 //! - [`metrics`]: counters and histograms under TF Serving's metric names,
 //!   rendered for Prometheus.
 //! - [`repository`]: models on disk, their versions and states.
@@ -29,6 +31,7 @@ pub mod compute;
 pub mod config;
 pub mod error;
 pub mod graph;
+pub mod inference;
 pub mod kernels;
 pub mod metrics;
 pub mod onnx;

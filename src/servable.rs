@@ -160,7 +160,51 @@ pub struct Servable {
     pub version: i64,
     /// By signature key.
     pub signatures: BTreeMap<String, Signature>,
+    /// Class labels for Classify, from `labels.txt` in the version
+    /// directory (one per line), in output order.
+    pub labels: Option<Vec<String>>,
     plan: Plan,
+}
+
+/// The file that names a classifier's classes, one per line.
+pub const LABELS_FILE: &str = "labels.txt";
+
+/// Reads `labels.txt` next to the model file, if there is one.
+fn read_labels(model_file: &Path) -> Result<Option<Vec<String>>, LoadError> {
+    let Some(path) = model_file.parent().map(|d| d.join(LABELS_FILE)) else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(LoadError::Signature {
+                path: path.display().to_string(),
+                message: format!("cannot read: {e}"),
+            });
+        }
+    };
+    Ok(Some(text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect()))
+}
+
+/// Refuses labels that cannot match the classes of the output Classify
+/// would read, when its class count is fixed.
+fn check_labels(labels: &[String], signature: &Signature, path: &Path) -> Result<(), LoadError> {
+    let output = signature
+        .outputs
+        .get("scores")
+        .or_else(|| if signature.outputs.len() == 1 { signature.outputs.values().next() } else { None });
+    if let Some(dims) = output.and_then(|o| o.shape.as_ref())
+        && let [_, k] = dims[..]
+        && k >= 0
+        && k as usize != labels.len()
+    {
+        return Err(LoadError::Signature {
+            path: path.display().to_string(),
+            message: format!("{LABELS_FILE} has {} labels, but the model has {k} classes", labels.len()),
+        });
+    }
+    Ok(())
 }
 
 fn spec_of(graph: &Graph, id: ValueId, path: &Path) -> Result<TensorSpec, LoadError> {
@@ -195,12 +239,17 @@ impl Servable {
         for &id in &graph.outputs {
             signature.outputs.insert(graph.values[id].name.clone(), spec_of(&graph, id, path)?);
         }
+        let labels = read_labels(path)?;
+        if let Some(labels) = &labels {
+            check_labels(labels, &signature, path)?;
+        }
         let plan = Plan::new(graph, registry)
             .map_err(|source| LoadError::Plan { path: path.display().to_string(), source })?;
         Ok(Servable {
             name: name.to_string(),
             version,
             signatures: BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), signature)]),
+            labels,
             plan,
         })
     }

@@ -10,6 +10,7 @@
 //! as `{"error": "<message>"}` with TensorFlow Serving's HTTP codes.
 
 mod convert;
+mod examples;
 pub mod json;
 
 use std::future::Future;
@@ -23,10 +24,12 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
 use crate::error::{ServeError, code_name, truncate_message};
+use crate::inference::{Method as Task, PreparedInference, TaskResult};
 use crate::metrics::Entrypoint;
 use crate::repository::{VersionChoice, VersionState};
 use crate::servable::Signature;
 use crate::service::ServingState;
+use crate::service::prediction::run_inference;
 use json::{Json, write_string};
 
 /// The largest request body accepted (after gzip inflation too), as gRPC's
@@ -293,6 +296,51 @@ fn metadata_json(state: &ServingState, model: &str, version: &VersionChoice) -> 
     Ok(out)
 }
 
+/// Parses a request body, with TensorFlow Serving's texts for bad JSON.
+fn parse_body(body: &[u8]) -> Result<Json, ServeError> {
+    json::parse(body).map_err(|e| {
+        if e.message == "The document is empty." {
+            ServeError::InvalidArgument("JSON Parse error: The document is empty".into())
+        } else {
+            ServeError::InvalidArgument(format!("JSON Parse error: {} at offset: {}", e.message, e.offset))
+        }
+    })
+}
+
+/// A REST Classify or Regress: the answer's JSON, the version that
+/// answered and the number of examples. The body is read before the model
+/// is resolved, as TensorFlow Serving does.
+async fn classify_regress(
+    state: &ServingState,
+    model: &str,
+    version: &VersionChoice,
+    method: Task,
+    body: &[u8],
+) -> Result<(String, i64, usize), ServeError> {
+    let _in_flight = state.enter();
+    let doc = parse_body(body)?;
+    let (input, signature_name) = examples::request_input(&doc)?;
+    drop(doc);
+    let servable = state.repository.resolve(model, version)?;
+    let prepared = PreparedInference::single(servable, method, &signature_name, Some(input))?;
+    let examples = prepared.example_count();
+    let mut results = run_inference(state, prepared, method.api()).await?;
+    let Some((spec, result)) = results.pop() else {
+        return Err(ServeError::Internal(format!("{} produced no result", method.api())));
+    };
+    let version = match spec.version_choice {
+        Some(crate::proto::tensorflow::serving::model_spec::VersionChoice::Version(v)) => v,
+        _ => 0,
+    };
+    let json = match result {
+        TaskResult::Classification(c) => examples::classification_json(&c)?,
+        TaskResult::Regression(r) => {
+            examples::regression_json(&r.regressions.iter().map(|r| r.value).collect::<Vec<_>>())?
+        }
+    };
+    Ok((json, version, examples))
+}
+
 /// A REST Predict: the answer's JSON, the version that answered and the
 /// batch size.
 async fn predict(
@@ -303,13 +351,7 @@ async fn predict(
 ) -> Result<(String, i64, usize), ServeError> {
     let _in_flight = state.enter();
     let servable = state.repository.resolve(model, version)?;
-    let doc = json::parse(body).map_err(|e| {
-        if e.message == "The document is empty." {
-            ServeError::InvalidArgument("JSON Parse error: The document is empty".into())
-        } else {
-            ServeError::InvalidArgument(format!("JSON Parse error: {} at offset: {}", e.message, e.offset))
-        }
-    })?;
+    let doc = parse_body(body)?;
     let signature_name = match doc.get("signature_name") {
         None => "",
         Some(Json::String(s)) => s.as_str(),
@@ -348,6 +390,31 @@ async fn predict(
         .map_err(|e| ServeError::Internal(e.to_string()))??;
     let json = convert::response_json(&aliases.into_iter().zip(tensors).collect::<Vec<_>>(), format)?;
     Ok((json, servable.version, examples))
+}
+
+/// Runs one inference call under `--rest_api_timeout_in_ms` and records it
+/// in the metrics under `api`, the URL's verb.
+async fn timed(
+    rest: &RestState,
+    state: &ServingState,
+    model: &str,
+    api: &str,
+    call: impl Future<Output = Result<(String, i64, usize), ServeError>>,
+) -> Result<String, ServeError> {
+    let started = std::time::Instant::now();
+    let result = match rest.options.timeout {
+        None => call.await,
+        Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(ServeError::DeadlineExceeded(format!(
+                "Deadline exceeded: the call took longer than --rest_api_timeout_in_ms={}",
+                limit.as_millis()
+            )))
+        }),
+    };
+    let status = result.as_ref().map_or_else(|e| code_name(e.code()), |_| "OK");
+    let answered = result.as_ref().ok().map(|(_, version, examples)| (*version, *examples));
+    state.repository.metrics().record_request(model, api, Entrypoint::Rest, status, started.elapsed(), answered);
+    result.map(|(body, _, _)| body)
 }
 
 async fn handle(State(rest): State<RestState>, method: Method, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
@@ -404,33 +471,17 @@ async fn answer(rest: &RestState, method: &Method, headers: &HeaderMap, uri: &Ur
         Ok(Route::Status { model, version }) => status_json(state, &model, version),
         Ok(Route::Metadata { model, version }) => metadata_json(state, &model, &version),
         Ok(Route::Predict { model, version }) => {
-            let started = std::time::Instant::now();
-            let result = match rest.options.timeout {
-                None => predict(state, &model, &version, &body).await,
-                Some(limit) => {
-                    tokio::time::timeout(limit, predict(state, &model, &version, &body)).await.unwrap_or_else(|_| {
-                        Err(ServeError::DeadlineExceeded(format!(
-                            "Deadline exceeded: the call took longer than --rest_api_timeout_in_ms={}",
-                            limit.as_millis()
-                        )))
-                    })
-                }
-            };
-            let status = result.as_ref().map_or_else(|e| code_name(e.code()), |_| "OK");
-            let answered = result.as_ref().ok().map(|(_, version, examples)| (*version, *examples));
-            state.repository.metrics().record_request(
-                &model,
-                "predict",
-                Entrypoint::Rest,
-                status,
-                started.elapsed(),
-                answered,
-            );
-            result.map(|(body, _, _)| body)
+            let call = predict(state, &model, &version, &body);
+            timed(rest, state, &model, "predict", call).await
         }
-        Ok(Route::Classify { .. } | Route::Regress { .. }) => Err(ServeError::Unimplemented(
-            "classify and regress are not served over REST by this ferroserve build yet; use :predict".into(),
-        )),
+        Ok(Route::Classify { model, version }) => {
+            let call = classify_regress(state, &model, &version, Task::Classify, &body);
+            timed(rest, state, &model, "classify", call).await
+        }
+        Ok(Route::Regress { model, version }) => {
+            let call = classify_regress(state, &model, &version, Task::Regress, &body);
+            timed(rest, state, &model, "regress", call).await
+        }
     };
     match result {
         Ok(body) => json_response(StatusCode::OK, body),

@@ -8,7 +8,7 @@
 //! accepting, and in-flight requests complete before `serve` returns.
 
 mod model;
-mod prediction;
+pub(crate) mod prediction;
 mod warmup;
 
 use std::future::Future;

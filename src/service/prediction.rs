@@ -1,6 +1,7 @@
-//! `tensorflow.serving.PredictionService`: Predict and GetModelMetadata for
-//! real; Classify, Regress and MultiInference answer UNIMPLEMENTED until
-//! their mapping onto ONNX models exists.
+//! `tensorflow.serving.PredictionService`: Predict, Classify, Regress,
+//! MultiInference and GetModelMetadata. Classify, Regress and
+//! MultiInference map examples onto the model's inputs as
+//! [`crate::inference`] describes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,12 +11,13 @@ use tonic::{Request, Response, Status};
 use super::ServingState;
 use crate::error::{ServeError, code_name};
 use crate::graph::ValueId;
+use crate::inference::{Method, PreparedInference, TaskResult};
 use crate::metrics::Entrypoint;
 use crate::proto::tensorflow::serving::prediction_service_server::PredictionService;
 use crate::proto::tensorflow::serving::{
-    ClassificationRequest, ClassificationResponse, GetModelMetadataRequest, GetModelMetadataResponse, ModelSpec,
-    MultiInferenceRequest, MultiInferenceResponse, PredictRequest, PredictResponse, RegressionRequest,
-    RegressionResponse, SignatureDefMap, model_spec,
+    ClassificationRequest, ClassificationResponse, GetModelMetadataRequest, GetModelMetadataResponse, InferenceResult,
+    ModelSpec, MultiInferenceRequest, MultiInferenceResponse, PredictRequest, PredictResponse, RegressionRequest,
+    RegressionResponse, SignatureDefMap, inference_result, model_spec,
 };
 use crate::proto::tensorflow::{SignatureDef, TensorInfo, TensorProto, tensor_info};
 use crate::repository::VersionChoice;
@@ -100,6 +102,69 @@ impl PredictionApi {
             })
             .await
             .map_err(|e| ServeError::Internal(e.to_string()))?
+    }
+
+    /// Runs prepared Classify, Regress or MultiInference tasks on the
+    /// compute pool.
+    async fn infer(
+        &self,
+        prepared: PreparedInference,
+        api: &'static str,
+    ) -> Result<Vec<(ModelSpec, TaskResult)>, ServeError> {
+        run_inference(&self.state, prepared, api).await
+    }
+
+    async fn classify(&self, request: ClassificationRequest) -> Result<ClassificationResponse, ServeError> {
+        let _in_flight = self.state.enter();
+        let servable = resolve(&self.state, request.model_spec.as_ref())?;
+        let signature_name = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
+        let prepared = PreparedInference::single(servable, Method::Classify, &signature_name, request.input)?;
+        match self.infer(prepared, "Classify").await?.pop() {
+            Some((spec, TaskResult::Classification(result))) => {
+                Ok(ClassificationResponse { model_spec: Some(spec), result: Some(result) })
+            }
+            _ => Err(ServeError::Internal("Classify produced no classification".into())),
+        }
+    }
+
+    async fn regress(&self, request: RegressionRequest) -> Result<RegressionResponse, ServeError> {
+        let _in_flight = self.state.enter();
+        let servable = resolve(&self.state, request.model_spec.as_ref())?;
+        let signature_name = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
+        let prepared = PreparedInference::single(servable, Method::Regress, &signature_name, request.input)?;
+        match self.infer(prepared, "Regress").await?.pop() {
+            Some((spec, TaskResult::Regression(result))) => {
+                Ok(RegressionResponse { model_spec: Some(spec), result: Some(result) })
+            }
+            _ => Err(ServeError::Internal("Regress produced no regression".into())),
+        }
+    }
+
+    async fn multi_inference(&self, request: MultiInferenceRequest) -> Result<MultiInferenceResponse, ServeError> {
+        let _in_flight = self.state.enter();
+        if request.tasks.iter().any(|t| t.model_spec.as_ref().is_none_or(|s| s.name.is_empty())) {
+            return Err(ServeError::InvalidArgument("Found ModelSpec with an empty model name.".into()));
+        }
+        let Some(first) = request.tasks.first() else {
+            return Err(ServeError::InvalidArgument(
+                "MultiInferenceRequest has no tasks; expected at least one task with method_name tensorflow/serving/classify or tensorflow/serving/regress".into(),
+            ));
+        };
+        let servable = resolve(&self.state, first.model_spec.as_ref())?;
+        let prepared = PreparedInference::multi(servable, &request.tasks, request.input)?;
+        let results = self.infer(prepared, "MultiInference").await?;
+        Ok(MultiInferenceResponse {
+            results: results
+                .into_iter()
+                .map(|(spec, result)| InferenceResult {
+                    model_spec: Some(spec),
+                    result: Some(match result {
+                        TaskResult::Classification(c) => inference_result::Result::ClassificationResult(c),
+                        TaskResult::Regression(r) => inference_result::Result::RegressionResult(r),
+                    }),
+                })
+                .collect(),
+        })
     }
 
     fn metadata(&self, request: GetModelMetadataRequest) -> Result<GetModelMetadataResponse, ServeError> {
@@ -196,48 +261,51 @@ impl PreparedPredict {
     }
 }
 
-fn not_yet(method: &str) -> Status {
-    ServeError::Unimplemented(format!(
-        "tensorflow.serving.PredictionService/{method} is not implemented by this ferroserve build yet; use Predict"
-    ))
-    .into()
+/// Runs prepared inference tasks on the compute pool and records their
+/// runtime under `api`. REST shares it.
+pub(crate) async fn run_inference(
+    state: &ServingState,
+    prepared: PreparedInference,
+    api: &'static str,
+) -> Result<Vec<(ModelSpec, TaskResult)>, ServeError> {
+    let metrics = state.repository.metrics().clone();
+    state
+        .compute
+        .run(move || {
+            let started = std::time::Instant::now();
+            let model = prepared.servable().name.clone();
+            let results = prepared.execute();
+            metrics.record_runtime(&model, api, started.elapsed());
+            results
+        })
+        .await
+        .map_err(|e| ServeError::Internal(e.to_string()))?
 }
 
-#[tonic::async_trait]
-impl PredictionService for PredictionApi {
-    async fn classify(
+/// The version and example count of an answer, for the metrics.
+fn answered(spec: Option<&ModelSpec>, examples: usize) -> (i64, usize) {
+    let version = match spec.and_then(|s| s.version_choice.as_ref()) {
+        Some(model_spec::VersionChoice::Version(v)) => *v,
+        _ => 0,
+    };
+    (version, examples)
+}
+
+impl PredictionApi {
+    /// Records one gRPC call in the metrics and turns its result into tonic's.
+    fn finish<T>(
         &self,
-        _request: Request<ClassificationRequest>,
-    ) -> Result<Response<ClassificationResponse>, Status> {
-        Err(not_yet("Classify"))
-    }
-
-    async fn regress(&self, _request: Request<RegressionRequest>) -> Result<Response<RegressionResponse>, Status> {
-        Err(not_yet("Regress"))
-    }
-
-    async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
-        let request = request.into_inner();
-        let model = request.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-        let started = std::time::Instant::now();
-        let result = self.predict(request).await;
-        let answered = result.as_ref().ok().map(|r| {
-            let version = match r.model_spec.as_ref().and_then(|s| s.version_choice.as_ref()) {
-                Some(model_spec::VersionChoice::Version(v)) => *v,
-                _ => 0,
-            };
-            let examples = r
-                .outputs
-                .values()
-                .next()
-                .and_then(|t| t.tensor_shape.as_ref()?.dim.first().map(|d| d.size.max(0) as usize))
-                .unwrap_or(1);
-            (version, examples)
-        });
+        model: &str,
+        api: &str,
+        started: std::time::Instant,
+        result: Result<T, ServeError>,
+        answer: impl Fn(&T) -> (i64, usize),
+    ) -> Result<Response<T>, Status> {
         let status = result.as_ref().map_or_else(|e| code_name(e.code()), |_| "OK");
+        let answered = result.as_ref().ok().map(answer);
         self.state.repository.metrics().record_request(
-            &model,
-            "Predict",
+            model,
+            api,
             Entrypoint::Grpc,
             status,
             started.elapsed(),
@@ -245,12 +313,66 @@ impl PredictionService for PredictionApi {
         );
         result.map(Response::new).map_err(Status::from)
     }
+}
+
+#[tonic::async_trait]
+impl PredictionService for PredictionApi {
+    async fn classify(
+        &self,
+        request: Request<ClassificationRequest>,
+    ) -> Result<Response<ClassificationResponse>, Status> {
+        let request = request.into_inner();
+        let model = request.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let started = std::time::Instant::now();
+        let result = self.classify(request).await;
+        self.finish(&model, "Classify", started, result, |r| {
+            answered(r.model_spec.as_ref(), r.result.as_ref().map_or(0, |c| c.classifications.len()))
+        })
+    }
+
+    async fn regress(&self, request: Request<RegressionRequest>) -> Result<Response<RegressionResponse>, Status> {
+        let request = request.into_inner();
+        let model = request.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let started = std::time::Instant::now();
+        let result = self.regress(request).await;
+        self.finish(&model, "Regress", started, result, |r| {
+            answered(r.model_spec.as_ref(), r.result.as_ref().map_or(0, |c| c.regressions.len()))
+        })
+    }
+
+    async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
+        let request = request.into_inner();
+        let model = request.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let started = std::time::Instant::now();
+        let result = self.predict(request).await;
+        self.finish(&model, "Predict", started, result, |r| {
+            let examples = r
+                .outputs
+                .values()
+                .next()
+                .and_then(|t| t.tensor_shape.as_ref()?.dim.first().map(|d| d.size.max(0) as usize))
+                .unwrap_or(1);
+            answered(r.model_spec.as_ref(), examples)
+        })
+    }
 
     async fn multi_inference(
         &self,
-        _request: Request<MultiInferenceRequest>,
+        request: Request<MultiInferenceRequest>,
     ) -> Result<Response<MultiInferenceResponse>, Status> {
-        Err(not_yet("MultiInference"))
+        let request = request.into_inner();
+        let model =
+            request.tasks.first().and_then(|t| t.model_spec.as_ref()).map(|s| s.name.clone()).unwrap_or_default();
+        let started = std::time::Instant::now();
+        let result = self.multi_inference(request).await;
+        self.finish(&model, "MultiInference", started, result, |r| {
+            let examples = r.results.first().map_or(0, |first| match &first.result {
+                Some(inference_result::Result::ClassificationResult(c)) => c.classifications.len(),
+                Some(inference_result::Result::RegressionResult(c)) => c.regressions.len(),
+                None => 0,
+            });
+            answered(r.results.first().and_then(|f| f.model_spec.as_ref()), examples)
+        })
     }
 
     async fn get_model_metadata(

@@ -7,8 +7,7 @@ use tonic::Code;
 
 use crate::harness::{TestServer, cases, float_tensor, predict_request, spec};
 use ferroserve::proto::tensorflow::serving::{
-    ClassificationRequest, GetModelMetadataRequest, GetModelStatusRequest, ModelSpec, MultiInferenceRequest,
-    PredictRequest, RegressionRequest, ReloadConfigRequest, model_spec,
+    GetModelMetadataRequest, GetModelStatusRequest, ModelSpec, PredictRequest, ReloadConfigRequest, model_spec,
 };
 use ferroserve::proto::tensorflow::{DataType, TensorProto};
 use ferroserve::tensor::proto::shape_proto;
@@ -202,7 +201,7 @@ async fn predict_errors_have_tensorflow_servings_codes_and_texts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metadata_status_and_unimplemented_methods() {
+async fn metadata_and_status_errors() {
     let server = TestServer::start().await;
     let mut prediction = server.prediction().await;
     let mut models = server.models().await;
@@ -253,17 +252,7 @@ async fn metadata_status_and_unimplemented_methods() {
         check(what, models.get_model_status(request).await.expect_err(what), code, Text::Exact(text));
     }
 
-    let unimplemented = [
-        ("Classify", prediction.classify(ClassificationRequest::default()).await.map(|_| ())),
-        ("Regress", prediction.regress(RegressionRequest::default()).await.map(|_| ())),
-        ("MultiInference", prediction.multi_inference(MultiInferenceRequest::default()).await.map(|_| ())),
-    ];
     let status = models.handle_reload_config_request(ReloadConfigRequest::default()).await.unwrap_err();
     check("reload without config", status, Code::InvalidArgument, Text::Exact("ReloadConfigRequest has no config"));
-    for (method, result) in unimplemented {
-        let status = result.expect_err(method);
-        assert_eq!(status.code(), Code::Unimplemented, "{method}");
-        assert!(status.message().contains(&format!("/{method} is not implemented")), "{}", status.message());
-    }
     server.stop().await;
 }

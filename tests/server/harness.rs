@@ -31,6 +31,41 @@ pub fn example_model() -> ModelConfig {
     ModelConfig::new("mnist", root().join("examples/models/mnist"))
 }
 
+/// The Classify/Regress fixture: inputs sepal[N,2] and petal[N,2], outputs
+/// scores[N,3] and outputs[N,1], with labels.txt.
+pub fn iris_model() -> ModelConfig {
+    ModelConfig::new("iris", root().join("tests/fixtures/models/iris"))
+}
+
+/// One flower of tests/fixtures/iris_reference.json.
+pub struct Flower {
+    pub sepal: Vec<f32>,
+    pub petal: Vec<f32>,
+    pub scores: Vec<f32>,
+    pub output: f32,
+}
+
+pub fn flowers() -> (Vec<String>, Vec<Flower>) {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root().join("tests/fixtures/iris_reference.json")).unwrap()).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    };
+    let labels = json["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect();
+    let flowers = json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Flower {
+            sepal: floats(&c["sepal"]),
+            petal: floats(&c["petal"]),
+            scores: floats(&c["scores"]),
+            output: c["output"].as_f64().unwrap() as f32,
+        })
+        .collect();
+    (labels, flowers)
+}
+
 /// A server running on its own task until stopped.
 pub struct TestServer {
     pub addr: SocketAddr,

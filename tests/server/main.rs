@@ -3,6 +3,7 @@
 //! tonic clients generated from our proto/.
 
 mod binary;
+mod classify;
 mod errors;
 mod harness;
 mod health_reflection;

@@ -61,13 +61,14 @@ def test_wrong_input_dtype_is_invalid_argument(prediction_service):
     assert INPUT_ALIAS in error.details()
 
 
-def test_classify_is_unimplemented(prediction_service):
+def test_classify_without_examples_is_refused(prediction_service):
     request = classification_pb2.ClassificationRequest()
     request.model_spec.name = MODEL_NAME
 
     error = rpc_error(prediction_service.Classify, request)
 
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "Input is empty."
 
 
 def test_predict_still_works_after_errors(prediction_service):
