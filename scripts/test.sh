@@ -5,13 +5,14 @@
 #   bash scripts/test.sh
 #
 # Phases: (a) Python virtual environments under target/py from requirements/,
-# (b) cargo build, (c) cargo nextest, (d) pytest, one process and one
-# environment per suite: both suites load protobuf modules with the same file
-# names (one generated from proto/, one from the official wheels), which
-# cannot share an interpreter.
+# (b) the Node.js packages of tests/node from its package-lock.json (for the
+# Node client that the grpc_stubs suite runs), (c) cargo build, (d) cargo
+# nextest, (e) pytest, one process and one environment per suite: both suites
+# load protobuf modules with the same file names (one generated from proto/,
+# one from the official wheels), which cannot share an interpreter.
 #
 # Environment: PYTHON selects the interpreter the virtual environments are
-# made with (default: python3).
+# made with (default: python3). Needs node and npm on PATH.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -85,6 +86,27 @@ ensure_venv() {
     echo "$want" >"$stamp"
 }
 
+# ensure_node_modules DIR
+# Installs DIR/node_modules exactly as DIR/package-lock.json says, unless the
+# stamp file shows that this lock file was installed already. `npm ci` starts
+# by deleting node_modules, stamp included, so a failed install is redone on
+# the next run. --ignore-scripts: no package needs an install script (the only
+# one, protobufjs's, just prints advice), and none should run here.
+ensure_node_modules() {
+    local dir=$1
+    local stamp=$dir/node_modules/.package-lock.sha256
+    local want
+    want=$(sha256sum <"$dir/package-lock.json" | cut -d' ' -f1)
+
+    if [[ -f $stamp && $(<"$stamp") == "$want" ]]; then
+        echo "$dir/node_modules: up to date with $dir/package-lock.json"
+        return 0
+    fi
+    echo "$dir/node_modules: installing $dir/package-lock.json with node $(node --version), npm $(npm --version)"
+    npm ci --prefix "$dir" --no-audit --no-fund --ignore-scripts
+    echo "$want" >"$stamp"
+}
+
 # run_pytest NAME VENV SUITE_DIR: sets PYTEST_STATUS[NAME].
 declare -A PYTEST_STATUS=()
 run_pytest() {
@@ -139,6 +161,10 @@ EOF
 begin_phase "python environments"
 ensure_venv grpc requirements/test-grpc.txt
 ensure_venv tf requirements/test-tf.txt "$TF_SERVING_API"
+end_phase
+
+begin_phase "node packages"
+ensure_node_modules tests/node
 end_phase
 
 begin_phase "cargo build"
