@@ -266,7 +266,6 @@ impl Flags {
             use_alts_credentials => "not yet honoured",
             grpc_channel_arguments => "not yet honoured",
             grpc_max_threads => "not yet honoured",
-            monitoring_config_file => "not yet honoured: metrics are always at /monitoring/prometheus/metrics on the REST port",
             enable_signature_method_name_check => "not yet honoured",
             enable_profiler => "ignored: no profiler service",
             enable_grpc_healthcheck_service => "ignored: grpc.health.v1 is always served",
@@ -333,6 +332,11 @@ impl Flags {
             let path = PathBuf::from(&self.model_config_file);
             (read_model_config_file(&path)?, Some(path))
         };
+        let metrics_path = if self.monitoring_config_file.is_empty() {
+            Some(crate::rest::METRICS_PATH.to_string())
+        } else {
+            read_monitoring_config_file(std::path::Path::new(&self.monitoring_config_file))?
+        };
         let seconds = |s: i64| (s > 0).then(|| Duration::from_secs(s as u64));
         Ok(Config {
             grpc_port: (self.port != 0).then_some(self.port),
@@ -350,6 +354,7 @@ impl Flags {
                 cors: self.rest_api_enable_cors_support,
                 timeout: (self.rest_api_timeout_in_ms > 0)
                     .then(|| Duration::from_millis(self.rest_api_timeout_in_ms as u64)),
+                metrics_path,
             },
             tensor_content_outputs: self.enable_serialization_as_tensor_content,
             warmup_iterations: self.enable_model_warmup.then_some(self.num_request_iterations_for_warmup.max(1)),
@@ -370,12 +375,43 @@ const REMOTE_PATHS: &str = "object-store base paths (gs://, s3://, ...) are not 
 /// With the parser's message (line and column) when the text is not a
 /// valid `ModelServerConfig`.
 pub fn parse_model_server_config(text: &str) -> Result<ModelServerConfig, String> {
+    parse_text_format("tensorflow.serving.ModelServerConfig", text)
+}
+
+/// Parses protobuf text format into the message `full_name`, over the
+/// descriptors compiled from proto/.
+fn parse_text_format<T: prost::Message + Default>(full_name: &str, text: &str) -> Result<T, String> {
     let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())?;
-    let descriptor = pool
-        .get_message_by_name("tensorflow.serving.ModelServerConfig")
-        .ok_or("the descriptors lack tensorflow.serving.ModelServerConfig")?;
+    let descriptor = pool.get_message_by_name(full_name).ok_or_else(|| format!("the descriptors lack {full_name}"))?;
     let message = DynamicMessage::parse_text_format(descriptor, text).map_err(|e| e.to_string())?;
-    message.transcode_to::<ModelServerConfig>().map_err(|e| e.to_string())
+    message.transcode_to::<T>().map_err(|e| e.to_string())
+}
+
+/// Where the Prometheus page is served, from a text-format
+/// `MonitoringConfig` file: `None` when it disables the page.
+///
+/// # Errors
+/// When the file cannot be read or parsed, or its path is not absolute.
+pub fn read_monitoring_config_file(path: &std::path::Path) -> Result<Option<String>, ConfigError> {
+    let err = |reason: String| ConfigError::Invalid {
+        flag: "monitoring_config_file",
+        value: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let config: crate::proto::tensorflow::serving::MonitoringConfig =
+        parse_text_format("tensorflow.serving.MonitoringConfig", &text)
+            .map_err(|e| err(format!("not a text-format MonitoringConfig: {e}")))?;
+    let Some(prometheus) = config.prometheus_config.filter(|p| p.enable) else {
+        return Ok(None);
+    };
+    if prometheus.path.is_empty() {
+        return Ok(Some(crate::rest::METRICS_PATH.to_string()));
+    }
+    if !prometheus.path.starts_with('/') {
+        return Err(err(format!("prometheus_config.path \"{}\" must be a URL path starting with /", prometheus.path)));
+    }
+    Ok(Some(prometheus.path))
 }
 
 /// The models of a `ModelServerConfig`, checked with TensorFlow Serving's
@@ -608,5 +644,36 @@ mod tests {
         let err = parse(&["--model_base_path=gs://bucket/m"]).unwrap().validate().unwrap_err().to_string();
         assert!(err.contains("not supported"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_monitoring_config_file_sets_or_disables_the_metrics_path() {
+        let dir = std::env::temp_dir().join(format!("ferroserve-monitoring-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("monitoring.config");
+        let flag = format!("--monitoring_config_file={}", file.display());
+        let path_for = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            parse(&["--model_base_path=/m", &flag]).unwrap().validate().map(|c| c.rest.metrics_path)
+        };
+        let default = parse(&["--model_base_path=/m"]).unwrap().validate().unwrap().rest.metrics_path;
+        assert_eq!(default.as_deref(), Some("/monitoring/prometheus/metrics"), "on by default");
+        assert_eq!(
+            path_for("prometheus_config { enable: true, path: '/metrics' }").unwrap().as_deref(),
+            Some("/metrics")
+        );
+        assert_eq!(
+            path_for("prometheus_config { enable: true }").unwrap().as_deref(),
+            Some("/monitoring/prometheus/metrics")
+        );
+        assert_eq!(path_for("prometheus_config { enable: false, path: '/metrics' }").unwrap(), None);
+        assert_eq!(path_for("").unwrap(), None, "a file without prometheus_config turns the page off");
+        let err = path_for("prometheus_config { enable: true, path: 'metrics' }").unwrap_err().to_string();
+        assert!(err.contains("must be a URL path starting with /"), "{err}");
+        let err = path_for("prometheus_config { enabled: true }").unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{flag}: not a text-format MonitoringConfig")), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = parse(&["--model_base_path=/m", &flag]).unwrap().validate().unwrap_err().to_string();
+        assert!(err.contains("cannot read it"), "{err}");
     }
 }

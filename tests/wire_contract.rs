@@ -251,3 +251,22 @@ fn the_services_have_upstream_method_paths_and_types() {
         "/tensorflow.serving.PredictionService/Predict .tensorflow.serving.PredictRequest -> .tensorflow.serving.PredictResponse client_streaming=false server_streaming=false"
     ));
 }
+
+/// monitoring_config.proto is not in the official wheels, so it is written
+/// by hand: pin its names and numbers to upstream's here.
+#[test]
+fn the_handwritten_monitoring_config_has_upstream_names_and_numbers() {
+    let ours = ours();
+    let file = ours
+        .file
+        .iter()
+        .find(|f| f.name() == "tensorflow_serving/config/monitoring_config.proto")
+        .expect("monitoring_config.proto is compiled");
+    assert_eq!(file.package(), "tensorflow.serving");
+    let fields = |message: &str| -> Vec<String> {
+        let m = file.message_type.iter().find(|m| m.name() == message).expect(message);
+        m.field.iter().map(|f| format!("{} {} {:?} {}", f.name(), f.number(), f.r#type(), f.type_name())).collect()
+    };
+    assert_eq!(fields("PrometheusConfig"), ["enable 1 Bool ", "path 2 String "]);
+    assert_eq!(fields("MonitoringConfig"), ["prometheus_config 1 Message .tensorflow.serving.PrometheusConfig"]);
+}

@@ -46,11 +46,18 @@ pub struct RestOptions {
     pub cors: bool,
     /// How long a call may take (`--rest_api_timeout_in_ms`); `None` = no limit.
     pub timeout: Option<std::time::Duration>,
+    /// Where the Prometheus page is served (`--monitoring_config_file`);
+    /// `None` = not served.
+    pub metrics_path: Option<String>,
 }
 
 impl Default for RestOptions {
     fn default() -> Self {
-        RestOptions { cors: false, timeout: Some(std::time::Duration::from_millis(30_000)) }
+        RestOptions {
+            cors: false,
+            timeout: Some(std::time::Duration::from_millis(30_000)),
+            metrics_path: Some(METRICS_PATH.to_string()),
+        }
     }
 }
 
@@ -431,7 +438,7 @@ async fn handle(State(rest): State<RestState>, method: Method, headers: HeaderMa
 async fn answer(rest: &RestState, method: &Method, headers: &HeaderMap, uri: &Uri, body: Bytes) -> Response {
     let state = &rest.serving;
     let path = uri.path();
-    if path == METRICS_PATH && *method == Method::GET {
+    if rest.options.metrics_path.as_deref() == Some(path) && *method == Method::GET {
         let page = state.repository.metrics().render(state.in_flight.load(std::sync::atomic::Ordering::SeqCst));
         let mut response = (StatusCode::OK, page).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));

@@ -177,6 +177,27 @@ async fn rest_errors_have_tensorflow_servings_codes_and_texts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_page_moves_or_goes_with_the_monitoring_config() {
+    let options = ferroserve::rest::RestOptions { metrics_path: Some("/metrics".into()), ..Default::default() };
+    let server = TestServer::start_full(TestServer::example_state(), options, std::time::Duration::ZERO).await;
+    let (code, content_type, body) = server.http("GET", "/metrics", b"").await;
+    assert_eq!(code, 200);
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert!(body.contains("# TYPE :tensorflow:serving:request_count counter"), "{body}");
+    let (code, _, _) = server.http("GET", "/monitoring/prometheus/metrics", b"").await;
+    assert_eq!(code, 404, "only the configured path serves the page");
+    server.stop().await;
+
+    let options = ferroserve::rest::RestOptions { metrics_path: None, ..Default::default() };
+    let server = TestServer::start_full(TestServer::example_state(), options, std::time::Duration::ZERO).await;
+    let (code, _, _) = server.http("GET", "/monitoring/prometheus/metrics", b"").await;
+    assert_eq!(code, 404, "a config that disables the page");
+    let (code, _, _) = server.http("GET", "/v1/models/mnist", b"").await;
+    assert_eq!(code, 200, "the API still answers");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_headers_and_gzip_bodies() {
     use std::io::Write;
     let state = TestServer::example_state();
