@@ -10,8 +10,7 @@
 //!   the input's per-example shape (the input's dims after the first), and
 //!   the examples are stacked along dimension 0;
 //! - `float_list` feeds float and double inputs, `int64_list` feeds integer,
-//!   bool and (converted) float inputs; `bytes_list` feeds nothing, as no
-//!   input takes strings;
+//!   bool and (converted) float inputs, `bytes_list` feeds string inputs;
 //! - Classify reads the output aliased `scores` (or the signature's only
 //!   output), float `[batch, k]`, and answers k classes per example in output
 //!   order, labelled from the version's `labels.txt` or by index;
@@ -316,7 +315,7 @@ fn feature<'a>(example: &'a Example, name: &str) -> Option<&'a Feature> {
 enum Values<'a> {
     Float(&'a [f32]),
     Int(&'a [i64]),
-    Bytes(usize),
+    Bytes(&'a [Vec<u8>]),
 }
 
 impl Values<'_> {
@@ -325,7 +324,7 @@ impl Values<'_> {
             None => Values::Float(&[]),
             Some(feature::Kind::FloatList(l)) => Values::Float(&l.value),
             Some(feature::Kind::Int64List(l)) => Values::Int(&l.value),
-            Some(feature::Kind::BytesList(l)) => Values::Bytes(l.value.len()),
+            Some(feature::Kind::BytesList(l)) => Values::Bytes(&l.value),
         }
     }
 
@@ -333,7 +332,7 @@ impl Values<'_> {
         match self {
             Values::Float(v) => v.len(),
             Values::Int(v) => v.len(),
-            Values::Bytes(n) => *n,
+            Values::Bytes(v) => v.len(),
         }
     }
 
@@ -431,15 +430,7 @@ struct Elements(TensorData);
 
 impl Elements {
     fn new(dtype: DataType) -> Elements {
-        Elements(match dtype {
-            DataType::Float => TensorData::Float(Vec::new()),
-            DataType::Double => TensorData::Double(Vec::new()),
-            DataType::Int32 => TensorData::Int32(Vec::new()),
-            DataType::Int64 => TensorData::Int64(Vec::new()),
-            DataType::UInt8 => TensorData::UInt8(Vec::new()),
-            DataType::Int8 => TensorData::Int8(Vec::new()),
-            DataType::Bool => TensorData::Bool(Vec::new()),
-        })
+        Elements(TensorData::zeros(dtype, 0))
     }
 
     fn reserve(&mut self, n: usize) {
@@ -451,6 +442,7 @@ impl Elements {
             TensorData::UInt8(v) => v.reserve(n),
             TensorData::Int8(v) => v.reserve(n),
             TensorData::Bool(v) => v.reserve(n),
+            TensorData::String(v) => v.reserve(n),
         }
     }
 
@@ -462,6 +454,8 @@ impl Elements {
             Ok(())
         }
         match (&mut self.0, values) {
+            (TensorData::String(out), Values::Bytes(v)) => out.extend_from_slice(v),
+            (TensorData::String(_), _) => return Err("string inputs take bytes_list features".into()),
             (_, Values::Bytes(_)) => return Err("bytes_list features feed only string inputs".into()),
             (TensorData::Float(out), Values::Float(v)) => out.extend_from_slice(v),
             (TensorData::Float(out), Values::Int(v)) => out.extend(v.iter().map(|&x| x as f32)),

@@ -131,7 +131,7 @@ fn build_transpose(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError
     Ok(Box::new(Transpose { perm }))
 }
 
-fn permute<T: Copy>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
+fn permute<T: Clone>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
     let rank = shape.len();
     let mut in_strides = vec![1usize; rank];
     for d in (0..rank.saturating_sub(1)).rev() {
@@ -144,7 +144,7 @@ fn permute<T: Copy>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
     let mut idx = vec![0usize; rank];
     let mut offset = 0usize;
     for _ in 0..data.len() {
-        out.push(data[offset]);
+        out.push(data[offset].clone());
         for d in (0..rank).rev() {
             idx[d] += 1;
             offset += strides[d];
@@ -178,6 +178,7 @@ impl Kernel for Transpose {
             TensorData::UInt8(v) => TensorData::UInt8(permute(v, s, &perm)),
             TensorData::Int8(v) => TensorData::Int8(permute(v, s, &perm)),
             TensorData::Bool(v) => TensorData::Bool(permute(v, s, &perm)),
+            TensorData::String(v) => TensorData::String(permute(v, s, &perm)),
         };
         let shape = perm.iter().map(|&p| s[p]).collect();
         Ok(vec![Tensor::new(shape, data)?])

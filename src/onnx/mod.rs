@@ -214,6 +214,7 @@ fn dtype_from_onnx(elem_type: i32) -> Result<DataType, String> {
         Ok(T::Uint8) => Ok(DataType::UInt8),
         Ok(T::Int8) => Ok(DataType::Int8),
         Ok(T::Bool) => Ok(DataType::Bool),
+        Ok(T::String) => Ok(DataType::String),
         Ok(other) => Err(format!("element type {} is not supported", other.as_str_name())),
         Err(_) => Err(format!("unknown element type {elem_type}")),
     }
@@ -239,7 +240,8 @@ pub fn tensor_from_onnx(t: &pb::TensorProto) -> Result<Tensor, OnnxError> {
         .collect::<Result<Vec<_>, _>>()?;
     let n = element_count(&shape).ok_or_else(|| err(format!("shape {shape:?} overflows")))?;
     let data = match t.raw_data.as_deref() {
-        Some(raw) if !raw.is_empty() || n == 0 => {
+        // ONNX keeps strings in string_data only.
+        Some(raw) if dtype != DataType::String && (!raw.is_empty() || n == 0) => {
             if raw.len() != n * dtype.size_of() {
                 return Err(err(format!(
                     "raw_data holds {} bytes but {dtype} {shape:?} needs {}",
@@ -259,6 +261,7 @@ pub fn tensor_from_onnx(t: &pb::TensorProto) -> Result<Tensor, OnnxError> {
             DataType::UInt8 => TensorData::UInt8(t.int32_data.iter().map(|&v| v as u8).collect()),
             DataType::Int8 => TensorData::Int8(t.int32_data.iter().map(|&v| v as i8).collect()),
             DataType::Bool => TensorData::Bool(t.int32_data.iter().map(|&v| v != 0).collect()),
+            DataType::String => TensorData::String(t.string_data.clone()),
         },
     };
     Tensor::new(shape, data).map_err(|e| err(e.to_string()))

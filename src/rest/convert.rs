@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine;
+
 use super::json::{Json, format_float, to_string};
 use crate::error::ServeError;
 use crate::servable::Signature;
@@ -68,6 +70,11 @@ impl Elements {
             (TensorData::UInt8(out), Json::Int(i)) => out.push(u8::try_from(*i).map_err(|_| wrong())?),
             (TensorData::Int8(out), Json::Int(i)) => out.push(i8::try_from(*i).map_err(|_| wrong())?),
             (TensorData::Bool(out), Json::Bool(b)) => out.push(*b),
+            (TensorData::String(out), Json::String(text)) => out.push(text.as_bytes().to_vec()),
+            (TensorData::String(out), Json::Object(_)) => match super::examples::b64_member(v) {
+                Some(encoded) => out.push(super::examples::decode_b64(encoded)?),
+                None => return Err(wrong()),
+            },
             _ => return Err(wrong()),
         }
         Ok(())
@@ -161,7 +168,9 @@ fn rows(
     let aliases: Vec<&String> = signature.inputs.keys().collect();
     let mut out: BTreeMap<&str, (Elements, Option<Vec<usize>>)> =
         signature.inputs.iter().map(|(a, s)| (a.as_str(), (Elements::new(s.dtype), None))).collect();
-    let named = matches!(items[0], Json::Object(_));
+    // With one input, `{"b64": ...}` is a value, not an object of inputs.
+    let named = matches!(items[0], Json::Object(_))
+        && !(aliases.len() == 1 && super::examples::b64_member(&items[0]).is_some());
     if aliases.len() > 1 && !named {
         return Err(invalid(
             "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map".into(),
@@ -252,9 +261,19 @@ fn columns(inputs: &Json, signature: &Signature) -> Result<Vec<(String, Tensor)>
         .collect()
 }
 
-/// Element `index` of a tensor as JSON.
-fn element(data: &TensorData, index: usize) -> Json {
+/// TensorFlow Serving writes a string output as `{"b64": ...}` only when
+/// its alias ends with this.
+const BYTES_SUFFIX: &str = "_bytes";
+
+/// Element `index` of a tensor as JSON; strings base64-wrapped with `b64`,
+/// else as text (bytes that are not UTF-8 replaced by U+FFFD).
+fn element(data: &TensorData, index: usize, b64: bool) -> Json {
     match data {
+        TensorData::String(v) if b64 => Json::Object(vec![(
+            "b64".into(),
+            Json::String(base64::engine::general_purpose::STANDARD.encode(&v[index])),
+        )]),
+        TensorData::String(v) => Json::String(String::from_utf8_lossy(&v[index]).into_owned()),
         TensorData::Float(v) => Json::Float(v[index] as f64),
         TensorData::Double(v) => Json::Float(v[index]),
         TensorData::Int32(v) => Json::Int(v[index] as i64),
@@ -266,12 +285,12 @@ fn element(data: &TensorData, index: usize) -> Json {
 }
 
 /// The nested lists of `shape` starting at element `offset`.
-fn nested(data: &TensorData, shape: &[usize], offset: usize) -> Json {
+fn nested(data: &TensorData, shape: &[usize], offset: usize, b64: bool) -> Json {
     match shape {
-        [] => element(data, offset),
+        [] => element(data, offset, b64),
         [n, rest @ ..] => {
             let stride: usize = rest.iter().product();
-            Json::Array((0..*n).map(|i| nested(data, rest, offset + i * stride)).collect())
+            Json::Array((0..*n).map(|i| nested(data, rest, offset + i * stride, b64)).collect())
         }
     }
 }
@@ -297,10 +316,11 @@ fn write_value(out: &mut String, v: &Json, single: bool) {
 
 /// One output unwrapped, or several as an object by alias; `part` picks
 /// what of each tensor is written (all of it, or one row).
-fn write_outputs(out: &mut String, outputs: &[(String, Tensor)], part: impl Fn(&Tensor) -> Json) {
+fn write_outputs(out: &mut String, outputs: &[(String, Tensor)], part: impl Fn(&Tensor, bool) -> Json) {
     let single = |t: &Tensor| t.dtype() == DataType::Float;
-    if let [(_, t)] = outputs {
-        write_value(out, &part(t), single(t));
+    let b64 = |alias: &str| alias.ends_with(BYTES_SUFFIX);
+    if let [(alias, t)] = outputs {
+        write_value(out, &part(t, b64(alias)), single(t));
         return;
     }
     out.push('{');
@@ -310,7 +330,7 @@ fn write_outputs(out: &mut String, outputs: &[(String, Tensor)], part: impl Fn(&
         }
         super::json::write_string(out, alias);
         out.push(':');
-        write_value(out, &part(t), single(t));
+        write_value(out, &part(t, b64(alias)), single(t));
     }
     out.push('}');
 }
@@ -325,7 +345,7 @@ pub fn response_json(outputs: &[(String, Tensor)], format: Format) -> Result<Str
     match format {
         Format::Columnar => {
             out.push_str("{\"outputs\":");
-            write_outputs(&mut out, outputs, |t| nested(t.data(), t.shape(), 0));
+            write_outputs(&mut out, outputs, |t, b64| nested(t.data(), t.shape(), 0, b64));
             out.push('}');
         }
         Format::Row => {
@@ -349,9 +369,9 @@ pub fn response_json(outputs: &[(String, Tensor)], format: Format) -> Result<Str
                 if row > 0 {
                     out.push(',');
                 }
-                write_outputs(&mut out, outputs, |t| {
+                write_outputs(&mut out, outputs, |t, b64| {
                     let rest = &t.shape()[1..];
-                    nested(t.data(), rest, row * rest.iter().product::<usize>())
+                    nested(t.data(), rest, row * rest.iter().product::<usize>(), b64)
                 });
             }
             out.push_str("]}");

@@ -41,7 +41,7 @@ pub fn decode_b64(value: &Json) -> Result<Vec<u8>, ServeError> {
 }
 
 /// The base64 payload of a `{"b64": ...}` object (exactly one key).
-fn b64_member(v: &Json) -> Option<&Json> {
+pub fn b64_member(v: &Json) -> Option<&Json> {
     match v {
         Json::Object(members) if members.len() == 1 && members[0].0 == "b64" => Some(&members[0].1),
         _ => None,

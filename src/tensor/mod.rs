@@ -22,15 +22,21 @@ pub enum DataType {
     UInt8,
     Int8,
     Bool,
+    /// Byte strings (TensorFlow's DT_STRING, ONNX's STRING): carried
+    /// through the shape operators, never computed on.
+    String,
 }
 
 impl DataType {
-    /// Size of one element in bytes, as stored in `tensor_content`.
+    /// Size of one element in bytes, as stored in `tensor_content`; for
+    /// strings, the fixed part of one element in memory (its bytes come on
+    /// top).
     pub fn size_of(self) -> usize {
         match self {
             DataType::Float | DataType::Int32 => 4,
             DataType::Double | DataType::Int64 => 8,
             DataType::UInt8 | DataType::Int8 | DataType::Bool => 1,
+            DataType::String => std::mem::size_of::<Vec<u8>>(),
         }
     }
 
@@ -45,6 +51,7 @@ impl DataType {
             DataType::UInt8 => "uint8",
             DataType::Int8 => "int8",
             DataType::Bool => "bool",
+            DataType::String => "string",
         }
     }
 
@@ -58,6 +65,7 @@ impl DataType {
             DataType::UInt8 => "DT_UINT8",
             DataType::Int8 => "DT_INT8",
             DataType::Bool => "DT_BOOL",
+            DataType::String => "DT_STRING",
         }
     }
 }
@@ -78,6 +86,7 @@ pub enum TensorData {
     UInt8(Vec<u8>),
     Int8(Vec<i8>),
     Bool(Vec<bool>),
+    String(Vec<Vec<u8>>),
 }
 
 impl TensorData {
@@ -91,6 +100,7 @@ impl TensorData {
             TensorData::UInt8(_) => DataType::UInt8,
             TensorData::Int8(_) => DataType::Int8,
             TensorData::Bool(_) => DataType::Bool,
+            TensorData::String(_) => DataType::String,
         }
     }
 
@@ -104,6 +114,7 @@ impl TensorData {
             TensorData::UInt8(v) => v.len(),
             TensorData::Int8(v) => v.len(),
             TensorData::Bool(v) => v.len(),
+            TensorData::String(v) => v.len(),
         }
     }
 
@@ -115,7 +126,8 @@ impl TensorData {
     /// Elements decoded from packed little-endian bytes, the layout of
     /// TensorFlow's `tensor_content` and ONNX's `raw_data`. Callers check
     /// that `raw` holds a whole number of elements; a trailing partial
-    /// element is ignored.
+    /// element is ignored. Strings are not packed this way (see
+    /// [`proto::decode_string_content`]): they give an empty buffer.
     pub fn from_le_bytes(dtype: DataType, raw: &[u8]) -> TensorData {
         fn le<T, const W: usize>(raw: &[u8], convert: fn([u8; W]) -> T) -> Vec<T> {
             raw.chunks_exact(W)
@@ -134,6 +146,7 @@ impl TensorData {
             DataType::UInt8 => TensorData::UInt8(raw.to_vec()),
             DataType::Int8 => TensorData::Int8(raw.iter().map(|&b| b as i8).collect()),
             DataType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
+            DataType::String => TensorData::String(Vec::new()),
         }
     }
 
@@ -147,6 +160,7 @@ impl TensorData {
             DataType::UInt8 => TensorData::UInt8(vec![0; len]),
             DataType::Int8 => TensorData::Int8(vec![0; len]),
             DataType::Bool => TensorData::Bool(vec![false; len]),
+            DataType::String => TensorData::String(vec![Vec::new(); len]),
         }
     }
 }
@@ -236,6 +250,14 @@ impl Tensor {
     pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
             TensorData::Float(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The string elements, or `None` for another element type.
+    pub fn as_strings(&self) -> Option<&[Vec<u8>]> {
+        match &self.data {
+            TensorData::String(v) => Some(v),
             _ => None,
         }
     }

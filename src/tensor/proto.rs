@@ -14,7 +14,7 @@ use crate::proto::tensorflow::{DataType as WireType, TensorProto, TensorShapePro
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProtoError {
     #[error(
-        "dtype {0} is not supported; supported: DT_FLOAT, DT_DOUBLE, DT_INT32, DT_INT64, DT_UINT8, DT_INT8, DT_BOOL"
+        "dtype {0} is not supported; supported: DT_FLOAT, DT_DOUBLE, DT_INT32, DT_INT64, DT_UINT8, DT_INT8, DT_BOOL, DT_STRING"
     )]
     UnsupportedDtype(String),
     #[error("tensor_shape has unknown_rank set; a request tensor needs a full shape")]
@@ -27,6 +27,8 @@ pub enum ProtoError {
     TooLarge { shape: String, dtype: DataType, bytes: u128, limit: usize },
     #[error("tensor_content holds {actual} bytes but {dtype} {shape} needs {expected}")]
     ContentSize { dtype: DataType, shape: String, expected: usize, actual: usize },
+    #[error("tensor_content of DT_STRING {shape} is not {count} varint lengths followed by that many bytes")]
+    StringContent { shape: String, count: usize },
 }
 
 /// The largest tensor a request may describe, in bytes: TensorFlow
@@ -54,6 +56,7 @@ pub fn dtype_from_wire(value: i32) -> Result<DataType, ProtoError> {
         Ok(WireType::DtUint8) => Ok(DataType::UInt8),
         Ok(WireType::DtInt8) => Ok(DataType::Int8),
         Ok(WireType::DtBool) => Ok(DataType::Bool),
+        Ok(WireType::DtString) => Ok(DataType::String),
         Ok(other) => Err(ProtoError::UnsupportedDtype(other.as_str_name().to_string())),
         Err(_) => Err(ProtoError::UnsupportedDtype(format!("number {value}"))),
     }
@@ -69,6 +72,7 @@ pub fn dtype_to_wire(dtype: DataType) -> WireType {
         DataType::UInt8 => WireType::DtUint8,
         DataType::Int8 => WireType::DtInt8,
         DataType::Bool => WireType::DtBool,
+        DataType::String => WireType::DtString,
     }
 }
 
@@ -116,6 +120,63 @@ fn fill<S: Copy, T: Default + Clone>(values: &[S], n: usize, convert: impl Fn(S)
     out
 }
 
+/// [`fill`] for strings, which are not `Copy`.
+fn fill_strings(values: &[Vec<u8>], n: usize) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = values.iter().take(n).cloned().collect();
+    let last = out.last().cloned().unwrap_or_default();
+    out.resize(n, last);
+    out
+}
+
+/// Decodes TensorFlow's `tensor_content` of a DT_STRING tensor: `n` varint
+/// lengths, then the `n` strings' bytes back to back. `None` when `raw` is
+/// not exactly that.
+pub fn decode_string_content(raw: &[u8], n: usize) -> Option<Vec<Vec<u8>>> {
+    let mut at = 0;
+    let mut lengths = Vec::with_capacity(n.min(raw.len()));
+    for _ in 0..n {
+        let mut len = 0u64;
+        let mut shift = 0;
+        loop {
+            let byte = *raw.get(at)?;
+            at += 1;
+            len |= u64::from(byte & 0x7f).checked_shl(shift)?;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return None;
+            }
+        }
+        lengths.push(usize::try_from(len).ok()?);
+    }
+    let mut out = Vec::with_capacity(n);
+    for len in lengths {
+        let end = at.checked_add(len)?;
+        out.push(raw.get(at..end)?.to_vec());
+        at = end;
+    }
+    (at == raw.len()).then_some(out)
+}
+
+/// Encodes strings as TensorFlow's DT_STRING `tensor_content`.
+pub fn encode_string_content(strings: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(strings.iter().map(|s| s.len() + 2).sum());
+    for s in strings {
+        let mut len = s.len() as u64;
+        while len >= 0x80 {
+            out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+    }
+    for s in strings {
+        out.extend_from_slice(s);
+    }
+    out
+}
+
 /// Decodes the elements of `p`, whose [`header`] has already been read
 /// (and checked against a signature).
 ///
@@ -125,7 +186,11 @@ pub fn decode(p: &TensorProto, header: Header) -> Result<Tensor, ProtoError> {
     let Header { dtype, shape } = header;
     // header() has checked the product.
     let n = element_count(&shape).unwrap_or(0);
-    let data = if n > 0 && !p.tensor_content.is_empty() {
+    let data = if dtype == DataType::String && n > 0 && !p.tensor_content.is_empty() {
+        let strings = decode_string_content(&p.tensor_content, n)
+            .ok_or_else(|| ProtoError::StringContent { shape: format_dims(&shape), count: n })?;
+        TensorData::String(strings)
+    } else if n > 0 && !p.tensor_content.is_empty() {
         let expected = n * dtype.size_of();
         if p.tensor_content.len() != expected {
             return Err(ProtoError::ContentSize {
@@ -146,6 +211,20 @@ pub fn decode(p: &TensorProto, header: Header) -> Result<Tensor, ProtoError> {
             DataType::UInt8 => TensorData::UInt8(fill(&p.int_val, n, |v| v as u8)),
             DataType::Int8 => TensorData::Int8(fill(&p.int_val, n, |v| v as i8)),
             DataType::Bool => TensorData::Bool(fill(&p.bool_val, n, |v| v)),
+            DataType::String => {
+                // Repeating the last string may multiply its size: bound it.
+                let repeats = n.saturating_sub(p.string_val.len()) as u128;
+                let bytes = repeats * p.string_val.last().map_or(0, Vec::len) as u128;
+                if bytes > MAX_TENSOR_BYTES as u128 {
+                    return Err(ProtoError::TooLarge {
+                        shape: format_dims(&shape),
+                        dtype,
+                        bytes,
+                        limit: MAX_TENSOR_BYTES,
+                    });
+                }
+                TensorData::String(fill_strings(&p.string_val, n))
+            }
         }
     };
     Ok(Tensor::new(shape, data).expect("decoded buffers hold exactly the shape's element count"))
@@ -184,6 +263,7 @@ pub fn to_proto(t: Tensor) -> TensorProto {
         TensorData::UInt8(v) => p.int_val = v.into_iter().map(i32::from).collect(),
         TensorData::Int8(v) => p.int_val = v.into_iter().map(i32::from).collect(),
         TensorData::Bool(v) => p.bool_val = v,
+        TensorData::String(v) => p.string_val = v,
     }
     p
 }
@@ -208,6 +288,7 @@ pub fn to_proto_content(t: Tensor) -> TensorProto {
         TensorData::UInt8(v) => v,
         TensorData::Int8(v) => v.into_iter().map(|b| b as u8).collect(),
         TensorData::Bool(v) => v.into_iter().map(u8::from).collect(),
+        TensorData::String(v) => encode_string_content(&v),
     });
     p
 }
@@ -266,8 +347,8 @@ mod tests {
         let mut p = proto(WireType::DtFloat, &[1 << 30]);
         p.float_val = vec![1.0];
         assert!(matches!(header(&p), Err(ProtoError::TooLarge { .. })));
-        let p = proto(WireType::DtString, &[1]);
-        assert_eq!(header(&p), Err(ProtoError::UnsupportedDtype("DT_STRING".into())));
+        let p = proto(WireType::DtHalf, &[1]);
+        assert_eq!(header(&p), Err(ProtoError::UnsupportedDtype("DT_HALF".into())));
         let p = TensorProto { dtype: 999, ..TensorProto::default() };
         assert!(header(&p).is_err());
         let mut p = proto(WireType::DtFloat, &[]);
@@ -285,7 +366,35 @@ mod tests {
             TensorData::UInt8(vec![0, 255]),
             TensorData::Int8(vec![-128, 127]),
             TensorData::Bool(vec![true, false]),
+            TensorData::String(vec![Vec::new(), b"caf\xc3\xa9 \xff".to_vec()]),
         ]
+    }
+
+    #[test]
+    fn strings_fill_and_travel_in_tensor_content_as_tensorflow_packs_them() {
+        let mut p = proto(WireType::DtString, &[3]);
+        p.string_val = vec![b"a".to_vec(), b"bc".to_vec()];
+        let t = from_proto(&p).unwrap();
+        assert_eq!(t.as_strings().unwrap(), [b"a".to_vec(), b"bc".to_vec(), b"bc".to_vec()]);
+        // Lengths as varints first, then the bytes; a 200-byte string needs
+        // a two-byte length.
+        let long = vec![b'x'; 200];
+        let packed = encode_string_content(&[b"hi".to_vec(), long.clone()]);
+        assert_eq!(&packed[..3], &[2, 0xc8, 0x01]);
+        assert_eq!(decode_string_content(&packed, 2).unwrap(), [b"hi".to_vec(), long]);
+        assert_eq!(decode_string_content(&packed, 3), None, "too few bytes");
+        assert_eq!(decode_string_content(&[1, b'a', b'b'], 1), None, "trailing bytes");
+        assert_eq!(decode_string_content(&[0xff; 12], 1), None, "an endless varint");
+        let mut p = proto(WireType::DtString, &[2]);
+        p.tensor_content = Bytes::from_static(&[5, b'a']);
+        assert_eq!(
+            from_proto(&p).unwrap_err().to_string(),
+            "tensor_content of DT_STRING [2] is not 2 varint lengths followed by that many bytes"
+        );
+        // One long string repeated by the fill rule past the limit.
+        let mut p = proto(WireType::DtString, &[1 << 20]);
+        p.string_val = vec![vec![0; 4096]];
+        assert!(matches!(from_proto(&p), Err(ProtoError::TooLarge { .. })));
     }
 
     #[test]

@@ -150,9 +150,9 @@ async fn predict_errors_have_tensorflow_servings_codes_and_texts() {
         ),
         (
             "unsupported dtype",
-            with_input("image", image(DataType::DtString, &[1])),
+            with_input("image", image(DataType::DtHalf, &[1])),
             Code::InvalidArgument,
-            Text::Starts("tensor parsing error: image (dtype DT_STRING is not supported"),
+            Text::Starts("tensor parsing error: image (dtype DT_HALF is not supported"),
         ),
         (
             "negative dim",

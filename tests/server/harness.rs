@@ -305,28 +305,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 /// signal arrives: `layers` MatMuls by the identity, so y == x exactly.
 pub fn write_slow_model(dir: &Path, width: usize, layers: usize) {
     let float = pb::tensor_proto::DataType::Float as i32;
-    let info = |name: &str| pb::ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: Some(float),
-                shape: Some(pb::TensorShapeProto {
-                    dim: vec![
-                        pb::tensor_shape_proto::Dimension {
-                            value: Some(pb::tensor_shape_proto::dimension::Value::DimParam("batch".into())),
-                            ..Default::default()
-                        },
-                        pb::tensor_shape_proto::Dimension {
-                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(width as i64)),
-                            ..Default::default()
-                        },
-                    ],
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let info = |name: &str| value_info(name, float, &[None, Some(width as i64)]);
     let mut identity = vec![0f32; width * width];
     for i in 0..width {
         identity[i * width + i] = 1.0;
@@ -346,18 +325,70 @@ pub fn write_slow_model(dir: &Path, width: usize, layers: usize) {
             ..Default::default()
         })
         .collect();
+    let graph = pb::GraphProto {
+        node: nodes,
+        initializer: vec![weight],
+        input: vec![info("x")],
+        output: vec![info("y")],
+        ..Default::default()
+    };
+    write_onnx_version(dir, graph);
+}
+
+/// An ONNX graph input or output: `dims` of `None` are named batch dims.
+fn value_info(name: &str, elem_type: i32, dims: &[Option<i64>]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Some(n) => Value::DimValue(*n),
+                None => Value::DimParam("batch".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: Some(elem_type),
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Writes `graph` as version 1 of the model at `dir`.
+fn write_onnx_version(dir: &Path, graph: pb::GraphProto) {
     let model = pb::ModelProto {
         ir_version: Some(8),
         opset_import: vec![pb::OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
-        graph: Some(pb::GraphProto {
-            node: nodes,
-            initializer: vec![weight],
-            input: vec![info("x")],
-            output: vec![info("y")],
-            ..Default::default()
-        }),
+        graph: Some(graph),
         ..Default::default()
     };
     std::fs::create_dir_all(dir.join("1")).unwrap();
     std::fs::write(dir.join("1/model.onnx"), model.encode_to_vec()).unwrap();
+}
+
+/// Writes a model that echoes byte strings: input `raw_bytes` string
+/// [batch], outputs `echo` (shown as text over REST) and `echo_bytes` (shown
+/// as base64), both Identity.
+pub fn write_string_model(dir: &Path) {
+    let string = pb::tensor_proto::DataType::String as i32;
+    let identity = |output: &str| pb::NodeProto {
+        op_type: Some("Identity".into()),
+        input: vec!["raw_bytes".into()],
+        output: vec![output.into()],
+        ..Default::default()
+    };
+    let graph = pb::GraphProto {
+        node: vec![identity("echo"), identity("echo_bytes")],
+        input: vec![value_info("raw_bytes", string, &[None])],
+        output: vec![value_info("echo", string, &[None]), value_info("echo_bytes", string, &[None])],
+        ..Default::default()
+    };
+    write_onnx_version(dir, graph);
 }

@@ -11,4 +11,5 @@ mod lifecycle;
 mod metadata_status;
 mod predict;
 mod rest;
+mod strings;
 mod warmup;
