@@ -291,3 +291,64 @@ async fn the_metrics_page_counts_requests_under_tensorflow_servings_names() {
     assert!(!page.contains("# HELP"));
     server.stop().await;
 }
+
+/// The rules that only a model with several inputs can show (iris: sepal
+/// and petal, two outputs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_inputs_follow_the_row_and_column_rules() {
+    let server = TestServer::start_with(vec![crate::harness::iris_model()], std::time::Duration::ZERO).await;
+    let predict = "/v1/models/iris:predict";
+    let flower = r#"{"sepal":[5.1,3.5],"petal":[1.4,0.2]}"#;
+    let (code, _, text) =
+        server.http("POST", predict, format!(r#"{{"instances":[{flower},{flower}]}}"#).as_bytes()).await;
+    assert_eq!(code, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows = v["predictions"].as_array().expect("rows answer predictions");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["scores"].as_array().unwrap().len(), 3, "each row is an object by output alias: {text}");
+    assert_eq!(rows[0]["outputs"].as_array().unwrap().len(), 1);
+    let columns = r#"{"inputs":{"sepal":[[5.1,3.5],[7.0,3.2]],"petal":[[1.4,0.2],[4.7,1.4]]}}"#;
+    let (code, _, text) = server.http("POST", predict, columns.as_bytes()).await;
+    assert_eq!(code, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["outputs"]["scores"].as_array().unwrap().len(), 2, "columns answer outputs by alias: {text}");
+
+    let table: Vec<(&str, &str)> = vec![
+        (
+            r#"{"instances":[[1.0,2.0]]}"#,
+            "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map",
+        ),
+        (
+            r#"{"inputs":[1.0]}"#,
+            "inputs is a plain value/list, but expecting an object as multiple input tensors required as per tensorinfo_map",
+        ),
+        (r#"{"inputs":{"sepal":[[1.0,2.0]]}}"#, "Missing named input: petal in 'inputs' object."),
+        (
+            r#"{"instances":[{"sepal":[1.0,2.0]}]}"#,
+            "Failed to process element: 0 key: petal of 'instances' list. Error: INVALID_ARGUMENT: JSON object: does not have named input: petal",
+        ),
+        (
+            r#"{"instances":[{"sepal":[1.0,2.0],"petal":[1.0,2.0],"x":1}]}"#,
+            r#"Failed to process element: 0 of 'instances' list. JSON object: {"sepal":[1.0,2.0],"petal":[1.0,2.0],"x":1} keys must be equal to: petal,sepal"#,
+        ),
+        (
+            r#"{"inputs":{"sepal":[[1.0,2.0],[1.0]],"petal":[[1.0,2.0],[1.0,2.0]]}}"#,
+            "Encountered list at unexpected size: 1 at level: 1 expected size: 2",
+        ),
+        (
+            r#"{"inputs":{"sepal":[[1.0,2.0],3.0],"petal":[[1.0,2.0],[1.0,2.0]]}}"#,
+            "JSON Value: 3.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 3",
+        ),
+        (
+            r#"{"signature_name":"other","instances":[1]}"#,
+            r#"Serving signature name: "other" not found in signature def"#,
+        ),
+    ];
+    for (body, message) in table {
+        let (code, _, text) = server.http("POST", predict, body.as_bytes()).await;
+        assert_eq!(code, 400, "{body}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"], message, "{body}");
+    }
+    server.stop().await;
+}
