@@ -1,7 +1,7 @@
 //! Warmup: the requests in `<version>/assets.extra/tf_serving_warmup_requests`
 //! (a TFRecord file of `tensorflow.serving.PredictionLog`) are replayed
 //! against a freshly loaded version before it becomes AVAILABLE, through the
-//! same two steps as a Predict call. The repository calls this through its
+//! same two steps as a Predict, Classify, Regress or MultiInference call. The repository calls this through its
 //! [`VersionWarmup`] hook, so it never depends on the services.
 
 use std::path::Path;
@@ -11,6 +11,7 @@ use prost::Message;
 
 use super::prediction::PreparedPredict;
 use crate::error::{ServeError, code_name};
+use crate::inference::{Method, PreparedInference};
 use crate::proto::tensorflow::serving::{PredictionLog, prediction_log};
 use crate::repository::VersionWarmup;
 use crate::servable::Servable;
@@ -58,12 +59,42 @@ impl VersionWarmup for Warmup {
                         replayed += 1;
                     }
                 }
-                Some(
-                    prediction_log::LogType::ClassifyLog(_)
-                    | prediction_log::LogType::RegressLog(_)
-                    | prediction_log::LogType::MultiInferenceLog(_),
-                ) => {
-                    tracing::warn!(path = %path.display(), index, "warmup record skipped: Classify, Regress and MultiInference are not served yet");
+                Some(prediction_log::LogType::ClassifyLog(log)) => {
+                    let request = log.request.unwrap_or_default();
+                    let signature = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
+                    for _ in 0..self.iterations.max(1) {
+                        PreparedInference::single(
+                            servable.clone(),
+                            Method::Classify,
+                            &signature,
+                            request.input.clone(),
+                        )
+                        .and_then(PreparedInference::execute)
+                        .map_err(|e| replay_error(&path, index, e))?;
+                        replayed += 1;
+                    }
+                }
+                Some(prediction_log::LogType::RegressLog(log)) => {
+                    let request = log.request.unwrap_or_default();
+                    let signature = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
+                    for _ in 0..self.iterations.max(1) {
+                        PreparedInference::single(servable.clone(), Method::Regress, &signature, request.input.clone())
+                            .and_then(PreparedInference::execute)
+                            .map_err(|e| replay_error(&path, index, e))?;
+                        replayed += 1;
+                    }
+                }
+                Some(prediction_log::LogType::MultiInferenceLog(log)) => {
+                    let mut request = log.request.unwrap_or_default();
+                    for task in &mut request.tasks {
+                        task.model_spec.get_or_insert_with(Default::default).name = servable.name.clone();
+                    }
+                    for _ in 0..self.iterations.max(1) {
+                        PreparedInference::multi(servable.clone(), &request.tasks, request.input.clone())
+                            .and_then(PreparedInference::execute)
+                            .map_err(|e| replay_error(&path, index, e))?;
+                        replayed += 1;
+                    }
                 }
                 Some(prediction_log::LogType::PredictStreamedLog(_) | prediction_log::LogType::SessionRunLog(_)) => {
                     return Err(format!(

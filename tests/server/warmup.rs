@@ -9,7 +9,11 @@ use prost::Message;
 
 use crate::harness::{cases, predict_request, root, temp_dir};
 use ferroserve::kernels::KernelRegistry;
-use ferroserve::proto::tensorflow::serving::{PredictLog, PredictionLog, SessionRunLog, prediction_log::LogType};
+use ferroserve::proto::tensorflow::serving::{
+    ClassificationRequest, ClassifyLog, ExampleList, InferenceTask, Input, MultiInferenceLog, MultiInferenceRequest,
+    PredictLog, PredictionLog, RegressLog, RegressionRequest, SessionRunLog, input, prediction_log::LogType,
+};
+use ferroserve::proto::tensorflow::{Example, Feature, Features, FloatList, feature};
 use ferroserve::repository::{ModelConfig, ModelRepository, RepositoryOptions, VersionChoice, VersionState};
 use ferroserve::service::{MAX_WARMUP_RECORDS, WARMUP_FILE, Warmup};
 use ferroserve::tfrecord::frame_record;
@@ -25,6 +29,29 @@ fn predict_record(alias: &str) -> Vec<u8> {
         log_type: Some(LogType::PredictLog(PredictLog { request: Some(request), response: None })),
     };
     frame_record(&log.encode_to_vec())
+}
+
+/// One digit as a tf.Example whose `image` feature feeds the model's input.
+fn digit_input() -> Option<Input> {
+    let image = Feature { kind: Some(feature::Kind::FloatList(FloatList { value: cases()[0].input.clone() })) };
+    let example = Example { features: Some(Features { feature: [("image".to_string(), image)].into() }) };
+    Some(Input { kind: Some(input::Kind::ExampleList(ExampleList { examples: vec![example] })) })
+}
+
+fn record(log_type: LogType) -> Vec<u8> {
+    frame_record(&PredictionLog { log_metadata: None, log_type: Some(log_type) }.encode_to_vec())
+}
+
+fn classify_record() -> Vec<u8> {
+    let request = ClassificationRequest { model_spec: crate::harness::spec("logged"), input: digit_input() };
+    record(LogType::ClassifyLog(ClassifyLog { request: Some(request), response: None }))
+}
+
+fn multi_inference_record() -> Vec<u8> {
+    let task =
+        InferenceTask { model_spec: crate::harness::spec("logged"), method_name: "tensorflow/serving/classify".into() };
+    let request = MultiInferenceRequest { tasks: vec![task], input: digit_input() };
+    record(LogType::MultiInferenceLog(MultiInferenceLog { request: Some(request), response: None }))
 }
 
 fn add_version(base: &Path, version: i64, warmup: Option<Vec<u8>>) {
@@ -55,6 +82,16 @@ fn warmup_records_run_before_the_version_is_available() {
 }
 
 #[test]
+fn classify_and_multi_inference_records_are_replayed_too() {
+    let base = temp_dir("warmup-classify");
+    add_version(&base, 1, Some([classify_record(), multi_inference_record(), predict_record("image")].concat()));
+    let servable = repository(&base, 1).resolve("m", &VersionChoice::Latest).unwrap();
+    let ran = ferroserve::repository::VersionWarmup::warm_up(&Warmup { iterations: 2 }, &servable, &base.join("1"));
+    assert_eq!(ran, Ok(6), "three records, two iterations each");
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
 fn bad_warmup_files_fail_the_new_version_and_the_old_one_keeps_serving() {
     let base = temp_dir("warmup-bad");
     add_version(&base, 1, None);
@@ -67,8 +104,14 @@ fn bad_warmup_files_fail_the_new_version_and_the_old_one_keeps_serving() {
             .encode_to_vec(),
     );
     let too_many: Vec<u8> = (0..=MAX_WARMUP_RECORDS).flat_map(|_| frame_record(b"")).collect();
+    // The example model's only output is [batch, 10]: no regression.
+    let regress = record(LogType::RegressLog(RegressLog {
+        request: Some(RegressionRequest { model_spec: None, input: digit_input() }),
+        response: None,
+    }));
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (predict_record("img"), "warmup request 0 of"),
+        (regress, "Regress needs output 'probabilities'"),
         (corrupt, "CRC32C mismatch"),
         (session_run, "UNIMPLEMENTED"),
         (too_many, "more than 1000 records"),
