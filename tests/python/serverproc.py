@@ -48,13 +48,28 @@ class Server:
     address: str
     log_path: Path
     process: subprocess.Popen
+    # "127.0.0.1:<port>" of the REST API when started with ``rest_api=True``.
+    rest_address: str | None = None
 
 
 def free_loopback_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_loopback_ports(1)[0]
+
+
+def free_loopback_ports(count: int) -> list[int]:
+    """Return ``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago.
+
+    The sockets are held open together, so the ports cannot repeat.
+    """
+    with contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def encode_health_check_request(service: str) -> bytes:
@@ -114,16 +129,20 @@ def running_server(
     *,
     binary: Path = BINARY,
     wrapper: Sequence[str] = (),
+    rest_api: bool = False,
 ) -> Iterator[Server]:
     """Start ferroserve and stop it with SIGTERM.
 
     By default the server serves the bundled mnist model; ``flags`` replaces
     the model flags (for example with ``--model_config_file=...``) and may add
-    others; ``--port`` and ``--rest_api_port=0`` are always set.  ``binary``
+    others; ``--port`` and ``--rest_api_port`` are always set, the latter to 0
+    (REST off) unless ``rest_api`` is true, which picks a free port for it,
+    reported as ``Server.rest_address``.  ``binary``
     runs another copy of the server and ``wrapper`` is a command prefix that
     must exec it in place (such as ``setpriv``), so SIGTERM reaches the server.
 
-    Yields once a health check for the whole server ("") answers SERVING.
+    Yields once a health check for the whole server ("") answers SERVING
+    (and, with ``rest_api``, the REST port accepts connections).
     On exit the server must terminate with status 0 within
     ``SHUTDOWN_TIMEOUT_S``; otherwise it is killed and ``ServerError`` raised.
     The server's stdout and stderr go to ``target/python-tests/<suite>-server.log``.
@@ -134,13 +153,13 @@ def running_server(
         )
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{suite}-server.log"
-    port = free_loopback_port()
+    port, rest_port = free_loopback_ports(2) if rest_api else (free_loopback_port(), 0)
     address = f"127.0.0.1:{port}"
     command = [
         *wrapper,
         str(binary),
         f"--port={port}",
-        "--rest_api_port=0",
+        f"--rest_api_port={rest_port}",
         *flags,
     ]
     with open(log_path, "wb") as log:
@@ -153,7 +172,12 @@ def running_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Server(address=address, log_path=log_path, process=process)
+    server = Server(
+        address=address,
+        log_path=log_path,
+        process=process,
+        rest_address=f"127.0.0.1:{rest_port}" if rest_api else None,
+    )
     try:
         _wait_until_serving(server)
         yield server
@@ -170,19 +194,7 @@ def _wait_until_serving(server: Server) -> None:
     startup time; the health check then runs with ``wait_for_ready``.
     """
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    host, port = server.address.rsplit(":", 1)
-    while True:
-        _check_alive(server)
-        try:
-            with socket.create_connection((host, int(port)), timeout=1.0):
-                break
-        except OSError as err:
-            if time.monotonic() >= deadline:
-                raise ServerError(
-                    f"server port {server.address} not open after "
-                    f"{STARTUP_TIMEOUT_S:.0f} s ({err})\n" + log_tail(server.log_path)
-                ) from None
-        time.sleep(0.1)
+    _wait_for_port(server, server.address, deadline)
 
     last_answer = "none"
     with grpc.insecure_channel(server.address) as channel:
@@ -199,13 +211,33 @@ def _wait_until_serving(server: Server) -> None:
                 last_answer = f"{err.code().name}: {err.details()}"
             else:
                 if status == SERVING:
-                    return
+                    break
                 last_answer = f"status {status}"
             time.sleep(0.1)
-    raise ServerError(
-        f"server at {server.address} not SERVING after {STARTUP_TIMEOUT_S:.0f} s "
-        f"(last health answer: {last_answer})\n" + log_tail(server.log_path)
-    )
+        else:
+            raise ServerError(
+                f"server at {server.address} not SERVING after {STARTUP_TIMEOUT_S:.0f} s "
+                f"(last health answer: {last_answer})\n" + log_tail(server.log_path)
+            )
+    if server.rest_address is not None:
+        _wait_for_port(server, server.rest_address, deadline)
+
+
+def _wait_for_port(server: Server, address: str, deadline: float) -> None:
+    """Wait until ``address`` ("host:port") of the server accepts connections."""
+    host, port = address.rsplit(":", 1)
+    while True:
+        _check_alive(server)
+        try:
+            with socket.create_connection((host, int(port)), timeout=1.0):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise ServerError(
+                    f"server port {address} not open after "
+                    f"{STARTUP_TIMEOUT_S:.0f} s ({err})\n" + log_tail(server.log_path)
+                ) from None
+        time.sleep(0.1)
 
 
 def _check_alive(server: Server) -> None:
