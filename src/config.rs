@@ -224,6 +224,8 @@ pub struct Config {
     pub rest: crate::rest::RestOptions,
     /// Answer Predict with `tensor_content`.
     pub tensor_content_outputs: bool,
+    /// Refuse signatures whose method_name does not fit the call.
+    pub method_name_check: bool,
     /// Times each warmup request is replayed; `None` = warmup off.
     pub warmup_iterations: Option<u32>,
     /// Compute threads; 0 = one per core.
@@ -266,7 +268,6 @@ impl Flags {
             use_alts_credentials => "not yet honoured",
             grpc_channel_arguments => "not yet honoured",
             grpc_max_threads => "not yet honoured",
-            enable_signature_method_name_check => "not yet honoured",
             enable_profiler => "ignored: no profiler service",
             enable_grpc_healthcheck_service => "ignored: grpc.health.v1 is always served",
             remove_unused_fields_from_bundle_metagraph => "ignored",
@@ -357,6 +358,7 @@ impl Flags {
                 metrics_path,
             },
             tensor_content_outputs: self.enable_serialization_as_tensor_content,
+            method_name_check: self.enable_signature_method_name_check,
             warmup_iterations: self.enable_model_warmup.then_some(self.num_request_iterations_for_warmup.max(1)),
             compute_threads: self.tensorflow_intra_op_parallelism as usize,
             shutdown_delay: std::time::Duration::from_secs(self.shutdown_delay_seconds),

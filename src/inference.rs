@@ -243,6 +243,32 @@ impl PreparedInference {
         Ok(PreparedInference { servable, tasks, inputs, input })
     }
 
+    /// Under `--enable_signature_method_name_check` (`enabled`), refuses
+    /// tasks whose signature's method_name is not the task's, with
+    /// TensorFlow Serving's text. ONNX signatures are prediction signatures,
+    /// so with the check on they answer Predict only, as in TF Serving.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for the first task whose method does not match.
+    pub fn checking_methods(self, enabled: bool) -> Result<Self, ServeError> {
+        if !enabled {
+            return Ok(self);
+        }
+        for task in &self.tasks {
+            let (kind, wanted) = match task.method {
+                Method::Classify => ("classification", CLASSIFY_METHOD),
+                Method::Regress => ("regression", REGRESS_METHOD),
+            };
+            let was = self.servable.signatures.get(&task.signature_key).map_or("", |s| s.method_name.as_str());
+            if was != wanted {
+                return Err(ServeError::InvalidArgument(format!(
+                    "Expected {kind} signature method_name to be {wanted}. Was: {was}"
+                )));
+            }
+        }
+        Ok(self)
+    }
+
     /// The servable the tasks run on.
     pub fn servable(&self) -> &Arc<Servable> {
         &self.servable

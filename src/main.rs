@@ -118,8 +118,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let (Some(path), Some(interval)) = (config.model_config_file.clone(), config.config_file_poll) {
         tokio::spawn(poll_config_file(repository.clone(), path, interval, config.models.clone()));
     }
-    let state =
-        Arc::new(ServingState::new(repository, compute).with_tensor_content_outputs(config.tensor_content_outputs));
+    let state = Arc::new(
+        ServingState::new(repository, compute)
+            .with_tensor_content_outputs(config.tensor_content_outputs)
+            .with_method_name_check(config.method_name_check),
+    );
 
     let Some(port) = config.grpc_port else {
         anyhow::bail!("gRPC over TCP is off (--port=0) and UNIX sockets are not supported by this build yet");

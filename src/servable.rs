@@ -22,6 +22,10 @@ pub const DEFAULT_SIGNATURE: &str = "serving_default";
 /// The method name of prediction signatures.
 pub const PREDICT_METHOD: &str = "tensorflow/serving/predict";
 
+/// The method names Predict accepts under
+/// `--enable_signature_method_name_check`.
+const PREDICT_METHODS: [&str; 3] = [PREDICT_METHOD, "tensorflow/serving/classify", "tensorflow/serving/regress"];
+
 /// One input or output of a signature (TensorFlow's `TensorInfo`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorSpec {
@@ -62,6 +66,22 @@ fn braces<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 impl Signature {
+    /// Under `--enable_signature_method_name_check`, refuses a signature that
+    /// Predict may not call, with TensorFlow Serving's code and text.
+    ///
+    /// # Errors
+    /// `INTERNAL` when the method name is not predict, classify or regress.
+    pub fn check_predict_method(&self) -> Result<(), ServeError> {
+        if PREDICT_METHODS.contains(&self.method_name.as_str()) {
+            return Ok(());
+        }
+        Err(ServeError::Internal(format!(
+            "Expected prediction signature method_name to be one of {{{}}}. Was: {}",
+            PREDICT_METHODS.join(", "),
+            self.method_name
+        )))
+    }
+
     /// Checks the set of input aliases a request sent, with TensorFlow
     /// Serving's messages.
     ///
@@ -323,6 +343,21 @@ mod tests {
         );
         assert!(s.check_input("a", DataType::Float, &[5, 3]).is_err());
         assert!(s.check_input("a", DataType::Float, &[2]).is_err());
+    }
+
+    #[test]
+    fn predict_method_check_uses_tensorflow_servings_text() {
+        let mut s = signature();
+        assert!(s.check_predict_method().is_ok());
+        s.method_name = "tensorflow/serving/classify".into();
+        assert!(s.check_predict_method().is_ok());
+        s.method_name = "custom".into();
+        let err = s.check_predict_method().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal);
+        assert_eq!(
+            err.to_string(),
+            "Expected prediction signature method_name to be one of {tensorflow/serving/predict, tensorflow/serving/classify, tensorflow/serving/regress}. Was: custom"
+        );
     }
 
     #[test]

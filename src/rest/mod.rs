@@ -329,7 +329,8 @@ async fn classify_regress(
     let (input, signature_name) = examples::request_input(&doc)?;
     drop(doc);
     let servable = state.repository.resolve(model, version)?;
-    let prepared = PreparedInference::single(servable, method, &signature_name, Some(input))?;
+    let prepared = PreparedInference::single(servable, method, &signature_name, Some(input))?
+        .checking_methods(state.method_name_check)?;
     let examples = prepared.example_count();
     let mut results = run_inference(state, prepared, method.api()).await?;
     let Some((spec, result)) = results.pop() else {

@@ -51,12 +51,26 @@ pub struct ServingState {
     pub in_flight: AtomicUsize,
     /// Answer Predict with `tensor_content` instead of the typed fields.
     pub tensor_content_outputs: bool,
+    /// Check signature method names (`--enable_signature_method_name_check`).
+    pub method_name_check: bool,
 }
 
 impl ServingState {
     /// State for serving `repository` on `compute`.
     pub fn new(repository: Arc<ModelRepository>, compute: Arc<ComputePool>) -> ServingState {
-        ServingState { repository, compute, in_flight: AtomicUsize::new(0), tensor_content_outputs: false }
+        ServingState {
+            repository,
+            compute,
+            in_flight: AtomicUsize::new(0),
+            tensor_content_outputs: false,
+            method_name_check: false,
+        }
+    }
+
+    /// With `--enable_signature_method_name_check`.
+    pub fn with_method_name_check(mut self, enabled: bool) -> ServingState {
+        self.method_name_check = enabled;
+        self
     }
 
     /// With `--enable_serialization_as_tensor_content`.

@@ -87,6 +87,9 @@ impl PredictionApi {
         let spec = request.model_spec.take();
         let servable = resolve(&self.state, spec.as_ref())?;
         let signature_name = spec.map(|s| s.signature_name).unwrap_or_default();
+        if self.state.method_name_check {
+            servable.signature(&signature_name)?.1.check_predict_method()?;
+        }
         let prepared = PreparedPredict::new(servable, &signature_name, request)?;
         let as_content = self.state.tensor_content_outputs;
         let metrics = self.state.repository.metrics().clone();
@@ -118,7 +121,8 @@ impl PredictionApi {
         let _in_flight = self.state.enter();
         let servable = resolve(&self.state, request.model_spec.as_ref())?;
         let signature_name = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
-        let prepared = PreparedInference::single(servable, Method::Classify, &signature_name, request.input)?;
+        let prepared = PreparedInference::single(servable, Method::Classify, &signature_name, request.input)?
+            .checking_methods(self.state.method_name_check)?;
         match self.infer(prepared, "Classify").await?.pop() {
             Some((spec, TaskResult::Classification(result))) => {
                 Ok(ClassificationResponse { model_spec: Some(spec), result: Some(result) })
@@ -131,7 +135,8 @@ impl PredictionApi {
         let _in_flight = self.state.enter();
         let servable = resolve(&self.state, request.model_spec.as_ref())?;
         let signature_name = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
-        let prepared = PreparedInference::single(servable, Method::Regress, &signature_name, request.input)?;
+        let prepared = PreparedInference::single(servable, Method::Regress, &signature_name, request.input)?
+            .checking_methods(self.state.method_name_check)?;
         match self.infer(prepared, "Regress").await?.pop() {
             Some((spec, TaskResult::Regression(result))) => {
                 Ok(RegressionResponse { model_spec: Some(spec), result: Some(result) })
@@ -151,7 +156,8 @@ impl PredictionApi {
             ));
         };
         let servable = resolve(&self.state, first.model_spec.as_ref())?;
-        let prepared = PreparedInference::multi(servable, &request.tasks, request.input)?;
+        let prepared = PreparedInference::multi(servable, &request.tasks, request.input)?
+            .checking_methods(self.state.method_name_check)?;
         let results = self.infer(prepared, "MultiInference").await?;
         Ok(MultiInferenceResponse {
             results: results

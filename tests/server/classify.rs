@@ -413,3 +413,55 @@ async fn rest_classify_and_regress_use_tensorflow_servings_json() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_method_name_check_leaves_onnx_signatures_to_predict() {
+    let repository = ferroserve::repository::ModelRepository::load(
+        &[iris_model()],
+        ferroserve::kernels::KernelRegistry::with_all_ops(),
+    )
+    .expect("iris loads");
+    let state = TestServer::state(std::sync::Arc::new(repository)).with_method_name_check(true);
+    let server = TestServer::start_state(state, Duration::ZERO).await;
+    let mut client = server.prediction().await;
+    let classify =
+        client.classify(ClassificationRequest { model_spec: spec("iris"), input: flower_input() }).await.unwrap_err();
+    check(
+        "Classify",
+        classify,
+        Code::InvalidArgument,
+        &exact(
+            "Expected classification signature method_name to be tensorflow/serving/classify. Was: tensorflow/serving/predict",
+        ),
+    );
+    let regress =
+        client.regress(RegressionRequest { model_spec: spec("iris"), input: flower_input() }).await.unwrap_err();
+    check(
+        "Regress",
+        regress,
+        Code::InvalidArgument,
+        &exact(
+            "Expected regression signature method_name to be tensorflow/serving/regress. Was: tensorflow/serving/predict",
+        ),
+    );
+    let task = InferenceTask { model_spec: spec("iris"), method_name: REGRESS.into() };
+    let multi =
+        client.multi_inference(MultiInferenceRequest { tasks: vec![task], input: flower_input() }).await.unwrap_err();
+    assert_eq!(multi.code(), Code::InvalidArgument);
+    let (status, _, text) = server
+        .http("POST", "/v1/models/iris:classify", br#"{"examples":[{"sepal":[5.0,3.0],"petal":[1.0,0.2]}]}"#)
+        .await;
+    assert_eq!(status, 400, "{text}");
+    // Predict still answers: its signature is a prediction signature.
+    let request = ferroserve::proto::tensorflow::serving::PredictRequest {
+        model_spec: spec("iris"),
+        inputs: [
+            ("sepal".to_string(), crate::harness::float_tensor(&[1, 2], vec![5.0, 3.0])),
+            ("petal".to_string(), crate::harness::float_tensor(&[1, 2], vec![1.0, 0.2])),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    client.predict(request).await.expect("predict under the method check");
+    server.stop().await;
+}
