@@ -7,7 +7,8 @@
 # Phases: (a) Python virtual environments under target/py from requirements/,
 # (b) the Node.js packages of tests/node from its package-lock.json (for the
 # Node client that the grpc_stubs suite runs), (c) cargo build, (d) cargo
-# nextest, (e) pytest, one process and one environment per suite: both suites
+# nextest, (e) the ONNX backend node tests (written by
+# scripts/gen_onnx_node_tests.py, run by examples/conformance.rs), (f) pytest, one process and one environment per suite: both suites
 # load protobuf modules with the same file names (one generated from proto/,
 # one from the official wheels), which cannot share an interpreter.
 #
@@ -107,6 +108,20 @@ ensure_node_modules() {
     echo "$want" >"$stamp"
 }
 
+# ensure_node_tests DIR
+# Writes the ONNX backend node tests of the pinned onnx package into DIR,
+# unless DIR/ONNX_VERSION shows they were written by that version already.
+ensure_node_tests() {
+    local dir=$1
+    local want
+    want=$(sed -n 's/^onnx==//p' requirements/test-grpc.txt)
+    if [[ -f $dir/ONNX_VERSION && $(<"$dir/ONNX_VERSION") == "$want" ]]; then
+        echo "$dir: node tests of onnx $want already written"
+        return 0
+    fi
+    target/py/grpc/bin/python scripts/gen_onnx_node_tests.py "$dir"
+}
+
 # run_pytest NAME VENV SUITE_DIR: sets PYTEST_STATUS[NAME].
 declare -A PYTEST_STATUS=()
 run_pytest() {
@@ -177,6 +192,13 @@ begin_phase "cargo nextest"
 cargo nextest run --release --locked || FAILED+=("cargo nextest")
 end_phase
 
+begin_phase "onnx conformance"
+ensure_node_tests target/onnx-node-tests
+CONFORMANCE_LOG=target/conformance.log
+target/release/examples/conformance target/onnx-node-tests | tee "$CONFORMANCE_LOG" \
+    || FAILED+=("onnx conformance")
+end_phase
+
 begin_phase "python suites"
 mkdir -p "$RESULTS_DIR"
 run_pytest grpc_stubs grpc tests/python/grpc_stubs
@@ -194,5 +216,6 @@ echo
 if [[ ${#FAILED[@]} -ne 0 ]]; then
     printf 'FAILED: %s\n' "${FAILED[@]}"
 fi
+grep '^conformance: [0-9]' "$CONFORMANCE_LOG" || echo "conformance: did not run"
 python_summary
 [[ ${#FAILED[@]} -eq 0 ]]

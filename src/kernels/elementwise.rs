@@ -22,13 +22,28 @@ enum ArithOp {
 #[derive(Debug)]
 struct Arith(ArithOp);
 
-macro_rules! arith {
-    ($op:expr, $a:expr, $sa:expr, $b:expr, $sb:expr, $variant:ident, $div:expr) => {{
+macro_rules! float_arith {
+    ($op:expr, $a:expr, $sa:expr, $b:expr, $sb:expr, $variant:ident) => {{
         let (shape, out) = match $op {
             ArithOp::Add => binary($a, $sa, $b, $sb, |x, y| x + y)?,
             ArithOp::Sub => binary($a, $sa, $b, $sb, |x, y| x - y)?,
             ArithOp::Mul => binary($a, $sa, $b, $sb, |x, y| x * y)?,
-            ArithOp::Div => binary($a, $sa, $b, $sb, $div)?,
+            ArithOp::Div => binary($a, $sa, $b, $sb, |x, y| x / y)?,
+        };
+        Tensor::new(shape, TensorData::$variant(out))?
+    }};
+}
+
+/// Integers wrap on overflow, as numpy's and onnxruntime's kernels do;
+/// division truncates toward zero, and division by zero (or the one
+/// overflowing division, MIN / -1) yields 0 instead of a panic.
+macro_rules! int_arith {
+    ($op:expr, $a:expr, $sa:expr, $b:expr, $sb:expr, $variant:ident) => {{
+        let (shape, out) = match $op {
+            ArithOp::Add => binary($a, $sa, $b, $sb, |x, y| x.wrapping_add(y))?,
+            ArithOp::Sub => binary($a, $sa, $b, $sb, |x, y| x.wrapping_sub(y))?,
+            ArithOp::Mul => binary($a, $sa, $b, $sb, |x, y| x.wrapping_mul(y))?,
+            ArithOp::Div => binary($a, $sa, $b, $sb, |x, y| x.checked_div(y).unwrap_or(0))?,
         };
         Tensor::new(shape, TensorData::$variant(out))?
     }};
@@ -40,19 +55,15 @@ impl Kernel for Arith {
         let b = required(inputs, 1, "B")?;
         let (sa, sb) = (a.shape(), b.shape());
         let out = match (a.data(), b.data()) {
-            (TensorData::Float(x), TensorData::Float(y)) => arith!(self.0, x, sa, y, sb, Float, |x, y| x / y),
-            (TensorData::Double(x), TensorData::Double(y)) => arith!(self.0, x, sa, y, sb, Double, |x, y| x / y),
-            // Integer division truncates toward zero, as numpy's C kernels and
-            // onnxruntime do; division by zero yields 0 instead of a panic.
-            (TensorData::Int32(x), TensorData::Int32(y)) => {
-                arith!(self.0, x, sa, y, sb, Int32, |x: i32, y: i32| x.checked_div(y).unwrap_or(0))
-            }
-            (TensorData::Int64(x), TensorData::Int64(y)) => {
-                arith!(self.0, x, sa, y, sb, Int64, |x: i64, y: i64| x.checked_div(y).unwrap_or(0))
-            }
+            (TensorData::Float(x), TensorData::Float(y)) => float_arith!(self.0, x, sa, y, sb, Float),
+            (TensorData::Double(x), TensorData::Double(y)) => float_arith!(self.0, x, sa, y, sb, Double),
+            (TensorData::Int32(x), TensorData::Int32(y)) => int_arith!(self.0, x, sa, y, sb, Int32),
+            (TensorData::Int64(x), TensorData::Int64(y)) => int_arith!(self.0, x, sa, y, sb, Int64),
+            (TensorData::UInt8(x), TensorData::UInt8(y)) => int_arith!(self.0, x, sa, y, sb, UInt8),
+            (TensorData::Int8(x), TensorData::Int8(y)) => int_arith!(self.0, x, sa, y, sb, Int8),
             _ => {
                 return Err(KernelError(format!(
-                    "operands must have the same numeric type (float, double, int32 or int64), got {} and {}",
+                    "operands must have the same numeric type (float, double, int32, int64, uint8 or int8), got {} and {}",
                     a.dtype(),
                     b.dtype()
                 )));
@@ -83,6 +94,14 @@ mod tests {
         assert_eq!(out[0].as_i64().unwrap(), &[3, -3, 0]);
         let out = run(&node("Mul", 2, vec![]), 13, &[&a, &b]).unwrap();
         assert_eq!(out[0].as_i64().unwrap(), &[14, -14, 0]);
+        let a = Tensor::new(vec![2], crate::tensor::TensorData::UInt8(vec![250, 3])).unwrap();
+        let b = Tensor::new(vec![2], crate::tensor::TensorData::UInt8(vec![10, 4])).unwrap();
+        let out = run(&node("Add", 2, vec![]), 13, &[&a, &b]).unwrap();
+        assert_eq!(out[0].data(), &crate::tensor::TensorData::UInt8(vec![4, 7]), "uint8 wraps");
+        let a = Tensor::new(vec![1], crate::tensor::TensorData::Int8(vec![-128])).unwrap();
+        let b = Tensor::new(vec![1], crate::tensor::TensorData::Int8(vec![-1])).unwrap();
+        let out = run(&node("Div", 2, vec![]), 13, &[&a, &b]).unwrap();
+        assert_eq!(out[0].data(), &crate::tensor::TensorData::Int8(vec![0]), "MIN / -1 does not panic");
     }
 
     #[test]

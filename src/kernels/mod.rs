@@ -87,9 +87,11 @@ struct OpEntry {
     build: KernelBuilder,
 }
 
-/// The highest ONNX opset the registry claims to understand; newer models are
-/// refused with a clear message rather than run with guessed semantics.
-pub const MAX_OPSET: i64 = 23;
+/// The highest ONNX opset the registry claims to understand: the newest the
+/// pinned `onnx` package (1.23.2) defines. Newer models are refused with a
+/// clear message rather than run with guessed semantics. Raising it means
+/// checking every registered operator for versions above the old bound.
+pub const MAX_OPSET: i64 = 28;
 
 /// Maps operator names to kernel builders.
 pub struct KernelRegistry {
@@ -118,6 +120,11 @@ impl KernelRegistry {
     /// `min_opset..=max_opset`.
     pub fn register(&mut self, op: &'static str, min_opset: i64, max_opset: i64, build: KernelBuilder) {
         self.ops.insert(op, OpEntry { min_opset, max_opset, build });
+    }
+
+    /// True when `op` is registered (at some opset).
+    pub fn has_op(&self, op: &str) -> bool {
+        self.ops.contains_key(op)
     }
 
     /// The names of all registered operators, sorted.

@@ -159,7 +159,7 @@ impl Importer {
                     return Err(OnnxError::Redefined(self.graph.values[id].name.clone()));
                 }
             }
-            if n.op_type() == "Constant" {
+            if FOLDED_OPS.contains(&n.op_type()) {
                 let [out] = outputs[..] else {
                     return Err(OnnxError::Value {
                         name,
@@ -219,6 +219,10 @@ fn dtype_from_onnx(elem_type: i32) -> Result<DataType, String> {
         Err(_) => Err(format!("unknown element type {elem_type}")),
     }
 }
+
+/// Operators the importer evaluates itself, so they never reach the kernel
+/// registry: a Constant node becomes a constant value of the graph.
+pub const FOLDED_OPS: &[&str] = &["Constant"];
 
 /// An ONNX TensorProto (initializer, attribute, or a test's input or output
 /// file) as a tensor.
