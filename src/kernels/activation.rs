@@ -1,4 +1,5 @@
-//! Activations: Relu and Softmax.
+//! Activations: Relu, Softmax and LogSoftmax (the elementwise ones live in
+//! `unary.rs`).
 
 use rayon::prelude::*;
 
@@ -10,6 +11,7 @@ use crate::tensor::Tensor;
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Relu", 6, MAX_OPSET, |_| Ok(Box::new(Relu)));
     reg.register("Softmax", 1, MAX_OPSET, build_softmax);
+    reg.register("LogSoftmax", 1, MAX_OPSET, build_softmax);
 }
 
 #[derive(Debug)]
@@ -31,12 +33,14 @@ impl Kernel for Relu {
 struct Softmax {
     axis: i64,
     coerce_2d: bool,
+    /// LogSoftmax: x - max - ln(sum(exp(x - max))).
+    log: bool,
 }
 
 fn build_softmax(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     let coerce_2d = ctx.opset < 13;
     let axis = ctx.node.int_attr("axis", if coerce_2d { 1 } else { -1 })?;
-    Ok(Box::new(Softmax { axis, coerce_2d }))
+    Ok(Box::new(Softmax { axis, coerce_2d, log: ctx.node.op == "LogSoftmax" }))
 }
 
 impl Kernel for Softmax {
@@ -56,9 +60,18 @@ impl Kernel for Softmax {
         if n == 0 || outer == 0 || inner == 0 {
             return Ok(vec![Tensor::from_f32(shape.to_vec(), out)?]);
         }
+        let log = self.log;
         out.par_chunks_mut(n * inner).for_each(|block| {
             for i in 0..inner {
                 let max = (0..n).map(|j| block[j * inner + i]).fold(f32::NEG_INFINITY, f32::max);
+                if log {
+                    let sum: f32 = (0..n).map(|j| (block[j * inner + i] - max).exp()).sum();
+                    let offset = max + sum.ln();
+                    for j in 0..n {
+                        block[j * inner + i] -= offset;
+                    }
+                    continue;
+                }
                 let mut sum = 0.0f32;
                 for j in 0..n {
                     let e = (block[j * inner + i] - max).exp();
@@ -119,6 +132,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn log_softmax_is_the_log_of_softmax() {
+        let data = random_floats(12, 4).iter().map(|v| v * 30.0).collect::<Vec<_>>();
+        let x = Tensor::from_f32(vec![3, 4], data.clone()).unwrap();
+        let out = run(&node("LogSoftmax", 1, vec![]), 13, &[&x]).unwrap();
+        let expected: Vec<f32> = data.chunks(4).flat_map(naive_softmax).map(f32::ln).collect();
+        assert_close(out[0].as_f32().unwrap(), &expected);
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod elementwise;
 mod gemm;
 mod pool;
 mod shape;
+mod unary;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -113,6 +114,7 @@ impl KernelRegistry {
         pool::register(&mut reg);
         gemm::register(&mut reg);
         shape::register(&mut reg);
+        unary::register(&mut reg);
         reg
     }
 
