@@ -89,6 +89,42 @@ pub fn binary<A: Copy, B: Copy, O>(
     Ok((out_shape, out))
 }
 
+/// Applies `f` elementwise over the broadcast of three operands (Where).
+///
+/// # Errors
+/// When the shapes do not broadcast.
+pub fn ternary<A: Copy, B: Clone, O>(
+    a: (&[A], &[usize]),
+    b: (&[B], &[usize]),
+    c: (&[B], &[usize]),
+    f: impl Fn(A, &B, &B) -> O,
+) -> Result<(Vec<usize>, Vec<O>), KernelError> {
+    let out_shape = broadcast_shape(&broadcast_shape(a.1, b.1)?, c.1)?;
+    let n: usize = out_shape.iter().product();
+    let strides = [a.1, b.1, c.1].map(|s| broadcast_strides(s, &out_shape));
+    let rank = out_shape.len();
+    let mut idx = vec![0usize; rank];
+    let mut at = [0usize; 3];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(f(a.0[at[0]], &b.0[at[1]], &c.0[at[2]]));
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            for (o, s) in at.iter_mut().zip(&strides) {
+                *o += s[d];
+            }
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            for (o, s) in at.iter_mut().zip(&strides) {
+                *o -= s[d] * out_shape[d];
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok((out_shape, out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +135,16 @@ mod tests {
         assert_eq!(broadcast_shape(&[4, 1, 5], &[3, 1]).unwrap(), vec![4, 3, 5]);
         assert_eq!(broadcast_shape(&[], &[2]).unwrap(), vec![2]);
         assert!(broadcast_shape(&[2, 3], &[4]).is_err());
+    }
+
+    #[test]
+    fn ternary_broadcasts_all_three() {
+        let c = [true, false];
+        let (shape, out) =
+            ternary((&c, &[2, 1]), (&[1.0f32, 2.0, 3.0], &[3]), (&[-1.0f32], &[]), |c, x, y| if c { *x } else { *y })
+                .unwrap();
+        assert_eq!(shape, vec![2, 3]);
+        assert_eq!(out, vec![1.0, 2.0, 3.0, -1.0, -1.0, -1.0]);
     }
 
     #[test]

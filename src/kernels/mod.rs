@@ -15,6 +15,7 @@
 
 mod activation;
 mod broadcast;
+mod compare;
 mod conv;
 mod elementwise;
 mod gemm;
@@ -110,6 +111,7 @@ impl KernelRegistry {
         let mut reg = KernelRegistry::empty();
         activation::register(&mut reg);
         elementwise::register(&mut reg);
+        compare::register(&mut reg);
         conv::register(&mut reg);
         pool::register(&mut reg);
         gemm::register(&mut reg);
