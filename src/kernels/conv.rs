@@ -176,7 +176,10 @@ impl Axis {
 /// ONNX Conv over NCHW input and OIHW weights, with groups and optional bias.
 #[derive(Debug)]
 struct Conv {
-    window: Window,
+    /// The window for 1-D and for 2-D inputs: only the one the attributes
+    /// fix, or both when no attribute fixes the spatial rank (it then comes
+    /// from the weights at run time).
+    windows: [Option<Window>; 2],
     group: usize,
 }
 
@@ -187,28 +190,41 @@ fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         return Err(BuildError::invalid(node, format!("group must be at least 1, got {group}")));
     }
     // The spatial rank comes from kernel_shape, or from the strides, pads or
-    // dilations when kernel_shape is left to the weights; 2-D by default.
+    // dilations when kernel_shape is left to the weights, or else from the
+    // weights' rank when the node runs.
     let rank = ["kernel_shape", "strides", "dilations"]
         .iter()
         .find_map(|a| node.ints_attr(a).ok().flatten().map(<[i64]>::len))
-        .or_else(|| node.ints_attr("pads").ok().flatten().map(|p| p.len() / 2))
-        .unwrap_or(2);
-    Ok(Box::new(Conv { window: Window::from_node(node, rank, false)?, group: group as usize }))
+        .or_else(|| node.ints_attr("pads").ok().flatten().map(|p| p.len() / 2));
+    let windows = match rank {
+        Some(rank) => {
+            let window = Window::from_node(node, rank, false)?;
+            let mut windows = [None, None];
+            if (1..=2).contains(&rank) {
+                windows[rank - 1] = Some(window);
+            }
+            windows
+        }
+        None => [Some(Window::from_node(node, 1, false)?), Some(Window::from_node(node, 2, false)?)],
+    };
+    Ok(Box::new(Conv { windows, group: group as usize }))
 }
 
 impl Kernel for Conv {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "X")?;
         let w = required(inputs, 1, "W")?;
-        let rank = self.window.rank;
-        if x.shape().len() != rank + 2 || w.shape().len() != rank + 2 {
+        let window = self.windows.iter().flatten().find(|w| w.rank + 2 == x.shape().len());
+        let Some(window) = window.filter(|win| w.shape().len() == win.rank + 2) else {
+            let ranks: Vec<String> =
+                self.windows.iter().flatten().map(|w| format!("{} ({}-D)", w.rank + 2, w.rank)).collect();
             return Err(KernelError(format!(
-                "X and W must have rank {} for a {rank}-D convolution, got shapes {:?} and {:?}",
-                rank + 2,
+                "X and W must have rank {}, got shapes {:?} and {:?}",
+                ranks.join(" or "),
                 x.shape(),
                 w.shape()
             )));
-        }
+        };
         let (n, c) = (x.shape()[0], x.shape()[1]);
         let (m, cg) = (w.shape()[0], w.shape()[1]);
         let g = self.group;
@@ -219,12 +235,12 @@ impl Kernel for Conv {
             )));
         }
         let kernel = &w.shape()[2..];
-        if let Some(k) = &self.window.kernel
+        if let Some(k) = &window.kernel
             && k.as_slice() != kernel
         {
             return Err(KernelError(format!("kernel_shape {k:?} differs from the weights' {kernel:?}")));
         }
-        let [ah, aw] = self.window.resolve(&x.shape()[2..], kernel)?;
+        let [ah, aw] = window.resolve(&x.shape()[2..], kernel)?;
         let xd = floats(x, "X")?;
         let wd = floats(w, "W")?;
         let bias = match inputs.get(2).copied().flatten() {
@@ -268,7 +284,7 @@ impl Kernel for Conv {
             });
         }
         let mut shape = vec![n, m];
-        if rank == 2 {
+        if window.rank == 2 {
             shape.push(oh);
         }
         shape.push(ow);

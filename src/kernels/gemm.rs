@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::broadcast::{broadcast_shape, broadcast_strides};
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Gemm", 7, MAX_OPSET, build_gemm);
@@ -130,12 +130,57 @@ impl Kernel for Gemm {
 #[derive(Debug)]
 struct MatMul;
 
+/// The plain product of an [m, k] and a [k, n] matrix, for the element
+/// types without a tuned kernel (integers wrap, as numpy's).
+fn matmul_naive<T: Copy + Default>(
+    a: &[T],
+    b: &[T],
+    y: &mut [T],
+    (m, k, n): (usize, usize, usize),
+    mul_add: fn(T, T, T) -> T,
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = T::default();
+            for p in 0..k {
+                acc = mul_add(acc, a[i * k + p], b[p * n + j]);
+            }
+            y[i * n + j] = acc;
+        }
+    }
+}
+
+/// A batched, broadcast MatMul of `a` and `b` (row-major, batch dims
+/// already broadcast to `batch` by the strides), one matrix at a time.
+#[allow(clippy::too_many_arguments)]
+fn batched<T: Copy + Default>(
+    a: &[T],
+    b: &[T],
+    batch: &[usize],
+    (sa, sb): (&[usize], &[usize]),
+    (m, k, n): (usize, usize, usize),
+    matmul: impl Fn(&[T], &[T], &mut [T]),
+) -> Vec<T> {
+    let count: usize = batch.iter().product();
+    let mut y = vec![T::default(); count * m * n];
+    for (bi, y_mat) in y.chunks_mut((m * n).max(1)).enumerate().take(count) {
+        // Decompose the flat batch index into the two operands' offsets.
+        let (mut oa, mut ob, mut rem) = (0, 0, bi);
+        for d in (0..batch.len()).rev() {
+            let i = rem % batch[d];
+            rem /= batch[d];
+            oa += i * sa[d];
+            ob += i * sb[d];
+        }
+        matmul(&a[oa * m * k..(oa + 1) * m * k], &b[ob * k * n..(ob + 1) * k * n], y_mat);
+    }
+    y
+}
+
 impl Kernel for MatMul {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let a = required(inputs, 0, "A")?;
         let b = required(inputs, 1, "B")?;
-        let a_data = floats(a, "A")?;
-        let b_data = floats(b, "B")?;
         if a.shape().is_empty() || b.shape().is_empty() {
             return Err(KernelError("MatMul operands must have rank 1 or more".into()));
         }
@@ -163,21 +208,35 @@ impl Kernel for MatMul {
         let batch = broadcast_shape(a_batch, b_batch)?;
         let sa = broadcast_strides(a_batch, &batch);
         let sb = broadcast_strides(b_batch, &batch);
-        let count: usize = batch.iter().product();
-        let mut y = vec![0.0f32; count * m * n];
-        for (bi, y_mat) in y.chunks_mut((m * n).max(1)).enumerate().take(count) {
-            // Decompose the flat batch index into the two operands' offsets.
-            let (mut oa, mut ob, mut rem) = (0, 0, bi);
-            for d in (0..batch.len()).rev() {
-                let i = rem % batch[d];
-                rem /= batch[d];
-                oa += i * sa[d];
-                ob += i * sb[d];
+        let strides = (sa.as_slice(), sb.as_slice());
+        let dims = (m, k, n);
+        let data = match (a.data(), b.data()) {
+            (TensorData::Float(x), TensorData::Float(y)) => {
+                TensorData::Float(batched(x, y, &batch, strides, dims, |p, q, out| matmul_f32(p, q, out, m, k, n)))
             }
-            let a_mat = &a_data[oa * m * k..(oa + 1) * m * k];
-            let b_mat = &b_data[ob * k * n..(ob + 1) * k * n];
-            matmul_f32(a_mat, b_mat, y_mat, m, k, n);
-        }
+            (TensorData::Double(x), TensorData::Double(y)) => {
+                TensorData::Double(batched(x, y, &batch, strides, dims, |p, q, out| {
+                    matmul_naive(p, q, out, dims, |acc, u, v| acc + u * v)
+                }))
+            }
+            (TensorData::Int32(x), TensorData::Int32(y)) => {
+                TensorData::Int32(batched(x, y, &batch, strides, dims, |p, q, out| {
+                    matmul_naive(p, q, out, dims, |acc, u, v| acc.wrapping_add(u.wrapping_mul(v)))
+                }))
+            }
+            (TensorData::Int64(x), TensorData::Int64(y)) => {
+                TensorData::Int64(batched(x, y, &batch, strides, dims, |p, q, out| {
+                    matmul_naive(p, q, out, dims, |acc, u, v| acc.wrapping_add(u.wrapping_mul(v)))
+                }))
+            }
+            _ => {
+                return Err(KernelError(format!(
+                    "MatMul takes two operands of one type (float, double, int32, int64), got {} and {}",
+                    a.dtype(),
+                    b.dtype()
+                )));
+            }
+        };
         let mut shape = batch;
         if !a_vec {
             shape.push(m);
@@ -185,7 +244,7 @@ impl Kernel for MatMul {
         if !b_vec {
             shape.push(n);
         }
-        Ok(vec![Tensor::from_f32(shape, y)?])
+        Ok(vec![Tensor::new(shape, data)?])
     }
 }
 

@@ -15,10 +15,12 @@
 
 mod activation;
 mod broadcast;
+mod cast;
 mod compare;
 mod conv;
 mod elementwise;
 mod gemm;
+mod movement;
 mod pool;
 mod shape;
 mod unary;
@@ -116,6 +118,8 @@ impl KernelRegistry {
         pool::register(&mut reg);
         gemm::register(&mut reg);
         shape::register(&mut reg);
+        movement::register(&mut reg);
+        cast::register(&mut reg);
         unary::register(&mut reg);
         reg
     }

@@ -150,6 +150,41 @@ impl TensorData {
         }
     }
 
+    /// The elements at `indices`, in that order (data movement: slicing,
+    /// gathering, tiling, padding). Callers pass indices below `len()`.
+    pub fn select(&self, indices: &[usize]) -> TensorData {
+        fn pick<T: Clone>(v: &[T], indices: &[usize]) -> Vec<T> {
+            indices.iter().map(|&i| v[i].clone()).collect()
+        }
+        match self {
+            TensorData::Float(v) => TensorData::Float(pick(v, indices)),
+            TensorData::Double(v) => TensorData::Double(pick(v, indices)),
+            TensorData::Int32(v) => TensorData::Int32(pick(v, indices)),
+            TensorData::Int64(v) => TensorData::Int64(pick(v, indices)),
+            TensorData::UInt8(v) => TensorData::UInt8(pick(v, indices)),
+            TensorData::Int8(v) => TensorData::Int8(pick(v, indices)),
+            TensorData::Bool(v) => TensorData::Bool(pick(v, indices)),
+            TensorData::String(v) => TensorData::String(pick(v, indices)),
+        }
+    }
+
+    /// Appends `other[range]`; `false` (and nothing appended) when the
+    /// element types differ.
+    pub fn extend_from(&mut self, other: &TensorData, range: std::ops::Range<usize>) -> bool {
+        match (self, other) {
+            (TensorData::Float(a), TensorData::Float(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::Double(a), TensorData::Double(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::Int32(a), TensorData::Int32(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::Int64(a), TensorData::Int64(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::UInt8(a), TensorData::UInt8(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::Int8(a), TensorData::Int8(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::Bool(a), TensorData::Bool(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::String(a), TensorData::String(b)) => a.extend_from_slice(&b[range]),
+            _ => return false,
+        }
+        true
+    }
+
     /// A buffer of `len` zeros (false for bool) of the given type.
     pub fn zeros(dtype: DataType, len: usize) -> TensorData {
         match dtype {
