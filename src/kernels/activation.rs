@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::{
     BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, normalize_axis, required,
 };
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Relu", 6, MAX_OPSET, |_| Ok(Box::new(Relu)));
@@ -43,36 +43,24 @@ fn build_softmax(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> 
     Ok(Box::new(Softmax { axis, coerce_2d, log: ctx.node.op == "LogSoftmax" }))
 }
 
-impl Kernel for Softmax {
-    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
-        let x = required(inputs, 0, "input")?;
-        let data = floats(x, "input")?;
-        let shape = x.shape();
-        let axis = normalize_axis(self.axis, shape.len())?;
-        // View the tensor as [outer, n, inner] and normalise over n.
-        let outer: usize = shape[..axis].iter().product();
-        let (n, inner) = if self.coerce_2d {
-            (shape[axis..].iter().product::<usize>(), 1)
-        } else {
-            (shape.get(axis).copied().unwrap_or(1), shape[axis + 1..].iter().product())
-        };
-        let mut out = data.to_vec();
-        if n == 0 || outer == 0 || inner == 0 {
-            return Ok(vec![Tensor::from_f32(shape.to_vec(), out)?]);
-        }
-        let log = self.log;
-        out.par_chunks_mut(n * inner).for_each(|block| {
+/// Normalises every [n] lane (stride `inner`) of `data`, viewed as
+/// [outer, n, inner]; with `log`, writes the log of the result. Written once
+/// for f32 and f64.
+macro_rules! softmax_lanes {
+    ($data:expr, $t:ty, $n:expr, $inner:expr, $log:expr) => {{
+        let (n, inner, log) = ($n, $inner, $log);
+        $data.par_chunks_mut(n * inner).for_each(|block| {
             for i in 0..inner {
-                let max = (0..n).map(|j| block[j * inner + i]).fold(f32::NEG_INFINITY, f32::max);
+                let max = (0..n).map(|j| block[j * inner + i]).fold(<$t>::NEG_INFINITY, <$t>::max);
                 if log {
-                    let sum: f32 = (0..n).map(|j| (block[j * inner + i] - max).exp()).sum();
+                    let sum: $t = (0..n).map(|j| (block[j * inner + i] - max).exp()).sum();
                     let offset = max + sum.ln();
                     for j in 0..n {
                         block[j * inner + i] -= offset;
                     }
                     continue;
                 }
-                let mut sum = 0.0f32;
+                let mut sum: $t = 0.0;
                 for j in 0..n {
                     let e = (block[j * inner + i] - max).exp();
                     block[j * inner + i] = e;
@@ -83,8 +71,32 @@ impl Kernel for Softmax {
                 }
             }
         });
-        debug_assert_eq!(outer * n * inner, out.len());
-        Ok(vec![Tensor::from_f32(shape.to_vec(), out)?])
+    }};
+}
+
+impl Kernel for Softmax {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "input")?;
+        let shape = x.shape();
+        let axis = normalize_axis(self.axis, shape.len())?;
+        // View the tensor as [outer, n, inner] and normalise over n.
+        let outer: usize = shape[..axis].iter().product();
+        let (n, inner) = if self.coerce_2d {
+            (shape[axis..].iter().product::<usize>(), 1)
+        } else {
+            (shape.get(axis).copied().unwrap_or(1), shape[axis + 1..].iter().product())
+        };
+        let mut data = x.data().clone();
+        if n > 0 && outer > 0 && inner > 0 {
+            match &mut data {
+                TensorData::Float(v) => softmax_lanes!(v, f32, n, inner, self.log),
+                TensorData::Double(v) => softmax_lanes!(v, f64, n, inner, self.log),
+                other => {
+                    return Err(KernelError(format!("input must be DT_FLOAT or DT_DOUBLE but is {}", other.dtype())));
+                }
+            }
+        }
+        Ok(vec![Tensor::new(shape.to_vec(), data)?])
     }
 }
 

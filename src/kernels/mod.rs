@@ -22,6 +22,7 @@ mod elementwise;
 mod gemm;
 mod movement;
 mod pool;
+mod reduce;
 mod shape;
 mod unary;
 
@@ -116,6 +117,7 @@ impl KernelRegistry {
         compare::register(&mut reg);
         conv::register(&mut reg);
         pool::register(&mut reg);
+        reduce::register(&mut reg);
         gemm::register(&mut reg);
         shape::register(&mut reg);
         movement::register(&mut reg);
