@@ -45,6 +45,8 @@ pub struct Axis {
     pub stride: usize,
     pub dilation: usize,
     pub pad_begin: usize,
+    /// Padding after the input (explicit, or what SAME needs).
+    pub pad_end: usize,
     pub output: usize,
 }
 
@@ -123,12 +125,12 @@ impl Window {
     /// # Errors
     /// When the window does not fit in the padded input.
     pub fn resolve(&self, input: &[usize], kernel: &[usize]) -> Result<[Axis; 2], KernelError> {
-        let mut axes = [Axis { input: 1, kernel: 1, stride: 1, dilation: 1, pad_begin: 0, output: 1 }; 2];
+        let mut axes = [Axis { input: 1, kernel: 1, stride: 1, dilation: 1, pad_begin: 0, pad_end: 0, output: 1 }; 2];
         let offset = 2 - self.rank;
         for d in 0..self.rank {
             let (i, k, s, dl) = (input[d], kernel[d], self.strides[d], self.dilations[d]);
             let extent = (k - 1) * dl + 1;
-            let (pad_begin, output) = match self.auto_pad {
+            let (pad_begin, pad_end, output) = match self.auto_pad {
                 AutoPad::NotSet | AutoPad::Valid => {
                     let (pb, pe) =
                         if self.auto_pad == AutoPad::Valid { (0, 0) } else { (self.pads[d], self.pads[d + self.rank]) };
@@ -145,16 +147,16 @@ impl Window {
                     if self.ceil_mode && (out - 1) * s >= i + pb {
                         out -= 1;
                     }
-                    (pb, out)
+                    (pb, pe, out)
                 }
                 AutoPad::SameUpper | AutoPad::SameLower => {
                     let out = i.div_ceil(s);
                     let needed = ((out.max(1) - 1) * s + extent).saturating_sub(i);
                     let begin = if self.auto_pad == AutoPad::SameUpper { needed / 2 } else { needed - needed / 2 };
-                    (begin, out)
+                    (begin, needed - begin, out)
                 }
             };
-            axes[offset + d] = Axis { input: i, kernel: k, stride: s, dilation: dl, pad_begin, output };
+            axes[offset + d] = Axis { input: i, kernel: k, stride: s, dilation: dl, pad_begin, pad_end, output };
         }
         Ok(axes)
     }

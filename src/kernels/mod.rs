@@ -21,6 +21,7 @@ mod conv;
 mod elementwise;
 mod gemm;
 mod movement;
+mod norm;
 mod pool;
 mod reduce;
 mod shape;
@@ -118,6 +119,7 @@ impl KernelRegistry {
         conv::register(&mut reg);
         pool::register(&mut reg);
         reduce::register(&mut reg);
+        norm::register(&mut reg);
         gemm::register(&mut reg);
         shape::register(&mut reg);
         movement::register(&mut reg);

@@ -1,13 +1,144 @@
-//! Pooling over NCHW tensors: MaxPool (1-D and 2-D).
+//! Pooling over NCHW tensors: MaxPool and AveragePool (1-D and 2-D), and
+//! GlobalMaxPool and GlobalAveragePool (any spatial rank).
 
 use rayon::prelude::*;
 
 use super::conv::Window;
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("MaxPool", 1, MAX_OPSET, build_max_pool);
+    reg.register("AveragePool", 1, MAX_OPSET, build_average_pool);
+    reg.register("GlobalMaxPool", 1, MAX_OPSET, |_| Ok(Box::new(GlobalPool { max: true })));
+    reg.register("GlobalAveragePool", 1, MAX_OPSET, |_| Ok(Box::new(GlobalPool { max: false })));
+}
+
+/// AveragePool: the mean of the taps inside the input, or, with
+/// `count_include_pad`, divided by the taps inside the padded input.
+#[derive(Debug)]
+struct AveragePool {
+    window: Window,
+    count_include_pad: bool,
+}
+
+fn build_average_pool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let node = ctx.node;
+    let Some(rank) = node.ints_attr("kernel_shape")?.map(<[i64]>::len) else {
+        return Err(BuildError::invalid(node, "attribute 'kernel_shape' is required"));
+    };
+    if ctx.opset < 19 && node.ints_attr("dilations")?.is_some_and(|d| d.iter().any(|&x| x != 1)) {
+        return Err(BuildError::invalid(node, "dilations need opset 19 or later"));
+    }
+    Ok(Box::new(AveragePool {
+        window: Window::from_node(node, rank, true)?,
+        count_include_pad: node.int_attr("count_include_pad", 0)? != 0,
+    }))
+}
+
+impl Kernel for AveragePool {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        let rank = self.window.rank;
+        if x.shape().len() != rank + 2 {
+            return Err(KernelError(format!(
+                "X must have rank {} for {rank}-D pooling, got shape {:?}",
+                rank + 2,
+                x.shape()
+            )));
+        }
+        let kernel = self.window.kernel.clone().unwrap_or_default();
+        let [ah, aw] = self.window.resolve(&x.shape()[2..], &kernel)?;
+        let xd = floats(x, "X")?;
+        let (n, c) = (x.shape()[0], x.shape()[1]);
+        let (ih, iw, oh, ow) = (ah.input, aw.input, ah.output, aw.output);
+        let plane = oh * ow;
+        let include_pad = self.count_include_pad;
+        // Taps of one window that fall inside [lo, hi) along an axis.
+        let taps = |a: &crate::kernels::conv::Axis, o: usize, lo: i64, hi: i64| {
+            (0..a.kernel)
+                .filter(|&k| {
+                    let p = (o * a.stride + k * a.dilation) as i64 - a.pad_begin as i64;
+                    (lo..hi).contains(&p)
+                })
+                .count()
+        };
+        let mut y = vec![0.0f32; n * c * plane];
+        if plane > 0 {
+            y.par_chunks_mut(plane).enumerate().for_each(|(idx, out)| {
+                let input = &xd[idx * ih * iw..(idx + 1) * ih * iw];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut sum = 0.0f64;
+                        for ky in 0..ah.kernel {
+                            let iy = (oy * ah.stride + ky * ah.dilation) as i64 - ah.pad_begin as i64;
+                            if !(0..ih as i64).contains(&iy) {
+                                continue;
+                            }
+                            for kx in 0..aw.kernel {
+                                let ix = (ox * aw.stride + kx * aw.dilation) as i64 - aw.pad_begin as i64;
+                                if (0..iw as i64).contains(&ix) {
+                                    sum += f64::from(input[iy as usize * iw + ix as usize]);
+                                }
+                            }
+                        }
+                        let count = if include_pad {
+                            taps(&ah, oy, -(ah.pad_begin as i64), (ih + ah.pad_end) as i64)
+                                * taps(&aw, ox, -(aw.pad_begin as i64), (iw + aw.pad_end) as i64)
+                        } else {
+                            taps(&ah, oy, 0, ih as i64) * taps(&aw, ox, 0, iw as i64)
+                        };
+                        out[oy * ow + ox] = if count == 0 { 0.0 } else { (sum / count as f64) as f32 };
+                    }
+                }
+            });
+        }
+        let mut shape = vec![n, c];
+        if rank == 2 {
+            shape.push(oh);
+        }
+        shape.push(ow);
+        Ok(vec![Tensor::from_f32(shape, y)?])
+    }
+}
+
+/// GlobalMaxPool and GlobalAveragePool: one value per (batch, channel)
+/// over all spatial dims, which stay as dims of 1.
+#[derive(Debug)]
+struct GlobalPool {
+    max: bool,
+}
+
+impl Kernel for GlobalPool {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        if x.shape().len() < 2 {
+            return Err(KernelError(format!("X must have rank 2 or more, got shape {:?}", x.shape())));
+        }
+        let spatial: usize = x.shape()[2..].iter().product();
+        let lanes = x.shape()[0] * x.shape()[1];
+        let pool = |lane: &[f64]| -> f64 {
+            if self.max {
+                lane.iter()
+                    .copied()
+                    .fold(f64::NEG_INFINITY, |a, v| if v.is_nan() || a.is_nan() { f64::NAN } else { a.max(v) })
+            } else {
+                lane.iter().sum::<f64>() / lane.len() as f64
+            }
+        };
+        let data = match x.data() {
+            TensorData::Float(v) => {
+                let wide: Vec<f64> = v.iter().map(|&a| f64::from(a)).collect();
+                TensorData::Float((0..lanes).map(|l| pool(&wide[l * spatial..(l + 1) * spatial]) as f32).collect())
+            }
+            TensorData::Double(v) => {
+                TensorData::Double((0..lanes).map(|l| pool(&v[l * spatial..(l + 1) * spatial])).collect())
+            }
+            other => return Err(KernelError(format!("X must be DT_FLOAT or DT_DOUBLE but is {}", other.dtype()))),
+        };
+        let shape = x.shape().iter().enumerate().map(|(d, &n)| if d < 2 { n } else { 1 }).collect();
+        Ok(vec![Tensor::new(shape, data)?])
+    }
 }
 
 #[derive(Debug)]
