@@ -23,6 +23,7 @@ mod gemm;
 mod movement;
 mod norm;
 mod pool;
+mod recurrent;
 mod reduce;
 mod shape;
 mod unary;
@@ -120,6 +121,7 @@ impl KernelRegistry {
         pool::register(&mut reg);
         reduce::register(&mut reg);
         norm::register(&mut reg);
+        recurrent::register(&mut reg);
         gemm::register(&mut reg);
         shape::register(&mut reg);
         movement::register(&mut reg);

@@ -83,6 +83,13 @@ impl Importer {
         id
     }
 
+    /// A fresh value no name refers to (an omitted optional output).
+    fn unnamed(&mut self) -> ValueId {
+        let id = self.graph.values.len();
+        self.graph.values.push(ValueInfo { name: format!("<omitted output {id}>"), dtype: None, shape: None });
+        id
+    }
+
     fn declare(&mut self, info: &pb::ValueInfoProto) -> Result<ValueId, OnnxError> {
         let name = info.name();
         let id = self.value(name);
@@ -149,7 +156,11 @@ impl Importer {
             for a in &n.attribute {
                 attributes.insert(a.name().to_string(), attribute_from_onnx(&name, a)?);
             }
-            let outputs: Vec<ValueId> = n.output.iter().filter(|o| !o.is_empty()).map(|o| self.value(o)).collect();
+            // An omitted optional output ("") before a used one keeps its
+            // position with a value nothing reads; trailing ones are dropped.
+            let used = n.output.iter().rposition(|o| !o.is_empty()).map_or(0, |i| i + 1);
+            let outputs: Vec<ValueId> =
+                n.output[..used].iter().map(|o| if o.is_empty() { self.unnamed() } else { self.value(o) }).collect();
             for &id in &outputs {
                 produced.resize(self.graph.values.len(), false);
                 if std::mem::replace(&mut produced[id], true)
