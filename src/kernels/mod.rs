@@ -18,6 +18,7 @@ mod broadcast;
 mod cast;
 mod compare;
 mod conv;
+mod conv_transpose;
 mod elementwise;
 mod gemm;
 mod movement;
@@ -118,6 +119,7 @@ impl KernelRegistry {
         elementwise::register(&mut reg);
         compare::register(&mut reg);
         conv::register(&mut reg);
+        conv_transpose::register(&mut reg);
         pool::register(&mut reg);
         reduce::register(&mut reg);
         norm::register(&mut reg);
