@@ -26,6 +26,7 @@ mod norm;
 mod pool;
 mod recurrent;
 mod reduce;
+mod resize;
 mod shape;
 mod unary;
 
@@ -124,6 +125,7 @@ impl KernelRegistry {
         reduce::register(&mut reg);
         norm::register(&mut reg);
         recurrent::register(&mut reg);
+        resize::register(&mut reg);
         gemm::register(&mut reg);
         shape::register(&mut reg);
         movement::register(&mut reg);

@@ -1,0 +1,338 @@
+//! Resize (and its predecessor Upsample) in `nearest` and `linear` modes,
+//! with every coordinate transformation ONNX defines, output sizes from
+//! `scales` or `sizes`, `axes` and `keep_aspect_ratio_policy`.
+//!
+//! Both modes are separable, so the output is built one axis at a time:
+//! nearest picks an input index per output index (any element type),
+//! linear blends the two neighbours (float and double, in f64), reading
+//! the edge value past either end.
+
+use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, normalize_axis, required};
+use crate::tensor::{Tensor, TensorData};
+
+pub fn register(reg: &mut KernelRegistry) {
+    reg.register("Resize", 10, MAX_OPSET, build);
+    reg.register("Upsample", 9, 9, build);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Transform {
+    HalfPixel,
+    HalfPixelSymmetric,
+    PytorchHalfPixel,
+    AlignCorners,
+    Asymmetric,
+    TfCropAndResize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Nearest {
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Policy {
+    Stretch,
+    NotLarger,
+    NotSmaller,
+}
+
+#[derive(Debug)]
+struct Resize {
+    linear: bool,
+    transform: Transform,
+    nearest: Nearest,
+    policy: Policy,
+    axes: Option<Vec<i64>>,
+    extrapolation: f64,
+    /// Upsample: scales is input 1 (no roi).
+    upsample: bool,
+}
+
+fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let node = ctx.node;
+    let linear = match node.string_attr("mode")?.unwrap_or("nearest") {
+        "nearest" => false,
+        "linear" | "bilinear" => true,
+        other => {
+            return Err(BuildError::invalid(
+                node,
+                format!("mode \"{other}\" is not supported (nearest and linear are)"),
+            ));
+        }
+    };
+    if node.int_attr("antialias", 0)? != 0 {
+        return Err(BuildError::invalid(node, "antialias is not supported"));
+    }
+    if node.int_attr("exclude_outside", 0)? != 0 {
+        return Err(BuildError::invalid(node, "exclude_outside is not supported"));
+    }
+    // Opset 10 and Upsample scale from the origin and floor.
+    let old = ctx.opset < 11;
+    let transform = match node.string_attr("coordinate_transformation_mode")?.unwrap_or(if old {
+        "asymmetric"
+    } else {
+        "half_pixel"
+    }) {
+        "half_pixel" => Transform::HalfPixel,
+        "half_pixel_symmetric" => Transform::HalfPixelSymmetric,
+        "pytorch_half_pixel" => Transform::PytorchHalfPixel,
+        "align_corners" => Transform::AlignCorners,
+        "asymmetric" => Transform::Asymmetric,
+        "tf_crop_and_resize" => Transform::TfCropAndResize,
+        other => {
+            return Err(BuildError::invalid(node, format!("coordinate_transformation_mode \"{other}\" is unknown")));
+        }
+    };
+    let nearest = match node.string_attr("nearest_mode")?.unwrap_or(if old { "floor" } else { "round_prefer_floor" }) {
+        "round_prefer_floor" => Nearest::RoundPreferFloor,
+        "round_prefer_ceil" => Nearest::RoundPreferCeil,
+        "floor" => Nearest::Floor,
+        "ceil" => Nearest::Ceil,
+        other => return Err(BuildError::invalid(node, format!("nearest_mode \"{other}\" is unknown"))),
+    };
+    let policy = match node.string_attr("keep_aspect_ratio_policy")?.unwrap_or("stretch") {
+        "stretch" => Policy::Stretch,
+        "not_larger" => Policy::NotLarger,
+        "not_smaller" => Policy::NotSmaller,
+        other => return Err(BuildError::invalid(node, format!("keep_aspect_ratio_policy \"{other}\" is unknown"))),
+    };
+    Ok(Box::new(Resize {
+        linear,
+        transform,
+        nearest,
+        policy,
+        axes: node.ints_attr("axes")?.map(<[i64]>::to_vec),
+        extrapolation: f64::from(node.float_attr("extrapolation_value", 0.0)?),
+        upsample: node.op == "Upsample",
+    }))
+}
+
+fn floats_of(t: &Tensor, what: &str) -> Result<Vec<f64>, KernelError> {
+    match t.data() {
+        TensorData::Float(v) => Ok(v.iter().map(|&x| f64::from(x)).collect()),
+        TensorData::Double(v) => Ok(v.clone()),
+        other => Err(KernelError(format!("{what} must be float, not {}", other.dtype()))),
+    }
+}
+
+/// One axis: where each output index reads from.
+struct AxisMap {
+    out: usize,
+    /// Per output index: the source coordinate, or `None` to extrapolate.
+    source: Vec<Option<f64>>,
+}
+
+impl Resize {
+    /// The input coordinate of output index `o` along an axis.
+    fn coordinate(&self, o: usize, input: usize, out: usize, scale: f64, roi: (f64, f64)) -> Option<f64> {
+        let o = o as f64;
+        let (i, n) = (input as f64, out as f64);
+        let x = match self.transform {
+            Transform::HalfPixel => (o + 0.5) / scale - 0.5,
+            Transform::HalfPixelSymmetric => {
+                let adjustment = n / (scale * i);
+                let center = i / 2.0;
+                center * (1.0 - adjustment) + (o + 0.5) / scale - 0.5
+            }
+            Transform::PytorchHalfPixel => {
+                if out > 1 {
+                    (o + 0.5) / scale - 0.5
+                } else {
+                    0.0
+                }
+            }
+            // The resized length here is scale x input, not its floor.
+            Transform::AlignCorners => {
+                let resized = scale * i;
+                if resized == 1.0 { 0.0 } else { o * (i - 1.0) / (resized - 1.0) }
+            }
+            Transform::Asymmetric => o / scale,
+            Transform::TfCropAndResize => {
+                let (start, end) = roi;
+                let x = if out > 1 {
+                    start * (i - 1.0) + o * (end - start) * (i - 1.0) / (n - 1.0)
+                } else {
+                    0.5 * (start + end) * (i - 1.0)
+                };
+                if x < 0.0 || x > i - 1.0 {
+                    return None;
+                }
+                x
+            }
+        };
+        Some(x)
+    }
+
+    fn nearest_index(&self, x: f64, input: usize) -> usize {
+        let picked = match self.nearest {
+            Nearest::RoundPreferFloor => {
+                if x.fract() == 0.5 || x.fract() == -0.5 {
+                    x.floor()
+                } else {
+                    x.round()
+                }
+            }
+            Nearest::RoundPreferCeil => {
+                if x.fract() == 0.5 || x.fract() == -0.5 {
+                    x.ceil()
+                } else {
+                    x.round()
+                }
+            }
+            Nearest::Floor => x.floor(),
+            Nearest::Ceil => x.ceil(),
+        };
+        picked.clamp(0.0, (input - 1) as f64) as usize
+    }
+}
+
+/// Resamples `data` (of `shape`) along `axis` to `map.out` entries.
+fn resize_axis(
+    data: &TensorData,
+    shape: &[usize],
+    axis: usize,
+    map: &AxisMap,
+    linear: bool,
+    nearest: &dyn Fn(f64) -> usize,
+    extrapolation: f64,
+) -> Result<TensorData, KernelError> {
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let input = shape[axis];
+    if !linear && map.source.iter().all(Option::is_some) {
+        let picks: Vec<usize> = map.source.iter().map(|x| nearest(x.unwrap_or(0.0))).collect();
+        let mut idx = Vec::with_capacity(outer * map.out * inner);
+        for o in 0..outer {
+            for &p in &picks {
+                idx.extend((0..inner).map(|i| (o * input + p) * inner + i));
+            }
+        }
+        return Ok(data.select(&idx));
+    }
+    let values: Vec<f64> = match data {
+        TensorData::Float(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::Double(v) => v.clone(),
+        other => return Err(KernelError(format!("linear resizing takes float or double, not {}", other.dtype()))),
+    };
+    let mut out = Vec::with_capacity(outer * map.out * inner);
+    for o in 0..outer {
+        for src in &map.source {
+            for i in 0..inner {
+                let at = |k: usize| values[(o * input + k) * inner + i];
+                out.push(match src {
+                    None => extrapolation,
+                    Some(x) if !linear => at(nearest(*x)),
+                    Some(x) => {
+                        let lo = x.floor();
+                        let r = x - lo;
+                        let clamp = |k: f64| k.clamp(0.0, (input - 1) as f64) as usize;
+                        at(clamp(lo)) * (1.0 - r) + at(clamp(lo + 1.0)) * r
+                    }
+                });
+            }
+        }
+    }
+    Ok(match data {
+        TensorData::Double(_) => TensorData::Double(out),
+        _ => TensorData::Float(out.into_iter().map(|x| x as f32).collect()),
+    })
+}
+
+impl Kernel for Resize {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        let rank = x.shape().len();
+        let opt = |i: usize| inputs.get(i).copied().flatten().filter(|t| !t.is_empty());
+        let (roi, scales, sizes) = if self.upsample { (None, opt(1), None) } else { (opt(1), opt(2), opt(3)) };
+        let axes: Vec<usize> = match &self.axes {
+            Some(a) => a.iter().map(|&d| normalize_axis(d, rank)).collect::<Result<_, _>>()?,
+            None => (0..rank).collect(),
+        };
+        let inputs_of: Vec<usize> = axes.iter().map(|&d| x.shape()[d]).collect();
+        // Output size and scale per listed axis.
+        let (outs, scale): (Vec<usize>, Vec<f64>) = match (scales, sizes) {
+            (Some(s), None) => {
+                let s = floats_of(s, "scales")?;
+                if s.len() != axes.len() || s.iter().any(|&v| v <= 0.0) {
+                    return Err(KernelError(format!("scales {s:?} must hold {} positive values", axes.len())));
+                }
+                (inputs_of.iter().zip(&s).map(|(&n, &k)| (n as f64 * k).floor() as usize).collect(), s)
+            }
+            (None, Some(z)) => {
+                let z: Vec<i64> = match z.data() {
+                    TensorData::Int64(v) => v.clone(),
+                    other => return Err(KernelError(format!("sizes must be int64, not {}", other.dtype()))),
+                };
+                if z.len() != axes.len() || z.iter().any(|&v| v < 0) {
+                    return Err(KernelError(format!("sizes {z:?} must hold {} sizes", axes.len())));
+                }
+                let ratios: Vec<f64> = z.iter().zip(&inputs_of).map(|(&o, &n)| o as f64 / n as f64).collect();
+                match self.policy {
+                    Policy::Stretch => (z.iter().map(|&v| v as usize).collect(), ratios),
+                    Policy::NotLarger | Policy::NotSmaller => {
+                        let pick = if self.policy == Policy::NotLarger { f64::min } else { f64::max };
+                        let k = ratios.iter().copied().reduce(pick).unwrap_or(1.0);
+                        (
+                            inputs_of.iter().map(|&n| (k * n as f64 + 0.5).floor() as usize).collect(),
+                            vec![k; axes.len()],
+                        )
+                    }
+                }
+            }
+            _ => return Err(KernelError("exactly one of scales and sizes must be given".into())),
+        };
+        let roi = match roi {
+            Some(r) if self.transform == Transform::TfCropAndResize => {
+                let r = floats_of(r, "roi")?;
+                let n = r.len() / 2;
+                if r.len() != 2 * axes.len() && r.len() != 2 * rank {
+                    return Err(KernelError(format!("roi {r:?} must hold a start and an end per axis")));
+                }
+                // roi may list every dim or only the resized axes.
+                axes.iter()
+                    .enumerate()
+                    .map(|(k, &d)| if n == rank { (r[d], r[d + n]) } else { (r[k], r[k + n]) })
+                    .collect()
+            }
+            _ => vec![(0.0, 1.0); axes.len()],
+        };
+        let mut shape = x.shape().to_vec();
+        let mut data = x.data().clone();
+        for (k, &d) in axes.iter().enumerate() {
+            let (input, out) = (x.shape()[d], outs[k]);
+            if input == 0 && out > 0 {
+                return Err(KernelError(format!("cannot resize empty dim {d} to {out}")));
+            }
+            let source = (0..out).map(|o| self.coordinate(o, input, out, scale[k], roi[k])).collect();
+            let map = AxisMap { out, source };
+            let nearest = |v: f64| self.nearest_index(v, input);
+            data = resize_axis(&data, &shape, d, &map, self.linear, &nearest, self.extrapolation)?;
+            shape[d] = out;
+        }
+        Ok(vec![Tensor::new(shape, data)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::Attribute;
+    use crate::kernels::testing::{assert_close, node, run};
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn nearest_and_linear_upscaling() {
+        let x = Tensor::from_f32(vec![1, 2], vec![1.0, 3.0]).unwrap();
+        let none = Tensor::from_f32(vec![0], vec![]).unwrap();
+        let scales = Tensor::from_f32(vec![2], vec![1.0, 2.0]).unwrap();
+        let out = run(&node("Resize", 3, vec![]), 19, &[&x, &none, &scales]).unwrap();
+        assert_eq!(out[0].as_f32().unwrap(), &[1.0, 1.0, 3.0, 3.0]);
+        let linear = vec![("mode", Attribute::String("linear".into()))];
+        let out = run(&node("Resize", 3, linear), 19, &[&x, &none, &scales]).unwrap();
+        // half_pixel: sources -0.25, 0.25, 0.75, 1.25.
+        assert_close(out[0].as_f32().unwrap(), &[1.0, 1.5, 2.5, 3.0]);
+    }
+}
