@@ -4,7 +4,8 @@
 //! case: `model.onnx` and `test_data_set_<i>/{input,output}_<j>.pb`), runs
 //! every case whose operators are all registered, and compares each output
 //! with the recorded one: rtol 1e-3 / atol 1e-7 for floats, exact for
-//! integers, booleans and strings. A case is skipped only when it needs an
+//! integers, booleans and strings; every case runs on one thread and on two,
+//! which must agree bit for bit. A case is skipped only when it needs an
 //! element type the server does not have (float16, bfloat16, float8, int4,
 //! ...), and every skip is printed with that reason. Cases of operators not
 //! registered yet are counted as not run, by operator.
@@ -86,7 +87,24 @@ fn mismatch(got: &Tensor, want: &Tensor) -> Option<String> {
     }
 }
 
-fn run_case(dir: &Path, registry: &KernelRegistry) -> Result<Outcome> {
+/// Bit-for-bit equality of two runs' outputs (NaN equals NaN).
+fn identical(a: &[Tensor], b: &[Tensor]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.shape() == y.shape()
+                && match (x.data(), y.data()) {
+                    (TensorData::Float(p), TensorData::Float(q)) => {
+                        p.len() == q.len() && p.iter().zip(q).all(|(u, v)| u.to_bits() == v.to_bits())
+                    }
+                    (TensorData::Double(p), TensorData::Double(q)) => {
+                        p.len() == q.len() && p.iter().zip(q).all(|(u, v)| u.to_bits() == v.to_bits())
+                    }
+                    (p, q) => p == q,
+                }
+        })
+}
+
+fn run_case(dir: &Path, registry: &KernelRegistry, pools: &[rayon::ThreadPool]) -> Result<Outcome> {
     let bytes = std::fs::read(dir.join("model.onnx"))?;
     let model = ModelProto::decode(bytes.as_slice()).context("decoding model.onnx")?;
     let graph = model.graph.as_ref().context("model.onnx has no graph")?;
@@ -148,12 +166,23 @@ fn run_case(dir: &Path, registry: &KernelRegistry) -> Result<Outcome> {
             Some(f) => f,
             None => return Ok(Outcome::Failed("an output is not a value of the loaded graph".into())),
         };
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.run(feeds, &fetches)));
-        let outputs = match run {
-            Ok(Ok(outputs)) => outputs,
-            Ok(Err(e)) => return Ok(Outcome::Failed(format!("{}: run: {e}", set.display()))),
-            Err(_) => return Ok(Outcome::Failed(format!("{}: a kernel panicked", set.display()))),
-        };
+        // The same run on one thread and on two must agree bit for bit:
+        // kernels parallelise over independent outputs only.
+        let mut runs = Vec::with_capacity(pools.len());
+        for pool in pools {
+            let feeds = feeds.clone();
+            let run =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.install(|| plan.run(feeds, &fetches))));
+            runs.push(match run {
+                Ok(Ok(outputs)) => outputs,
+                Ok(Err(e)) => return Ok(Outcome::Failed(format!("{}: run: {e}", set.display()))),
+                Err(_) => return Ok(Outcome::Failed(format!("{}: a kernel panicked", set.display()))),
+            });
+        }
+        let outputs = runs.swap_remove(0);
+        if runs.iter().any(|other| !identical(other, &outputs)) {
+            return Ok(Outcome::Failed(format!("{}: outputs differ between 1 and 2 threads", set.display())));
+        }
         for (j, got) in outputs.iter().enumerate() {
             let want = ferroserve::onnx::tensor_from_onnx(&read_tensor(&set.join(format!("output_{j}.pb")))?)
                 .map_err(|e| anyhow::anyhow!("output {j}: {e}"))?;
@@ -204,6 +233,10 @@ fn main() -> Result<ExitCode> {
     let known_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/known_failures.txt");
     let known = known_failures(&known_path)?;
     let registry = KernelRegistry::with_all_ops();
+    let pools = [1, 2]
+        .map(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build().context("building a thread pool"))
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     let mut cases: Vec<PathBuf> =
         std::fs::read_dir(&dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     cases.sort();
@@ -217,7 +250,7 @@ fn main() -> Result<ExitCode> {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
-        let outcome = run_case(case, &registry).unwrap_or_else(|e| Outcome::Failed(format!("{e:#}")));
+        let outcome = run_case(case, &registry, &pools).unwrap_or_else(|e| Outcome::Failed(format!("{e:#}")));
         match outcome {
             Outcome::Passed => {
                 passed += 1;
