@@ -110,16 +110,18 @@ ensure_node_modules() {
 
 # ensure_node_tests DIR
 # Writes the ONNX backend node tests of the pinned onnx package into DIR,
-# unless DIR/ONNX_VERSION shows they were written by that version already.
+# unless DIR's stamp shows they were written by that version with this
+# version of the writing script already.
 ensure_node_tests() {
     local dir=$1
     local want
-    want=$(sed -n 's/^onnx==//p' requirements/test-grpc.txt)
-    if [[ -f $dir/ONNX_VERSION && $(<"$dir/ONNX_VERSION") == "$want" ]]; then
-        echo "$dir: node tests of onnx $want already written"
+    want="onnx==$(sed -n 's/^onnx==//p' requirements/test-grpc.txt) $(sha256sum <scripts/gen_onnx_node_tests.py | cut -c1-16)"
+    if [[ -f $dir/.stamp && $(<"$dir/.stamp") == "$want" ]]; then
+        echo "$dir: node tests already written ($want)"
         return 0
     fi
     target/py/grpc/bin/python scripts/gen_onnx_node_tests.py "$dir"
+    echo "$want" >"$dir/.stamp"
 }
 
 # run_pytest NAME VENV SUITE_DIR: sets PYTEST_STATUS[NAME].
