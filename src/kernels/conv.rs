@@ -20,6 +20,25 @@ pub enum AutoPad {
     Valid,
 }
 
+impl AutoPad {
+    /// The node's `auto_pad` attribute (NOTSET when absent).
+    ///
+    /// # Errors
+    /// For a value ONNX does not define.
+    pub fn from_node(node: &Node) -> Result<AutoPad, BuildError> {
+        match node.string_attr("auto_pad")?.unwrap_or("NOTSET") {
+            "NOTSET" => Ok(AutoPad::NotSet),
+            "SAME_UPPER" => Ok(AutoPad::SameUpper),
+            "SAME_LOWER" => Ok(AutoPad::SameLower),
+            "VALID" => Ok(AutoPad::Valid),
+            other => Err(BuildError::invalid(
+                node,
+                format!("auto_pad '{other}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"),
+            )),
+        }
+    }
+}
+
 /// The spatial attributes of a sliding-window operator, for up to two
 /// spatial dims; 1-D operators are run as 2-D with a height of 1.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,18 +114,7 @@ impl Window {
                 ));
             }
         };
-        let auto_pad = match node.string_attr("auto_pad")?.unwrap_or("NOTSET") {
-            "NOTSET" => AutoPad::NotSet,
-            "SAME_UPPER" => AutoPad::SameUpper,
-            "SAME_LOWER" => AutoPad::SameLower,
-            "VALID" => AutoPad::Valid,
-            other => {
-                return Err(BuildError::invalid(
-                    node,
-                    format!("auto_pad '{other}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"),
-                ));
-            }
-        };
+        let auto_pad = AutoPad::from_node(node)?;
         Ok(Window {
             rank,
             kernel,
@@ -116,6 +124,16 @@ impl Window {
             auto_pad,
             ceil_mode: node.int_attr("ceil_mode", 0)? != 0,
         })
+    }
+
+    /// The output shape [n, channels, (height,) width] for resolved axes.
+    pub fn output_shape(&self, n: usize, channels: usize, [ah, aw]: [Axis; 2]) -> Vec<usize> {
+        let mut shape = vec![n, channels];
+        if self.rank == 2 {
+            shape.push(ah.output);
+        }
+        shape.push(aw.output);
+        shape
     }
 
     /// Resolves the geometry for the given spatial input sizes and kernel
@@ -285,12 +303,7 @@ impl Kernel for Conv {
                 }
             });
         }
-        let mut shape = vec![n, m];
-        if window.rank == 2 {
-            shape.push(oh);
-        }
-        shape.push(ow);
-        Ok(vec![Tensor::from_f32(shape, y)?])
+        Ok(vec![Tensor::from_f32(window.output_shape(n, m, [ah, aw]), y)?])
     }
 }
 

@@ -3,19 +3,12 @@
 //! output_shape). Each input element scatters its products with the kernel
 //! into the output.
 
+use super::conv::AutoPad;
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
 use crate::tensor::Tensor;
 
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("ConvTranspose", 1, MAX_OPSET, build);
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum AutoPad {
-    NotSet,
-    SameUpper,
-    SameLower,
-    Valid,
 }
 
 #[derive(Debug)]
@@ -46,18 +39,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     if group < 1 {
         return Err(BuildError::invalid(ctx.node, format!("group must be at least 1, got {group}")));
     }
-    let auto_pad = match ctx.node.string_attr("auto_pad")?.unwrap_or("NOTSET") {
-        "NOTSET" => AutoPad::NotSet,
-        "SAME_UPPER" => AutoPad::SameUpper,
-        "SAME_LOWER" => AutoPad::SameLower,
-        "VALID" => AutoPad::Valid,
-        other => {
-            return Err(BuildError::invalid(
-                ctx.node,
-                format!("auto_pad '{other}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"),
-            ));
-        }
-    };
+    let auto_pad = AutoPad::from_node(ctx.node)?;
     Ok(Box::new(ConvTranspose {
         group: group as usize,
         kernel: list(ctx, "kernel_shape", 1)?,

@@ -199,6 +199,32 @@ pub(crate) fn floats<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], KernelE
     t.as_f32().ok_or_else(|| KernelError(format!("{what} must be {} but is {}", DataType::Float, t.dtype())))
 }
 
+/// The elements of a float or double tensor as f64, for kernels that
+/// compute statistics or recurrences in double precision.
+///
+/// # Errors
+/// When `t` is of another type.
+pub(crate) fn float_values(t: &Tensor, what: &str) -> Result<Vec<f64>, KernelError> {
+    match t.data() {
+        crate::tensor::TensorData::Float(v) => Ok(v.iter().map(|&a| f64::from(a)).collect()),
+        crate::tensor::TensorData::Double(v) => Ok(v.clone()),
+        other => Err(KernelError(format!("{what} must be DT_FLOAT or DT_DOUBLE but is {}", other.dtype()))),
+    }
+}
+
+/// f64 results as a tensor of `like`'s type: double stays double, anything
+/// else becomes float.
+///
+/// # Errors
+/// When `values` does not hold `shape`'s element count.
+pub(crate) fn float_tensor_like(like: &Tensor, shape: Vec<usize>, values: Vec<f64>) -> Result<Tensor, KernelError> {
+    let data = match like.data() {
+        crate::tensor::TensorData::Double(_) => crate::tensor::TensorData::Double(values),
+        _ => crate::tensor::TensorData::Float(values.into_iter().map(|a| a as f32).collect()),
+    };
+    Ok(Tensor::new(shape, data)?)
+}
+
 /// Resolves a possibly negative axis against `rank` (`-1` is the last axis).
 ///
 /// # Errors

@@ -2,32 +2,17 @@
 //! statistics), LayerNormalization, InstanceNormalization and LRN.
 //! Statistics accumulate in f64.
 
-use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, normalize_axis, required};
-use crate::tensor::{Tensor, TensorData};
+use super::{
+    BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, float_tensor_like as narrow,
+    float_values as wide, normalize_axis, required,
+};
+use crate::tensor::Tensor;
 
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("BatchNormalization", 7, MAX_OPSET, build_batch_norm);
     reg.register("LayerNormalization", 17, MAX_OPSET, build_layer_norm);
     reg.register("InstanceNormalization", 6, MAX_OPSET, build_instance_norm);
     reg.register("LRN", 1, MAX_OPSET, build_lrn);
-}
-
-/// A float or double tensor's elements as f64, for the statistics.
-fn wide(t: &Tensor, what: &str) -> Result<Vec<f64>, KernelError> {
-    match t.data() {
-        TensorData::Float(v) => Ok(v.iter().map(|&a| f64::from(a)).collect()),
-        TensorData::Double(v) => Ok(v.clone()),
-        other => Err(KernelError(format!("{what} must be DT_FLOAT or DT_DOUBLE but is {}", other.dtype()))),
-    }
-}
-
-/// f64 results back in the type of `like`.
-fn narrow(like: &Tensor, shape: Vec<usize>, v: Vec<f64>) -> Result<Tensor, KernelError> {
-    let data = match like.data() {
-        TensorData::Double(_) => TensorData::Double(v),
-        _ => TensorData::Float(v.into_iter().map(|a| a as f32).collect()),
-    };
-    Ok(Tensor::new(shape, data)?)
 }
 
 /// One value per channel, checked.

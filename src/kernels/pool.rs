@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::Window;
+use super::conv::{Axis, Window};
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
 use crate::tensor::{Tensor, TensorData};
 
@@ -39,23 +39,14 @@ fn build_average_pool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildEr
 impl Kernel for AveragePool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "X")?;
-        let rank = self.window.rank;
-        if x.shape().len() != rank + 2 {
-            return Err(KernelError(format!(
-                "X must have rank {} for {rank}-D pooling, got shape {:?}",
-                rank + 2,
-                x.shape()
-            )));
-        }
-        let kernel = self.window.kernel.clone().unwrap_or_default();
-        let [ah, aw] = self.window.resolve(&x.shape()[2..], &kernel)?;
+        let [ah, aw] = geometry(&self.window, x)?;
         let xd = floats(x, "X")?;
         let (n, c) = (x.shape()[0], x.shape()[1]);
         let (ih, iw, oh, ow) = (ah.input, aw.input, ah.output, aw.output);
         let plane = oh * ow;
         let include_pad = self.count_include_pad;
         // Taps of one window that fall inside [lo, hi) along an axis.
-        let taps = |a: &crate::kernels::conv::Axis, o: usize, lo: i64, hi: i64| {
+        let taps = |a: &Axis, o: usize, lo: i64, hi: i64| {
             (0..a.kernel)
                 .filter(|&k| {
                     let p = (o * a.stride + k * a.dilation) as i64 - a.pad_begin as i64;
@@ -93,12 +84,7 @@ impl Kernel for AveragePool {
                 }
             });
         }
-        let mut shape = vec![n, c];
-        if rank == 2 {
-            shape.push(oh);
-        }
-        shape.push(ow);
-        Ok(vec![Tensor::from_f32(shape, y)?])
+        Ok(vec![Tensor::from_f32(self.window.output_shape(n, c, [ah, aw]), y)?])
     }
 }
 
@@ -141,6 +127,20 @@ impl Kernel for GlobalPool {
     }
 }
 
+/// Checks X's rank against a pooling window and resolves the window's
+/// geometry on it.
+fn geometry(window: &Window, x: &Tensor) -> Result<[Axis; 2], KernelError> {
+    let rank = window.rank;
+    if x.shape().len() != rank + 2 {
+        return Err(KernelError(format!(
+            "X must have rank {} for {rank}-D pooling, got shape {:?}",
+            rank + 2,
+            x.shape()
+        )));
+    }
+    window.resolve(&x.shape()[2..], window.kernel.as_deref().unwrap_or_default())
+}
+
 #[derive(Debug)]
 struct MaxPool {
     window: Window,
@@ -163,16 +163,7 @@ fn build_max_pool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError>
 impl Kernel for MaxPool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "X")?;
-        let rank = self.window.rank;
-        if x.shape().len() != rank + 2 {
-            return Err(KernelError(format!(
-                "X must have rank {} for {rank}-D pooling, got shape {:?}",
-                rank + 2,
-                x.shape()
-            )));
-        }
-        let kernel = self.window.kernel.clone().unwrap_or_default();
-        let [ah, aw] = self.window.resolve(&x.shape()[2..], &kernel)?;
+        let [ah, aw] = geometry(&self.window, x)?;
         let xd = floats(x, "X")?;
         let (n, c) = (x.shape()[0], x.shape()[1]);
         let (ih, iw, oh, ow) = (ah.input, aw.input, ah.output, aw.output);
@@ -201,12 +192,7 @@ impl Kernel for MaxPool {
                 }
             });
         }
-        let mut shape = vec![n, c];
-        if rank == 2 {
-            shape.push(oh);
-        }
-        shape.push(ow);
-        Ok(vec![Tensor::from_f32(shape, y)?])
+        Ok(vec![Tensor::from_f32(self.window.output_shape(n, c, [ah, aw]), y)?])
     }
 }
 

@@ -7,7 +7,10 @@
 //! past a batch entry's sequence length leave zeros in Y and do not move
 //! its state. Everything is computed in f64 and rounded to the input type.
 
-use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, required};
+use super::{
+    BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, float_tensor_like, float_values as wide,
+    required,
+};
 use crate::tensor::{Tensor, TensorData};
 
 pub fn register(reg: &mut KernelRegistry) {
@@ -199,14 +202,6 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     }))
 }
 
-fn wide(t: &Tensor, what: &str) -> Result<Vec<f64>, KernelError> {
-    match t.data() {
-        TensorData::Float(v) => Ok(v.iter().map(|&a| f64::from(a)).collect()),
-        TensorData::Double(v) => Ok(v.clone()),
-        other => Err(KernelError(format!("{what} must be DT_FLOAT or DT_DOUBLE but is {}", other.dtype()))),
-    }
-}
-
 fn check_shape(t: &Tensor, what: &str, want: &[usize]) -> Result<(), KernelError> {
     if t.shape() != want {
         return Err(KernelError(format!("{what} must have shape {want:?}, got {:?}", t.shape())));
@@ -380,13 +375,7 @@ impl Kernel for Recurrent {
                 }
             }
         }
-        let like = |shape: Vec<usize>, v: Vec<f64>| -> Result<Tensor, KernelError> {
-            let data = match x.data() {
-                TensorData::Double(_) => TensorData::Double(v),
-                _ => TensorData::Float(v.into_iter().map(|a| a as f32).collect()),
-            };
-            Ok(Tensor::new(shape, data)?)
-        };
+        let like = |shape: Vec<usize>, v: Vec<f64>| float_tensor_like(x, shape, v);
         // Back to the requested layout.
         let (y, y_shape) = if self.batch_first {
             let mut out = vec![0.0; y.len()];

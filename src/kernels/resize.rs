@@ -7,7 +7,9 @@
 //! linear blends the two neighbours (float and double, in f64), reading
 //! the edge value past either end.
 
-use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, normalize_axis, required};
+use super::{
+    BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, float_values, normalize_axis, required,
+};
 use crate::tensor::{Tensor, TensorData};
 
 pub fn register(reg: &mut KernelRegistry) {
@@ -109,14 +111,6 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         extrapolation: f64::from(node.float_attr("extrapolation_value", 0.0)?),
         upsample: node.op == "Upsample",
     }))
-}
-
-fn floats_of(t: &Tensor, what: &str) -> Result<Vec<f64>, KernelError> {
-    match t.data() {
-        TensorData::Float(v) => Ok(v.iter().map(|&x| f64::from(x)).collect()),
-        TensorData::Double(v) => Ok(v.clone()),
-        other => Err(KernelError(format!("{what} must be float, not {}", other.dtype()))),
-    }
 }
 
 /// One axis: where each output index reads from.
@@ -256,7 +250,7 @@ impl Kernel for Resize {
         // Output size and scale per listed axis.
         let (outs, scale): (Vec<usize>, Vec<f64>) = match (scales, sizes) {
             (Some(s), None) => {
-                let s = floats_of(s, "scales")?;
+                let s = float_values(s, "scales")?;
                 if s.len() != axes.len() || s.iter().any(|&v| v <= 0.0) {
                     return Err(KernelError(format!("scales {s:?} must hold {} positive values", axes.len())));
                 }
@@ -287,7 +281,7 @@ impl Kernel for Resize {
         };
         let roi = match roi {
             Some(r) if self.transform == Transform::TfCropAndResize => {
-                let r = floats_of(r, "roi")?;
+                let r = float_values(r, "roi")?;
                 let n = r.len() / 2;
                 if r.len() != 2 * axes.len() && r.len() != 2 * rank {
                     return Err(KernelError(format!("roi {r:?} must hold a start and an end per axis")));

@@ -107,23 +107,13 @@ impl PredictionApi {
             .map_err(|e| ServeError::Internal(e.to_string()))?
     }
 
-    /// Runs prepared Classify, Regress or MultiInference tasks on the
-    /// compute pool.
-    async fn infer(
-        &self,
-        prepared: PreparedInference,
-        api: &'static str,
-    ) -> Result<Vec<(ModelSpec, TaskResult)>, ServeError> {
-        run_inference(&self.state, prepared, api).await
-    }
-
     async fn classify(&self, request: ClassificationRequest) -> Result<ClassificationResponse, ServeError> {
         let _in_flight = self.state.enter();
         let servable = resolve(&self.state, request.model_spec.as_ref())?;
         let signature_name = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
         let prepared = PreparedInference::single(servable, Method::Classify, &signature_name, request.input)?
             .checking_methods(self.state.method_name_check)?;
-        match self.infer(prepared, "Classify").await?.pop() {
+        match run_inference(&self.state, prepared, "Classify").await?.pop() {
             Some((spec, TaskResult::Classification(result))) => {
                 Ok(ClassificationResponse { model_spec: Some(spec), result: Some(result) })
             }
@@ -137,7 +127,7 @@ impl PredictionApi {
         let signature_name = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
         let prepared = PreparedInference::single(servable, Method::Regress, &signature_name, request.input)?
             .checking_methods(self.state.method_name_check)?;
-        match self.infer(prepared, "Regress").await?.pop() {
+        match run_inference(&self.state, prepared, "Regress").await?.pop() {
             Some((spec, TaskResult::Regression(result))) => {
                 Ok(RegressionResponse { model_spec: Some(spec), result: Some(result) })
             }
@@ -158,7 +148,7 @@ impl PredictionApi {
         let servable = resolve(&self.state, first.model_spec.as_ref())?;
         let prepared = PreparedInference::multi(servable, &request.tasks, request.input)?
             .checking_methods(self.state.method_name_check)?;
-        let results = self.infer(prepared, "MultiInference").await?;
+        let results = run_inference(&self.state, prepared, "MultiInference").await?;
         Ok(MultiInferenceResponse {
             results: results
                 .into_iter()

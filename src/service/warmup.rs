@@ -12,7 +12,7 @@ use prost::Message;
 use super::prediction::PreparedPredict;
 use crate::error::{ServeError, code_name};
 use crate::inference::{Method, PreparedInference};
-use crate::proto::tensorflow::serving::{PredictionLog, prediction_log};
+use crate::proto::tensorflow::serving::{ClassifyLog, Input, ModelSpec, PredictionLog, RegressLog, prediction_log};
 use crate::repository::VersionWarmup;
 use crate::servable::Servable;
 
@@ -31,6 +31,22 @@ pub struct Warmup {
 
 fn replay_error(path: &Path, index: usize, e: ServeError) -> String {
     format!("warmup request {index} of {} failed: {}: {e}", path.display(), code_name(e.code()))
+}
+
+impl Warmup {
+    /// Replays one Classify or Regress `iterations` times; the count run.
+    fn replay_single(
+        &self,
+        servable: &Arc<Servable>,
+        (method, spec, input): (Method, Option<ModelSpec>, Option<Input>),
+    ) -> Result<usize, ServeError> {
+        let signature = spec.map(|s| s.signature_name).unwrap_or_default();
+        let iterations = self.iterations.max(1);
+        for _ in 0..iterations {
+            PreparedInference::single(servable.clone(), method, &signature, input.clone())?.execute()?;
+        }
+        Ok(iterations as usize)
+    }
 }
 
 impl VersionWarmup for Warmup {
@@ -59,30 +75,15 @@ impl VersionWarmup for Warmup {
                         replayed += 1;
                     }
                 }
-                Some(prediction_log::LogType::ClassifyLog(log)) => {
-                    let request = log.request.unwrap_or_default();
-                    let signature = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
-                    for _ in 0..self.iterations.max(1) {
-                        PreparedInference::single(
-                            servable.clone(),
-                            Method::Classify,
-                            &signature,
-                            request.input.clone(),
-                        )
-                        .and_then(PreparedInference::execute)
-                        .map_err(|e| replay_error(&path, index, e))?;
-                        replayed += 1;
-                    }
+                Some(prediction_log::LogType::ClassifyLog(ClassifyLog { request, .. })) => {
+                    let request = request.unwrap_or_default();
+                    let task = (Method::Classify, request.model_spec, request.input);
+                    replayed += self.replay_single(servable, task).map_err(|e| replay_error(&path, index, e))?;
                 }
-                Some(prediction_log::LogType::RegressLog(log)) => {
-                    let request = log.request.unwrap_or_default();
-                    let signature = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
-                    for _ in 0..self.iterations.max(1) {
-                        PreparedInference::single(servable.clone(), Method::Regress, &signature, request.input.clone())
-                            .and_then(PreparedInference::execute)
-                            .map_err(|e| replay_error(&path, index, e))?;
-                        replayed += 1;
-                    }
+                Some(prediction_log::LogType::RegressLog(RegressLog { request, .. })) => {
+                    let request = request.unwrap_or_default();
+                    let task = (Method::Regress, request.model_spec, request.input);
+                    replayed += self.replay_single(servable, task).map_err(|e| replay_error(&path, index, e))?;
                 }
                 Some(prediction_log::LogType::MultiInferenceLog(log)) => {
                     let mut request = log.request.unwrap_or_default();
