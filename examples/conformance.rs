@@ -186,9 +186,19 @@ fn run_case(dir: &Path, registry: &KernelRegistry, pools: &[rayon::ThreadPool]) 
         for (j, got) in outputs.iter().enumerate() {
             let want = ferroserve::onnx::tensor_from_onnx(&read_tensor(&set.join(format!("output_{j}.pb")))?)
                 .map_err(|e| anyhow::anyhow!("output {j}: {e}"))?;
+            let name = set.file_name().unwrap_or_default().to_string_lossy().into_owned();
             if let Some(why) = mismatch(got, &want) {
-                let name = set.file_name().unwrap_or_default().to_string_lossy().into_owned();
                 return Ok(Outcome::Failed(format!("{name}: output {j}: {why}")));
+            }
+            // Load-time shape inference must agree with what the run made.
+            if let Some(dims) = plan.inferred_shape(fetches[j])
+                && (dims.len() != got.shape().len()
+                    || dims.iter().zip(got.shape()).any(|(d, &n)| d.is_some_and(|d| d != n)))
+            {
+                return Ok(Outcome::Failed(format!(
+                    "{name}: output {j}: shape inference said {dims:?} at load, the run made {:?}",
+                    got.shape()
+                )));
             }
         }
     }

@@ -176,7 +176,7 @@ impl From<RunError> for ServeError {
             // Inputs are checked against the signature first, so a kernel
             // failure means the request's data does not fit the model
             // (a dynamic dim the model cannot take, for instance).
-            RunError::Kernel { .. } => ServeError::InvalidArgument(e.to_string()),
+            RunError::Kernel { .. } | RunError::Input(_) => ServeError::InvalidArgument(e.to_string()),
             RunError::OutputCount { .. } | RunError::NotFed(_) => ServeError::Internal(e.to_string()),
         }
     }

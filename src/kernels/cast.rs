@@ -34,6 +34,12 @@ struct Cast {
     to: DataType,
 }
 
+/// The element type an ONNX type code (Cast's `to`) names, when the server
+/// has it.
+pub(crate) fn onnx_dtype(code: i64) -> Option<DataType> {
+    ONNX_TYPES.iter().find(|(c, _, _)| *c == code).and_then(|(_, _, to)| *to)
+}
+
 fn build_cast(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     let code = ctx.node.int_attr("to", -1)?;
     let to = match ONNX_TYPES.iter().find(|(c, _, _)| *c == code) {

@@ -91,6 +91,15 @@ impl Window {
                 format!("only 1-D and 2-D windows are supported, got {rank} spatial dims"),
             ));
         }
+        Window::parse(node, rank, kernel_required)
+    }
+
+    /// Reads the window attributes of `node` for any number of spatial dims
+    /// (shape inference reads windows the kernels do not run yet).
+    ///
+    /// # Errors
+    /// When an attribute has the wrong length or an invalid value.
+    pub fn parse(node: &Node, rank: usize, kernel_required: bool) -> Result<Window, BuildError> {
         let kernel = match node.ints_attr("kernel_shape")? {
             Some(k) if k.len() == rank && k.iter().all(|&x| x >= 1) => Some(k.iter().map(|&x| x as usize).collect()),
             Some(k) => {
@@ -146,37 +155,46 @@ impl Window {
         let mut axes = [Axis { input: 1, kernel: 1, stride: 1, dilation: 1, pad_begin: 0, pad_end: 0, output: 1 }; 2];
         let offset = 2 - self.rank;
         for d in 0..self.rank {
-            let (i, k, s, dl) = (input[d], kernel[d], self.strides[d], self.dilations[d]);
-            let extent = (k - 1) * dl + 1;
-            let (pad_begin, pad_end, output) = match self.auto_pad {
-                AutoPad::NotSet | AutoPad::Valid => {
-                    let (pb, pe) =
-                        if self.auto_pad == AutoPad::Valid { (0, 0) } else { (self.pads[d], self.pads[d + self.rank]) };
-                    let padded = i + pb + pe;
-                    if padded < extent {
-                        return Err(KernelError(format!(
-                            "window of extent {extent} does not fit in spatial dim {d} of size {i} (padded {padded})"
-                        )));
-                    }
-                    let span = padded - extent;
-                    let mut out = if self.ceil_mode { span.div_ceil(s) + 1 } else { span / s + 1 };
-                    // With ceil_mode, the last window must start inside the
-                    // input or its begin padding.
-                    if self.ceil_mode && (out - 1) * s >= i + pb {
-                        out -= 1;
-                    }
-                    (pb, pe, out)
-                }
-                AutoPad::SameUpper | AutoPad::SameLower => {
-                    let out = i.div_ceil(s);
-                    let needed = ((out.max(1) - 1) * s + extent).saturating_sub(i);
-                    let begin = if self.auto_pad == AutoPad::SameUpper { needed / 2 } else { needed - needed / 2 };
-                    (begin, needed - begin, out)
-                }
-            };
-            axes[offset + d] = Axis { input: i, kernel: k, stride: s, dilation: dl, pad_begin, pad_end, output };
+            axes[offset + d] = self.axis(d, input[d], kernel[d])?;
         }
         Ok(axes)
+    }
+
+    /// Resolves spatial dim `d` for an input of size `i` and a kernel of
+    /// extent `k`.
+    ///
+    /// # Errors
+    /// When the window does not fit in the padded input.
+    pub fn axis(&self, d: usize, i: usize, k: usize) -> Result<Axis, KernelError> {
+        let (s, dl) = (self.strides[d], self.dilations[d]);
+        let extent = (k.max(1) - 1) * dl + 1;
+        let (pad_begin, pad_end, output) = match self.auto_pad {
+            AutoPad::NotSet | AutoPad::Valid => {
+                let (pb, pe) =
+                    if self.auto_pad == AutoPad::Valid { (0, 0) } else { (self.pads[d], self.pads[d + self.rank]) };
+                let padded = i + pb + pe;
+                if padded < extent {
+                    return Err(KernelError(format!(
+                        "window of extent {extent} does not fit in spatial dim {d} of size {i} (padded {padded})"
+                    )));
+                }
+                let span = padded - extent;
+                let mut out = if self.ceil_mode { span.div_ceil(s) + 1 } else { span / s + 1 };
+                // With ceil_mode, the last window must start inside the
+                // input or its begin padding.
+                if self.ceil_mode && (out - 1) * s >= i + pb {
+                    out -= 1;
+                }
+                (pb, pe, out)
+            }
+            AutoPad::SameUpper | AutoPad::SameLower => {
+                let out = i.div_ceil(s);
+                let needed = ((out.max(1) - 1) * s + extent).saturating_sub(i);
+                let begin = if self.auto_pad == AutoPad::SameUpper { needed / 2 } else { needed - needed / 2 };
+                (begin, needed - begin, out)
+            }
+        };
+        Ok(Axis { input: i, kernel: k, stride: s, dilation: dl, pad_begin, pad_end, output })
     }
 }
 

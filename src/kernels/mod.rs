@@ -36,6 +36,8 @@ use std::fmt;
 use crate::graph::{AttributeError, Node};
 use crate::tensor::{DataType, Tensor, TensorError};
 
+pub(crate) use cast::onnx_dtype;
+pub use conv::{AutoPad, Axis, Window};
 pub use gemm::matmul_f32;
 
 /// A ready-to-run operator instance with its attributes already checked.

@@ -6,7 +6,11 @@
 //! use. Runs are synchronous: the caller decides on which thread pool they
 //! happen (the server uses the compute pool, never an async worker).
 
+mod infer;
+
 use std::collections::HashMap;
+
+pub use infer::{DimRule, InputRule, ShapeError};
 
 use crate::graph::{Graph, ValueId, ValueInfo};
 use crate::kernels::{BuildError, Kernel, KernelError, KernelRegistry};
@@ -33,6 +37,8 @@ pub enum PlanError {
     NotSorted { node: String, value: String },
     #[error("graph output '{0}' is produced by no node, input or constant")]
     DanglingOutput(String),
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
 }
 
 /// A failure while running a plan.
@@ -44,6 +50,9 @@ pub enum RunError {
     OutputCount { node: String, op: String, expected: usize, actual: usize },
     #[error("graph input '{0}' was not fed")]
     NotFed(String),
+    /// A fed tensor does not fit what the graph needs of that input.
+    #[error("{0}")]
+    Input(String),
 }
 
 /// An executable model.
@@ -54,14 +63,19 @@ pub struct Plan {
     steps: Vec<Step>,
     inputs: Vec<ValueId>,
     outputs: Vec<ValueId>,
+    /// Load-time shape inference: a shape per value where known.
+    shapes: Vec<Option<Vec<Option<usize>>>>,
+    /// What the graph fixes about the inputs, checked before every run.
+    input_rules: Vec<InputRule>,
 }
 
 impl Plan {
     /// Builds a kernel for every node and checks the graph's wiring.
     ///
     /// # Errors
-    /// When a node's operator is unsupported or misconfigured, or a node
-    /// reads a value that no earlier node, input or constant provides.
+    /// When a node's operator is unsupported or misconfigured, a node reads
+    /// a value that no earlier node, input or constant provides, or shape
+    /// inference finds that the graph can never run.
     pub fn new(graph: Graph, registry: &KernelRegistry) -> Result<Plan, PlanError> {
         let mut available = vec![false; graph.values.len()];
         for &id in graph.inputs.iter().chain(graph.constants.keys()) {
@@ -105,7 +119,10 @@ impl Plan {
                 steps[i].frees.push(id);
             }
         }
+        let inferred = infer::infer(&graph, graph.opset)?;
         Ok(Plan {
+            shapes: inferred.shapes,
+            input_rules: inferred.inputs,
             values: graph.values,
             constants: graph.constants,
             steps,
@@ -117,6 +134,17 @@ impl Plan {
     /// What is declared about each value.
     pub fn value_info(&self, id: ValueId) -> &ValueInfo {
         &self.values[id]
+    }
+
+    /// The shape load-time inference gave a value: `None` for an unknown
+    /// rank, and `None` for each dim known only at run time.
+    pub fn inferred_shape(&self, id: ValueId) -> Option<&[Option<usize>]> {
+        self.shapes.get(id)?.as_deref()
+    }
+
+    /// What the graph fixes about its inputs' dims.
+    pub fn input_rules(&self) -> &[InputRule] {
+        &self.input_rules
     }
 
     /// The values callers feed.
@@ -133,8 +161,11 @@ impl Plan {
     /// values of `fetches`, in that order.
     ///
     /// # Errors
-    /// When an input is not fed or a kernel fails.
+    /// When an input is not fed, a fed shape does not fit what the graph
+    /// needs (checked before any kernel runs), or a kernel fails.
     pub fn run(&self, feeds: Vec<(ValueId, Tensor)>, fetches: &[ValueId]) -> Result<Vec<Tensor>, RunError> {
+        let shapes: Vec<(ValueId, &[usize])> = feeds.iter().map(|(id, t)| (*id, t.shape())).collect();
+        infer::check_feeds(&self.input_rules, &shapes).map_err(RunError::Input)?;
         let mut slots: Vec<Option<Tensor>> = Vec::new();
         slots.resize_with(self.values.len(), || None);
         for (id, t) in feeds {
@@ -246,6 +277,12 @@ mod tests {
     fn kernel_failures_name_the_node() {
         let plan = Plan::new(tiny_graph(), &KernelRegistry::with_all_ops()).unwrap();
         let x = Tensor::from_f32(vec![3], vec![1.0, 2.0, 3.0]).unwrap();
+        let err = plan.run(vec![(0, x.clone())], &[3]).unwrap_err();
+        assert_eq!(err, RunError::Input("input 'x' has shape [3], but the model needs rank 2".into()));
+        // Without a declared shape, nothing is checked before the kernels.
+        let mut g = tiny_graph();
+        g.values[0].shape = None;
+        let plan = Plan::new(g, &KernelRegistry::with_all_ops()).unwrap();
         let err = plan.run(vec![(0, x)], &[3]).unwrap_err();
         assert!(err.to_string().starts_with("node 'add' (Add) failed:"), "{err}");
         assert_eq!(plan.run(vec![], &[3]).unwrap_err(), RunError::NotFed("x".into()));

@@ -335,16 +335,18 @@ pub fn write_slow_model(dir: &Path, width: usize, layers: usize) {
     write_onnx_version(dir, graph);
 }
 
-/// An ONNX graph input or output: `dims` of `None` are named batch dims.
-fn value_info(name: &str, elem_type: i32, dims: &[Option<i64>]) -> pb::ValueInfoProto {
+/// An ONNX graph input or output: `dims` of `None` are named batch dims,
+/// `Some(-1)` dims of unknown size without a name.
+pub fn value_info(name: &str, elem_type: i32, dims: &[Option<i64>]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{Dimension, dimension::Value};
     let dim = dims
         .iter()
         .map(|d| Dimension {
-            value: Some(match d {
-                Some(n) => Value::DimValue(*n),
-                None => Value::DimParam("batch".into()),
-            }),
+            value: match d {
+                Some(-1) => None,
+                Some(n) => Some(Value::DimValue(*n)),
+                None => Some(Value::DimParam("batch".into())),
+            },
             ..Default::default()
         })
         .collect();
@@ -362,7 +364,7 @@ fn value_info(name: &str, elem_type: i32, dims: &[Option<i64>]) -> pb::ValueInfo
 }
 
 /// Writes `graph` as version 1 of the model at `dir`.
-fn write_onnx_version(dir: &Path, graph: pb::GraphProto) {
+pub fn write_onnx_version(dir: &Path, graph: pb::GraphProto) {
     let model = pb::ModelProto {
         ir_version: Some(8),
         opset_import: vec![pb::OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
@@ -388,6 +390,51 @@ pub fn write_string_model(dir: &Path) {
         node: vec![identity("echo"), identity("echo_bytes")],
         input: vec![value_info("raw_bytes", string, &[None])],
         output: vec![value_info("echo", string, &[None]), value_info("echo_bytes", string, &[None])],
+        ..Default::default()
+    };
+    write_onnx_version(dir, graph);
+}
+
+/// Writes a model whose graph fixes what its declared shapes leave open:
+/// `features` [batch, `width`] goes through a MatMul by a [4, 3] weight
+/// (node `fc`), and its result is concatenated (node `join`, axis 1) with
+/// `extra` [?, 2], so `extra`'s dim 0 must equal the batch. `width` of -1
+/// leaves the dim open; any other value fixes it.
+pub fn write_shape_model(dir: &Path, width: i64) {
+    let float = pb::tensor_proto::DataType::Float as i32;
+    let weight = pb::TensorProto {
+        name: Some("w".into()),
+        dims: vec![4, 3],
+        data_type: Some(float),
+        float_data: (0..12).map(|i| i as f32).collect(),
+        ..Default::default()
+    };
+    let node =
+        |name: &str, op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>| pb::NodeProto {
+            name: Some(name.into()),
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|i| i.to_string()).collect(),
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        };
+    let axis = pb::AttributeProto {
+        name: Some("axis".into()),
+        r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
+        i: Some(1),
+        ..Default::default()
+    };
+    let graph = pb::GraphProto {
+        node: vec![
+            node("fc", "MatMul", &["features", "w"], "hidden", vec![]),
+            node("join", "Concat", &["hidden", "extra"], "joined", vec![axis]),
+        ],
+        initializer: vec![weight],
+        input: vec![
+            value_info("features", float, &[None, Some(width)]),
+            value_info("extra", float, &[Some(-1), Some(2)]),
+        ],
+        output: vec![value_info("joined", float, &[None, Some(5)])],
         ..Default::default()
     };
     write_onnx_version(dir, graph);

@@ -11,5 +11,6 @@ mod lifecycle;
 mod metadata_status;
 mod predict;
 mod rest;
+mod shapes;
 mod strings;
 mod warmup;
