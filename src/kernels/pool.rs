@@ -1,4 +1,4 @@
-//! Pooling over NCHW tensors: MaxPool and AveragePool (1-D and 2-D), and
+//! Pooling over NC(D)HW tensors: MaxPool and AveragePool (any spatial rank), and
 //! GlobalMaxPool and GlobalAveragePool (any spatial rank).
 
 use rayon::prelude::*;
@@ -14,8 +14,131 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("GlobalAveragePool", 1, MAX_OPSET, |_| Ok(Box::new(GlobalPool { max: false })));
 }
 
-/// AveragePool: the mean of the taps inside the input, or, with
-/// `count_include_pad`, divided by the taps inside the padded input.
+/// The deepest spatial rank the N-D pooling kernels take.
+const MAX_SPATIAL_RANK: usize = 8;
+
+/// Reads the window of a pooling node: its rank comes from `kernel_shape`.
+fn pool_window(node: &crate::graph::Node) -> Result<Window, BuildError> {
+    let Some(rank) = node.ints_attr("kernel_shape")?.map(<[i64]>::len) else {
+        return Err(BuildError::invalid(node, "attribute 'kernel_shape' is required"));
+    };
+    if !(1..=MAX_SPATIAL_RANK).contains(&rank) {
+        return Err(BuildError::invalid(
+            node,
+            format!("kernel_shape must have 1 to {MAX_SPATIAL_RANK} dims, got {rank}"),
+        ));
+    }
+    Window::parse(node, rank, true)
+}
+
+/// One spatial dim of a resolved N-D window: for each output position, the
+/// input positions its taps read inside the input (in tap order), and how
+/// many of its taps fall inside the padded input.
+struct DimTaps {
+    inside: Vec<Vec<usize>>,
+    padded: Vec<usize>,
+}
+
+impl DimTaps {
+    fn new(a: &Axis) -> DimTaps {
+        let (lo, hi) = (-(a.pad_begin as i64), (a.input + a.pad_end) as i64);
+        let mut inside = Vec::with_capacity(a.output);
+        let mut padded = Vec::with_capacity(a.output);
+        for o in 0..a.output {
+            let positions = (0..a.kernel).map(|k| (o * a.stride + k * a.dilation) as i64 - a.pad_begin as i64);
+            inside.push(positions.clone().filter(|&p| (0..a.input as i64).contains(&p)).map(|p| p as usize).collect());
+            padded.push(positions.filter(|p| (lo..hi).contains(p)).count());
+        }
+        DimTaps { inside, padded }
+    }
+}
+
+/// The resolved N-D geometry of a pooling node over one input.
+struct NdGeometry {
+    axes: Vec<Axis>,
+    taps: Vec<DimTaps>,
+    /// Row-major strides of the input's spatial dims.
+    in_strides: Vec<usize>,
+    in_plane: usize,
+    out_plane: usize,
+}
+
+impl NdGeometry {
+    fn new(window: &Window, x: &Tensor) -> Result<NdGeometry, KernelError> {
+        let rank = window.rank;
+        if x.shape().len() != rank + 2 {
+            return Err(KernelError(format!(
+                "X must have rank {} for {rank}-D pooling, got shape {:?}",
+                rank + 2,
+                x.shape()
+            )));
+        }
+        let kernel = window.kernel.as_deref().unwrap_or_default();
+        let axes = (0..rank).map(|d| window.axis(d, x.shape()[2 + d], kernel[d])).collect::<Result<Vec<_>, _>>()?;
+        let mut in_strides = vec![1; rank];
+        for d in (0..rank.saturating_sub(1)).rev() {
+            in_strides[d] = in_strides[d + 1] * axes[d + 1].input;
+        }
+        Ok(NdGeometry {
+            taps: axes.iter().map(DimTaps::new).collect(),
+            in_strides,
+            in_plane: axes.iter().map(|a| a.input).product(),
+            out_plane: axes.iter().map(|a| a.output).product(),
+            axes,
+        })
+    }
+
+    fn output_shape(&self, x: &Tensor) -> Vec<usize> {
+        let mut shape = x.shape()[..2].to_vec();
+        shape.extend(self.axes.iter().map(|a| a.output));
+        shape
+    }
+
+    /// Calls `f(output offset, taps)` for every output position of one
+    /// (batch, channel) plane, in row-major order; `taps` visits the input
+    /// offsets of its window inside the input, in row-major tap order.
+    fn for_each_output(&self, mut f: impl FnMut(usize, &mut dyn FnMut(&mut dyn FnMut(usize)), usize)) {
+        let rank = self.axes.len();
+        let mut out = [0usize; MAX_SPATIAL_RANK];
+        for o in 0..self.out_plane {
+            let lists: Vec<&[usize]> = (0..rank).map(|d| self.taps[d].inside[out[d]].as_slice()).collect();
+            let padded: usize = (0..rank).map(|d| self.taps[d].padded[out[d]]).product();
+            let mut visit = |g: &mut dyn FnMut(usize)| {
+                if lists.iter().any(|l| l.is_empty()) {
+                    return;
+                }
+                let mut idx = [0usize; MAX_SPATIAL_RANK];
+                loop {
+                    g((0..rank).map(|d| lists[d][idx[d]] * self.in_strides[d]).sum());
+                    let mut d = rank;
+                    loop {
+                        if d == 0 {
+                            return;
+                        }
+                        d -= 1;
+                        idx[d] += 1;
+                        if idx[d] < lists[d].len() {
+                            break;
+                        }
+                        idx[d] = 0;
+                    }
+                }
+            };
+            f(o, &mut visit, padded);
+            for d in (0..rank).rev() {
+                out[d] += 1;
+                if out[d] < self.axes[d].output {
+                    break;
+                }
+                out[d] = 0;
+            }
+        }
+    }
+}
+
+/// AveragePool over any spatial rank: the mean of the taps inside the
+/// input, or, with `count_include_pad`, divided by the taps inside the
+/// padded input.
 #[derive(Debug)]
 struct AveragePool {
     window: Window,
@@ -24,14 +147,11 @@ struct AveragePool {
 
 fn build_average_pool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     let node = ctx.node;
-    let Some(rank) = node.ints_attr("kernel_shape")?.map(<[i64]>::len) else {
-        return Err(BuildError::invalid(node, "attribute 'kernel_shape' is required"));
-    };
     if ctx.opset < 19 && node.ints_attr("dilations")?.is_some_and(|d| d.iter().any(|&x| x != 1)) {
         return Err(BuildError::invalid(node, "dilations need opset 19 or later"));
     }
     Ok(Box::new(AveragePool {
-        window: Window::from_node(node, rank, true)?,
+        window: pool_window(node)?,
         count_include_pad: node.int_attr("count_include_pad", 0)? != 0,
     }))
 }
@@ -39,52 +159,25 @@ fn build_average_pool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildEr
 impl Kernel for AveragePool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "X")?;
-        let [ah, aw] = geometry(&self.window, x)?;
-        let xd = floats(x, "X")?;
-        let (n, c) = (x.shape()[0], x.shape()[1]);
-        let (ih, iw, oh, ow) = (ah.input, aw.input, ah.output, aw.output);
-        let plane = oh * ow;
-        let include_pad = self.count_include_pad;
-        // Taps of one window that fall inside [lo, hi) along an axis.
-        let taps = |a: &Axis, o: usize, lo: i64, hi: i64| {
-            (0..a.kernel)
-                .filter(|&k| {
-                    let p = (o * a.stride + k * a.dilation) as i64 - a.pad_begin as i64;
-                    (lo..hi).contains(&p)
-                })
-                .count()
-        };
-        let mut y = vec![0.0f32; n * c * plane];
-        if plane > 0 {
-            y.par_chunks_mut(plane).enumerate().for_each(|(idx, out)| {
-                let input = &xd[idx * ih * iw..(idx + 1) * ih * iw];
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut sum = 0.0f64;
-                        for ky in 0..ah.kernel {
-                            let iy = (oy * ah.stride + ky * ah.dilation) as i64 - ah.pad_begin as i64;
-                            if !(0..ih as i64).contains(&iy) {
-                                continue;
-                            }
-                            for kx in 0..aw.kernel {
-                                let ix = (ox * aw.stride + kx * aw.dilation) as i64 - aw.pad_begin as i64;
-                                if (0..iw as i64).contains(&ix) {
-                                    sum += f64::from(input[iy as usize * iw + ix as usize]);
-                                }
-                            }
-                        }
-                        let count = if include_pad {
-                            taps(&ah, oy, -(ah.pad_begin as i64), (ih + ah.pad_end) as i64)
-                                * taps(&aw, ox, -(aw.pad_begin as i64), (iw + aw.pad_end) as i64)
-                        } else {
-                            taps(&ah, oy, 0, ih as i64) * taps(&aw, ox, 0, iw as i64)
-                        };
-                        out[oy * ow + ox] = if count == 0 { 0.0 } else { (sum / count as f64) as f32 };
-                    }
-                }
+        let g = NdGeometry::new(&self.window, x)?;
+        let xd = super::float_values(x, "X")?;
+        let (in_plane, out_plane) = (g.in_plane, g.out_plane);
+        let mut y = vec![0.0f64; x.shape()[0] * x.shape()[1] * out_plane];
+        if out_plane > 0 {
+            y.par_chunks_mut(out_plane).enumerate().for_each(|(lane, out)| {
+                let input = &xd[lane * in_plane..(lane + 1) * in_plane];
+                g.for_each_output(|o, taps, padded| {
+                    let (mut sum, mut count) = (0.0f64, 0usize);
+                    taps(&mut |i| {
+                        sum += input[i];
+                        count += 1;
+                    });
+                    let count = if self.count_include_pad { padded } else { count };
+                    out[o] = if count == 0 { 0.0 } else { sum / count as f64 };
+                });
             });
         }
-        Ok(vec![Tensor::from_f32(self.window.output_shape(n, c, [ah, aw]), y)?])
+        Ok(vec![super::float_tensor_like(x, g.output_shape(x), y)?])
     }
 }
 
@@ -141,28 +234,107 @@ fn geometry(window: &Window, x: &Tensor) -> Result<[Axis; 2], KernelError> {
     window.resolve(&x.shape()[2..], window.kernel.as_deref().unwrap_or_default())
 }
 
+/// MaxPool: the 2-D (and 1-D) float kernel without Indices runs tap by tap
+/// over whole rows; every other case (any spatial rank, double and 8-bit
+/// integers, the Indices output, column-major indices) runs the N-D kernel.
 #[derive(Debug)]
 struct MaxPool {
     window: Window,
+    /// `storage_order` 1: Indices count the spatial dims column-major.
+    column_major: bool,
+    /// The node uses the Indices output.
+    with_indices: bool,
 }
 
 fn build_max_pool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     let node = ctx.node;
-    if node.outputs.len() > 1 {
-        return Err(BuildError::invalid(node, "the optional Indices output is not supported"));
+    if node.outputs.len() > 2 {
+        return Err(BuildError::invalid(node, format!("MaxPool has at most 2 outputs, got {}", node.outputs.len())));
     }
-    if node.int_attr("storage_order", 0)? != 0 {
-        return Err(BuildError::invalid(node, "storage_order 1 (column major) is not supported"));
-    }
-    let Some(rank) = node.ints_attr("kernel_shape")?.map(<[i64]>::len) else {
-        return Err(BuildError::invalid(node, "attribute 'kernel_shape' is required"));
+    let column_major = match node.int_attr("storage_order", 0)? {
+        0 => false,
+        1 => true,
+        other => return Err(BuildError::invalid(node, format!("storage_order must be 0 or 1, got {other}"))),
     };
-    Ok(Box::new(MaxPool { window: Window::from_node(node, rank, true)? }))
+    Ok(Box::new(MaxPool { window: pool_window(node)?, column_major, with_indices: node.outputs.len() == 2 }))
 }
 
-impl Kernel for MaxPool {
-    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
-        let x = required(inputs, 0, "X")?;
+/// Elements MaxPool compares: NaN wins, as in onnxruntime.
+trait PoolMax: Copy + Send + Sync + PartialOrd {
+    const LOWEST: Self;
+    fn is_nan(self) -> bool;
+}
+
+impl PoolMax for f32 {
+    const LOWEST: f32 = f32::NEG_INFINITY;
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+}
+
+impl PoolMax for f64 {
+    const LOWEST: f64 = f64::NEG_INFINITY;
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+}
+
+impl PoolMax for u8 {
+    const LOWEST: u8 = u8::MIN;
+    fn is_nan(self) -> bool {
+        false
+    }
+}
+
+impl PoolMax for i8 {
+    const LOWEST: i8 = i8::MIN;
+    fn is_nan(self) -> bool {
+        false
+    }
+}
+
+impl MaxPool {
+    /// The N-D kernel: values and, per output, the flat index of the first
+    /// maximum in the whole input tensor (row-major, or column-major over
+    /// the spatial dims with `storage_order` 1).
+    fn run_nd<T: PoolMax>(&self, g: &NdGeometry, x: &[T], lanes: usize) -> (Vec<T>, Vec<i64>) {
+        let (in_plane, out_plane) = (g.in_plane, g.out_plane);
+        let mut y = vec![T::LOWEST; lanes * out_plane];
+        let mut indices = vec![0i64; lanes * out_plane];
+        // Column-major strides of the spatial dims, for storage_order 1.
+        let rank = g.axes.len();
+        let mut col_strides = vec![1usize; rank];
+        for d in 1..rank {
+            col_strides[d] = col_strides[d - 1] * g.axes[d - 1].input;
+        }
+        if out_plane > 0 {
+            y.par_chunks_mut(out_plane).zip(indices.par_chunks_mut(out_plane)).enumerate().for_each(
+                |(lane, (out, idx))| {
+                    let input = &x[lane * in_plane..(lane + 1) * in_plane];
+                    g.for_each_output(|o, taps, _| {
+                        let (mut best, mut at, mut seen) = (T::LOWEST, 0usize, false);
+                        taps(&mut |i| {
+                            let v = input[i];
+                            if !seen || (v > best && !best.is_nan()) || (v.is_nan() && !best.is_nan()) {
+                                (best, at, seen) = (v, i, true);
+                            }
+                        });
+                        out[o] = best;
+                        let spatial = if self.column_major {
+                            (0..rank).map(|d| (at / g.in_strides[d]) % g.axes[d].input * col_strides[d]).sum()
+                        } else {
+                            at
+                        };
+                        idx[o] = (lane * in_plane + spatial) as i64;
+                    });
+                },
+            );
+        }
+        (y, indices)
+    }
+
+    /// The row-at-a-time float kernel for 1-D and 2-D windows.
+    fn run_2d(&self, x: &Tensor) -> Result<Tensor, KernelError> {
         let [ah, aw] = geometry(&self.window, x)?;
         let xd = floats(x, "X")?;
         let (n, c) = (x.shape()[0], x.shape()[1]);
@@ -192,7 +364,44 @@ impl Kernel for MaxPool {
                 }
             });
         }
-        Ok(vec![Tensor::from_f32(self.window.output_shape(n, c, [ah, aw]), y)?])
+        Ok(Tensor::from_f32(self.window.output_shape(n, c, [ah, aw]), y)?)
+    }
+}
+
+impl Kernel for MaxPool {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        if self.window.rank <= 2 && !self.with_indices && matches!(x.data(), TensorData::Float(_)) {
+            return Ok(vec![self.run_2d(x)?]);
+        }
+        let g = NdGeometry::new(&self.window, x)?;
+        let lanes = x.shape()[0] * x.shape()[1];
+        let (y, indices) = match x.data() {
+            TensorData::Float(v) => {
+                let (y, i) = self.run_nd(&g, v, lanes);
+                (TensorData::Float(y), i)
+            }
+            TensorData::Double(v) => {
+                let (y, i) = self.run_nd(&g, v, lanes);
+                (TensorData::Double(y), i)
+            }
+            TensorData::UInt8(v) => {
+                let (y, i) = self.run_nd(&g, v, lanes);
+                (TensorData::UInt8(y), i)
+            }
+            TensorData::Int8(v) => {
+                let (y, i) = self.run_nd(&g, v, lanes);
+                (TensorData::Int8(y), i)
+            }
+            other => {
+                return Err(KernelError(format!(
+                    "X must be DT_FLOAT, DT_DOUBLE, DT_UINT8 or DT_INT8 but is {}",
+                    other.dtype()
+                )));
+            }
+        };
+        let shape = g.output_shape(x);
+        Ok(vec![Tensor::new(shape.clone(), y)?, Tensor::new(shape, TensorData::Int64(indices))?])
     }
 }
 
@@ -270,6 +479,38 @@ mod tests {
         let out = run(&node("MaxPool", 1, attrs), 12, &[&t]).unwrap();
         assert_eq!(out[0].shape(), &[1, 1, 3, 3]);
         assert_eq!(out[0].as_f32().unwrap(), &[6.0, 8.0, 9.0, 16.0, 18.0, 19.0, 21.0, 23.0, 24.0]);
+    }
+
+    #[test]
+    fn the_n_d_kernel_agrees_with_the_2d_one_and_finds_the_first_maximum() {
+        let x = random_floats(2 * 3 * 11 * 9, 7);
+        let t = Tensor::from_f32(vec![2, 3, 11, 9], x).unwrap();
+        let attrs = || {
+            vec![
+                ("kernel_shape", ints(&[3, 2])),
+                ("strides", ints(&[2, 1])),
+                ("dilations", ints(&[2, 1])),
+                ("pads", ints(&[1, 0, 2, 1])),
+                ("ceil_mode", Attribute::Int(1)),
+            ]
+        };
+        let fast = run(&node("MaxPool", 1, attrs()), 12, &[&t]).unwrap();
+        let mut with_indices = node("MaxPool", 1, attrs());
+        with_indices.outputs.push(2);
+        let nd = run(&with_indices, 12, &[&t]).unwrap();
+        assert_eq!(fast[0], nd[0]);
+        // Every index points at its maximum in the flattened input.
+        let (values, x) = (nd[0].as_f32().unwrap(), t.as_f32().unwrap());
+        for (v, &i) in values.iter().zip(nd[1].as_i64().unwrap()) {
+            assert_eq!(*v, x[i as usize]);
+        }
+        // Ties go to the first tap; column-major indices transpose H and W.
+        let t = Tensor::from_f32(vec![1, 1, 2, 3], vec![1.0, 5.0, 5.0, 0.0, 5.0, 2.0]).unwrap();
+        let mut n = node("MaxPool", 1, vec![("kernel_shape", ints(&[2, 3]))]);
+        n.outputs.push(2);
+        assert_eq!(run(&n, 12, &[&t]).unwrap()[1].as_i64().unwrap(), &[1]);
+        n.attributes.insert("storage_order".into(), Attribute::Int(1));
+        assert_eq!(run(&n, 12, &[&t]).unwrap()[1].as_i64().unwrap(), &[2]);
     }
 
     #[test]
