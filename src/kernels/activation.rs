@@ -1,5 +1,5 @@
-//! Activations: Relu, Softmax and LogSoftmax (the elementwise ones live in
-//! `unary.rs`).
+//! Activations: Relu, Softmax, LogSoftmax and Hardmax (the elementwise ones
+//! live in `unary.rs`).
 
 use rayon::prelude::*;
 
@@ -12,6 +12,7 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("Relu", 6, MAX_OPSET, |_| Ok(Box::new(Relu)));
     reg.register("Softmax", 1, MAX_OPSET, build_softmax);
     reg.register("LogSoftmax", 1, MAX_OPSET, build_softmax);
+    reg.register("Hardmax", 1, MAX_OPSET, build_softmax);
 }
 
 #[derive(Debug)]
@@ -35,12 +36,14 @@ struct Softmax {
     coerce_2d: bool,
     /// LogSoftmax: x - max - ln(sum(exp(x - max))).
     log: bool,
+    /// Hardmax: 1 at the first maximum of each lane, 0 elsewhere.
+    hard: bool,
 }
 
 fn build_softmax(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     let coerce_2d = ctx.opset < 13;
     let axis = ctx.node.int_attr("axis", if coerce_2d { 1 } else { -1 })?;
-    Ok(Box::new(Softmax { axis, coerce_2d, log: ctx.node.op == "LogSoftmax" }))
+    Ok(Box::new(Softmax { axis, coerce_2d, log: ctx.node.op == "LogSoftmax", hard: ctx.node.op == "Hardmax" }))
 }
 
 /// Normalises every [n] lane (stride `inner`) of `data`, viewed as
@@ -87,6 +90,29 @@ impl Kernel for Softmax {
             (shape.get(axis).copied().unwrap_or(1), shape[axis + 1..].iter().product())
         };
         let mut data = x.data().clone();
+        if self.hard {
+            macro_rules! hardmax {
+                ($v:expr) => {
+                    $v.par_chunks_mut((n * inner).max(1)).for_each(|block| {
+                        for i in 0..inner {
+                            let best =
+                                (0..n).fold(0, |b, j| if block[j * inner + i] > block[b * inner + i] { j } else { b });
+                            for j in 0..n {
+                                block[j * inner + i] = if j == best { 1.0 } else { 0.0 };
+                            }
+                        }
+                    })
+                };
+            }
+            match &mut data {
+                TensorData::Float(v) => hardmax!(v),
+                TensorData::Double(v) => hardmax!(v),
+                other => {
+                    return Err(KernelError(format!("input must be DT_FLOAT or DT_DOUBLE but is {}", other.dtype())));
+                }
+            }
+            return Ok(vec![Tensor::new(shape.to_vec(), data)?]);
+        }
         if n > 0 && outer > 0 && inner > 0 {
             match &mut data {
                 TensorData::Float(v) => softmax_lanes!(v, f32, n, inner, self.log),

@@ -21,6 +21,7 @@ mod conv;
 mod conv_transpose;
 mod elementwise;
 mod gemm;
+mod indexing;
 mod movement;
 mod norm;
 mod pool;
@@ -131,6 +132,7 @@ impl KernelRegistry {
         gemm::register(&mut reg);
         shape::register(&mut reg);
         movement::register(&mut reg);
+        indexing::register(&mut reg);
         cast::register(&mut reg);
         unary::register(&mut reg);
         reg

@@ -29,7 +29,7 @@ pub fn register(reg: &mut KernelRegistry) {
 }
 
 /// An integer tensor (int64 or int32) as i64s.
-fn int_list(t: &Tensor, what: &str) -> Result<Vec<i64>, KernelError> {
+pub(super) fn int_list(t: &Tensor, what: &str) -> Result<Vec<i64>, KernelError> {
     match t.data() {
         TensorData::Int64(v) => Ok(v.clone()),
         TensorData::Int32(v) => Ok(v.iter().map(|&x| i64::from(x)).collect()),
@@ -37,7 +37,7 @@ fn int_list(t: &Tensor, what: &str) -> Result<Vec<i64>, KernelError> {
     }
 }
 
-fn strides(shape: &[usize]) -> Vec<usize> {
+pub(super) fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
     for d in (0..shape.len().saturating_sub(1)).rev() {
         s[d] = s[d + 1] * shape[d + 1];
@@ -47,7 +47,7 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 
 /// For every position of `out_shape` in row-major order, the index `source`
 /// gives for its coordinates.
-fn positions(out_shape: &[usize], mut source: impl FnMut(&[usize]) -> usize) -> Vec<usize> {
+pub(super) fn positions(out_shape: &[usize], mut source: impl FnMut(&[usize]) -> usize) -> Vec<usize> {
     let n: usize = out_shape.iter().product();
     let mut idx = vec![0usize; out_shape.len()];
     let mut out = Vec::with_capacity(n);

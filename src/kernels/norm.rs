@@ -1,5 +1,6 @@
 //! Normalisation at inference: BatchNormalization (with the running
-//! statistics), LayerNormalization, InstanceNormalization and LRN.
+//! statistics), LayerNormalization, RMSNormalization, InstanceNormalization,
+//! GroupNormalization, MeanVarianceNormalization, LpNormalization and LRN.
 //! Statistics accumulate in f64.
 
 use super::{
@@ -13,6 +14,14 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("LayerNormalization", 17, MAX_OPSET, build_layer_norm);
     reg.register("InstanceNormalization", 6, MAX_OPSET, build_instance_norm);
     reg.register("LRN", 1, MAX_OPSET, build_lrn);
+    reg.register("RMSNormalization", 23, MAX_OPSET, build_layer_norm);
+    reg.register("GroupNormalization", 18, MAX_OPSET, build_group_norm);
+    reg.register("MeanVarianceNormalization", 9, MAX_OPSET, |ctx| {
+        Ok(Box::new(MeanVarianceNorm {
+            axes: ctx.node.ints_attr("axes")?.map_or_else(|| vec![0, 2, 3], <[i64]>::to_vec),
+        }))
+    });
+    reg.register("LpNormalization", 1, MAX_OPSET, build_lp_norm);
 }
 
 /// One value per channel, checked.
@@ -75,13 +84,20 @@ struct LayerNorm {
     axis: i64,
     epsilon: f64,
     outputs: usize,
+    /// RMSNormalization: no mean is subtracted and there is no bias.
+    rms: bool,
 }
 
 fn build_layer_norm(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let rms = ctx.node.op == "RMSNormalization";
+    if rms && ctx.node.outputs.len() > 1 {
+        return Err(BuildError::invalid(ctx.node, "RMSNormalization has one output"));
+    }
     Ok(Box::new(LayerNorm {
         axis: ctx.node.int_attr("axis", -1)?,
         epsilon: f64::from(ctx.node.float_attr("epsilon", 1e-5)?),
         outputs: ctx.node.outputs.len(),
+        rms,
     }))
 }
 
@@ -122,7 +138,7 @@ impl Kernel for LayerNorm {
             return Err(KernelError(format!("Scale of shape {:?} does not broadcast to {norm:?}", scale_t.shape())));
         }
         let scale = wide(scale_t, "Scale")?;
-        let bias = match inputs.get(2).copied().flatten() {
+        let bias = match inputs.get(2).copied().flatten().filter(|_| !self.rms) {
             Some(b) if fits(b) => Some((wide(b, "B")?, b.shape().to_vec())),
             Some(b) => return Err(KernelError(format!("B of shape {:?} does not broadcast to {norm:?}", b.shape()))),
             None => None,
@@ -133,7 +149,7 @@ impl Kernel for LayerNorm {
         let mut inv_std = Vec::with_capacity(outer);
         for o in 0..outer {
             let lane = &xs[o * block..(o + 1) * block];
-            let mean = lane.iter().sum::<f64>() / block as f64;
+            let mean = if self.rms { 0.0 } else { lane.iter().sum::<f64>() / block as f64 };
             let var = lane.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / block as f64;
             let inv = 1.0 / (var + self.epsilon).sqrt();
             for j in 0..block {
@@ -236,6 +252,151 @@ impl Kernel for Lrn {
                 }
             }
         }
+        Ok(vec![narrow(x, x.shape().to_vec(), y)?])
+    }
+}
+
+/// GroupNormalization: channels split into `num_groups` groups, each
+/// (batch, group) normalised over its channels and spatial positions, then
+/// scaled and shifted per channel (opset 21) or per group (opset 18).
+#[derive(Debug)]
+struct GroupNorm {
+    groups: usize,
+    epsilon: f64,
+    per_group_params: bool,
+}
+
+fn build_group_norm(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let groups = ctx.node.int_attr("num_groups", 0)?;
+    if groups < 1 {
+        return Err(BuildError::invalid(ctx.node, format!("num_groups must be at least 1, got {groups}")));
+    }
+    Ok(Box::new(GroupNorm {
+        groups: groups as usize,
+        epsilon: f64::from(ctx.node.float_attr("epsilon", 1e-5)?),
+        per_group_params: ctx.opset < 21,
+    }))
+}
+
+impl Kernel for GroupNorm {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        if x.shape().len() < 2 || x.shape()[1] % self.groups != 0 {
+            return Err(KernelError(format!(
+                "X of shape {:?} must have rank 2 or more and channels divisible by num_groups {}",
+                x.shape(),
+                self.groups
+            )));
+        }
+        let (n, c) = (x.shape()[0], x.shape()[1]);
+        let params = if self.per_group_params { self.groups } else { c };
+        let scale = per_channel(required(inputs, 1, "scale")?, "scale", params)?;
+        let bias = per_channel(required(inputs, 2, "bias")?, "bias", params)?;
+        let spatial: usize = x.shape()[2..].iter().product();
+        let per_group = c / self.groups;
+        let block = per_group * spatial;
+        let xs = wide(x, "X")?;
+        let mut y = vec![0.0; xs.len()];
+        for b in 0..n {
+            for g in 0..self.groups {
+                let start = (b * c + g * per_group) * spatial;
+                let lane = &xs[start..start + block];
+                let mean = lane.iter().sum::<f64>() / block.max(1) as f64;
+                let var = lane.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / block.max(1) as f64;
+                let inv = 1.0 / (var + self.epsilon).sqrt();
+                for (j, &v) in lane.iter().enumerate() {
+                    let p = if self.per_group_params { g } else { g * per_group + j / spatial.max(1) };
+                    y[start + j] = (v - mean) * inv * scale[p] + bias[p];
+                }
+            }
+        }
+        Ok(vec![narrow(x, x.shape().to_vec(), y)?])
+    }
+}
+
+/// MeanVarianceNormalization: `(X - E[X]) / (sqrt(E[X^2] - E[X]^2) + 1e-9)`
+/// over `axes` (ONNX's function body).
+#[derive(Debug)]
+struct MeanVarianceNorm {
+    axes: Vec<i64>,
+}
+
+/// For each element of a tensor of `shape`, the index of its lane when
+/// `axes` are reduced, and the number of lanes.
+fn lanes(shape: &[usize], axes: &[usize]) -> (Vec<usize>, usize) {
+    let kept: Vec<usize> = (0..shape.len()).filter(|d| !axes.contains(d)).collect();
+    let lane_count: usize = kept.iter().map(|&d| shape[d]).product();
+    let total: usize = shape.iter().product();
+    let mut idx = vec![0usize; shape.len()];
+    let mut out = Vec::with_capacity(total);
+    for _ in 0..total {
+        out.push(kept.iter().fold(0, |acc, &d| acc * shape[d] + idx[d]));
+        for d in (0..shape.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    (out, lane_count)
+}
+
+impl Kernel for MeanVarianceNorm {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        let axes = self.axes.iter().map(|&a| normalize_axis(a, x.shape().len())).collect::<Result<Vec<_>, _>>()?;
+        let (lane_of, count) = lanes(x.shape(), &axes);
+        let xs = wide(x, "X")?;
+        let per_lane = xs.len() / count.max(1);
+        let (mut sum, mut sq) = (vec![0.0f64; count], vec![0.0f64; count]);
+        for (&v, &l) in xs.iter().zip(&lane_of) {
+            sum[l] += v;
+            sq[l] += v * v;
+        }
+        let y = xs
+            .iter()
+            .zip(&lane_of)
+            .map(|(&v, &l)| {
+                let mean = sum[l] / per_lane as f64;
+                let std = (sq[l] / per_lane as f64 - mean * mean).max(0.0).sqrt();
+                (v - mean) / (std + 1e-9)
+            })
+            .collect();
+        Ok(vec![narrow(x, x.shape().to_vec(), y)?])
+    }
+}
+
+/// LpNormalization: X divided by its L1 or L2 norm along `axis` (a zero
+/// norm leaves zeros).
+#[derive(Debug)]
+struct LpNorm {
+    axis: i64,
+    p: i64,
+}
+
+fn build_lp_norm(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let p = ctx.node.int_attr("p", 2)?;
+    if p != 1 && p != 2 {
+        return Err(BuildError::invalid(ctx.node, format!("p must be 1 or 2, got {p}")));
+    }
+    Ok(Box::new(LpNorm { axis: ctx.node.int_attr("axis", -1)?, p }))
+}
+
+impl Kernel for LpNorm {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "input")?;
+        let axis = normalize_axis(self.axis, x.shape().len())?;
+        let (lane_of, count) = lanes(x.shape(), &[axis]);
+        let xs = wide(x, "input")?;
+        let mut norm = vec![0.0f64; count];
+        for (&v, &l) in xs.iter().zip(&lane_of) {
+            norm[l] += if self.p == 1 { v.abs() } else { v * v };
+        }
+        if self.p == 2 {
+            norm.iter_mut().for_each(|n| *n = n.sqrt());
+        }
+        let y = xs.iter().zip(&lane_of).map(|(&v, &l)| if norm[l] == 0.0 { 0.0 } else { v / norm[l] }).collect();
         Ok(vec![narrow(x, x.shape().to_vec(), y)?])
     }
 }

@@ -10,6 +10,7 @@ use crate::tensor::{Tensor, TensorData};
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("MaxPool", 1, MAX_OPSET, build_max_pool);
     reg.register("AveragePool", 1, MAX_OPSET, build_average_pool);
+    reg.register("LpPool", 2, MAX_OPSET, build_lp_pool);
     reg.register("GlobalMaxPool", 1, MAX_OPSET, |_| Ok(Box::new(GlobalPool { max: true })));
     reg.register("GlobalAveragePool", 1, MAX_OPSET, |_| Ok(Box::new(GlobalPool { max: false })));
 }
@@ -174,6 +175,43 @@ impl Kernel for AveragePool {
                     });
                     let count = if self.count_include_pad { padded } else { count };
                     out[o] = if count == 0 { 0.0 } else { sum / count as f64 };
+                });
+            });
+        }
+        Ok(vec![super::float_tensor_like(x, g.output_shape(x), y)?])
+    }
+}
+
+/// LpPool over any spatial rank: `(sum |x|^p)^(1/p)` over the taps inside
+/// the input (padding adds zeros).
+#[derive(Debug)]
+struct LpPool {
+    window: Window,
+    p: f64,
+}
+
+fn build_lp_pool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let p = ctx.node.int_attr("p", 2)?;
+    if p < 1 {
+        return Err(BuildError::invalid(ctx.node, format!("p must be at least 1, got {p}")));
+    }
+    Ok(Box::new(LpPool { window: pool_window(ctx.node)?, p: p as f64 }))
+}
+
+impl Kernel for LpPool {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        let g = NdGeometry::new(&self.window, x)?;
+        let xd = super::float_values(x, "X")?;
+        let (in_plane, out_plane) = (g.in_plane, g.out_plane);
+        let mut y = vec![0.0f64; x.shape()[0] * x.shape()[1] * out_plane];
+        if out_plane > 0 {
+            y.par_chunks_mut(out_plane).enumerate().for_each(|(lane, out)| {
+                let input = &xd[lane * in_plane..(lane + 1) * in_plane];
+                g.for_each_output(|o, taps, _| {
+                    let mut sum = 0.0f64;
+                    taps(&mut |i| sum += input[i].abs().powf(self.p));
+                    out[o] = sum.powf(1.0 / self.p);
                 });
             });
         }

@@ -41,16 +41,39 @@ enum Op {
     Tanh,
     Softplus,
     Softsign,
-    LeakyRelu { alpha: f64 },
-    Elu { alpha: f64 },
-    Selu { alpha: f64, gamma: f64 },
-    Celu { alpha: f64 },
-    HardSigmoid { alpha: f64, beta: f64 },
+    LeakyRelu {
+        alpha: f64,
+    },
+    Elu {
+        alpha: f64,
+    },
+    Selu {
+        alpha: f64,
+        gamma: f64,
+    },
+    Celu {
+        alpha: f64,
+    },
+    HardSigmoid {
+        alpha: f64,
+        beta: f64,
+    },
     HardSwish,
-    ThresholdedRelu { alpha: f64 },
-    Gelu { tanh: bool },
+    ThresholdedRelu {
+        alpha: f64,
+    },
+    Gelu {
+        tanh: bool,
+    },
     Mish,
-    Swish { alpha: f64 },
+    Swish {
+        alpha: f64,
+    },
+    /// `x + bias` below `-lambd`, `x - bias` above `lambd`, else 0.
+    Shrink {
+        lambd: f64,
+        bias: f64,
+    },
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -138,6 +161,15 @@ impl Op {
             }
             Op::Mish => x * softplus(x).tanh(),
             Op::Swish { alpha } => x * sigmoid(alpha * x),
+            Op::Shrink { lambd, bias } => {
+                if x < -lambd {
+                    x + bias
+                } else if x > lambd {
+                    x - bias
+                } else {
+                    0.0
+                }
+            }
         }
     }
 
@@ -263,6 +295,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         },
         "Mish" => Op::Mish,
         "Swish" => Op::Swish { alpha: a("alpha", 1.0)? },
+        "Shrink" => Op::Shrink { lambd: a("lambd", 0.5)?, bias: a("bias", 0.0)? },
         other => return Err(BuildError::invalid(ctx.node, format!("{other} is not an elementwise function"))),
     };
     if matches!(op, Op::Celu { alpha } if alpha == 0.0) {
@@ -310,6 +343,7 @@ pub fn register(reg: &mut KernelRegistry) {
         ("Gelu", 20),
         ("Mish", 18),
         ("Swish", 24),
+        ("Shrink", 9),
     ];
     for &(op, first) in OPS {
         reg.register(op, first, MAX_OPSET, build);

@@ -438,11 +438,84 @@ impl Ctx<'_> {
     fn infer(&mut self) -> Outcome {
         let op = self.node.op.clone();
         match op.as_str() {
-            "Relu" | "LeakyRelu" | "PRelu" | "Elu" | "Selu" | "Celu" | "Sigmoid" | "HardSigmoid" | "HardSwish"
-            | "Tanh" | "Softplus" | "Softsign" | "Gelu" | "Mish" | "Swish" | "ThresholdedRelu" | "Clip" | "Softmax"
-            | "LogSoftmax" | "Hardmax" | "Abs" | "Neg" | "Sqrt" | "Exp" | "Log" | "Reciprocal" | "Floor" | "Ceil"
-            | "Round" | "Sign" | "Erf" | "Sin" | "Cos" | "Tan" | "Asin" | "Acos" | "Atan" | "Sinh" | "Cosh"
-            | "Asinh" | "Acosh" | "Atanh" | "LRN" | "Identity" => self.same_shape(None),
+            "Relu"
+            | "LeakyRelu"
+            | "PRelu"
+            | "Elu"
+            | "Selu"
+            | "Celu"
+            | "Sigmoid"
+            | "HardSigmoid"
+            | "HardSwish"
+            | "Tanh"
+            | "Softplus"
+            | "Softsign"
+            | "Gelu"
+            | "Mish"
+            | "Swish"
+            | "ThresholdedRelu"
+            | "Clip"
+            | "Softmax"
+            | "LogSoftmax"
+            | "Hardmax"
+            | "Abs"
+            | "Neg"
+            | "Sqrt"
+            | "Exp"
+            | "Log"
+            | "Reciprocal"
+            | "Floor"
+            | "Ceil"
+            | "Round"
+            | "Sign"
+            | "Erf"
+            | "Sin"
+            | "Cos"
+            | "Tan"
+            | "Asin"
+            | "Acos"
+            | "Atan"
+            | "Sinh"
+            | "Cosh"
+            | "Asinh"
+            | "Acosh"
+            | "Atanh"
+            | "LRN"
+            | "Identity"
+            | "Shrink"
+            | "LpNormalization"
+            | "MeanVarianceNormalization"
+            | "GroupNormalization"
+            | "RMSNormalization"
+            | "CumSum"
+            | "Trilu"
+            | "ReverseSequence" => self.same_shape(None),
+            "EyeLike" => {
+                let to = self.node.int_attr("dtype", -1).ok().and_then(crate::kernels::onnx_dtype);
+                self.same_shape(to)
+            }
+            "DepthToSpace" | "SpaceToDepth" => {
+                let dtype = self.dtype(0);
+                let b = self.int_attr("blocksize", 0);
+                match self.shape(0) {
+                    Some(x) if x.len() == 4 && b > 0 => {
+                        let scale = |s: &mut Self, d: Sym, up: bool| match d {
+                            Sym::Known(n) if up => Sym::Known(n * b),
+                            Sym::Known(n) => Sym::Known(n / b),
+                            Sym::Var(_) => s.syms.fresh(),
+                        };
+                        let to_space = self.node.op == "DepthToSpace";
+                        let c = match x[1] {
+                            Sym::Known(c) if to_space => Sym::Known(c / (b * b)),
+                            Sym::Known(c) => Sym::Known(c * b * b),
+                            Sym::Var(_) => self.syms.fresh(),
+                        };
+                        let (h, w) = (scale(self, x[2], to_space), scale(self, x[3], to_space));
+                        Ok(vec![Info::shaped(vec![x[0], c, h, w], dtype)])
+                    }
+                    _ => unknown(),
+                }
+            }
             "Not" | "IsNaN" | "IsInf" => self.same_shape(Some(DataType::Bool)),
             "Dropout" => {
                 let mut out = self.same_shape(None)?;
