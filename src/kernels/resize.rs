@@ -1,11 +1,13 @@
-//! Resize (and its predecessor Upsample) in `nearest` and `linear` modes,
-//! with every coordinate transformation ONNX defines, output sizes from
-//! `scales` or `sizes`, `axes` and `keep_aspect_ratio_policy`.
+//! Resize (and its predecessor Upsample) in `nearest`, `linear` and `cubic`
+//! modes, with every coordinate transformation ONNX defines, output sizes
+//! from `scales` or `sizes`, `axes`, `keep_aspect_ratio_policy`,
+//! `exclude_outside` and `antialias`.
 //!
-//! Both modes are separable, so the output is built one axis at a time:
-//! nearest picks an input index per output index (any element type),
-//! linear blends the two neighbours (float and double, in f64), reading
-//! the edge value past either end.
+//! Every mode is separable, so the output is built one axis at a time:
+//! nearest picks an input index per output index (any element type);
+//! linear and cubic weigh a few neighbours (float and double, in f64),
+//! reading the edge value past either end. With `antialias`, downscaling
+//! stretches the linear or cubic filter by 1 / scale.
 
 use super::{
     BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, float_values, normalize_axis, required,
@@ -15,6 +17,13 @@ use crate::tensor::{Tensor, TensorData};
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Resize", 10, MAX_OPSET, build);
     reg.register("Upsample", 9, 9, build);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Nearest,
+    Linear,
+    Cubic,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,7 +53,11 @@ enum Policy {
 
 #[derive(Debug)]
 struct Resize {
-    linear: bool,
+    mode: Mode,
+    /// Cubic's `A` (`cubic_coeff_a`).
+    cubic_a: f64,
+    antialias: bool,
+    exclude_outside: bool,
     transform: Transform,
     nearest: Nearest,
     policy: Policy,
@@ -56,23 +69,14 @@ struct Resize {
 
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     let node = ctx.node;
-    let linear = match node.string_attr("mode")?.unwrap_or("nearest") {
-        "nearest" => false,
-        "linear" | "bilinear" => true,
+    let mode = match node.string_attr("mode")?.unwrap_or("nearest") {
+        "nearest" => Mode::Nearest,
+        "linear" | "bilinear" => Mode::Linear,
+        "cubic" => Mode::Cubic,
         other => {
-            return Err(BuildError::invalid(
-                node,
-                format!("mode \"{other}\" is not supported (nearest and linear are)"),
-            ));
+            return Err(BuildError::invalid(node, format!("mode \"{other}\" is not one of nearest, linear, cubic")));
         }
     };
-    if node.int_attr("antialias", 0)? != 0 {
-        return Err(BuildError::invalid(node, "antialias is not supported"));
-    }
-    if node.int_attr("exclude_outside", 0)? != 0 {
-        return Err(BuildError::invalid(node, "exclude_outside is not supported"));
-    }
-    // Opset 10 and Upsample scale from the origin and floor.
     let old = ctx.opset < 11;
     let transform = match node.string_attr("coordinate_transformation_mode")?.unwrap_or(if old {
         "asymmetric"
@@ -103,7 +107,10 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         other => return Err(BuildError::invalid(node, format!("keep_aspect_ratio_policy \"{other}\" is unknown"))),
     };
     Ok(Box::new(Resize {
-        linear,
+        mode,
+        cubic_a: f64::from(node.float_attr("cubic_coeff_a", -0.75)?),
+        antialias: node.int_attr("antialias", 0)? != 0,
+        exclude_outside: node.int_attr("exclude_outside", 0)? != 0,
         transform,
         nearest,
         policy,
@@ -136,7 +143,7 @@ impl Resize {
                 if out > 1 {
                     (o + 0.5) / scale - 0.5
                 } else {
-                    0.0
+                    -0.5
                 }
             }
             // The resized length here is scale x input, not its floor.
@@ -159,6 +166,47 @@ impl Resize {
             }
         };
         Some(x)
+    }
+
+    /// The input positions an output at source coordinate `x` reads and
+    /// their weights, for linear and cubic modes (`scale` widens the filter
+    /// when antialiasing a downscale). Positions past either end read the
+    /// edge value.
+    fn taps(&self, x: f64, input: usize, scale: f64) -> Vec<(usize, f64)> {
+        // The neighbour on the left of x, and x's distance from it, in (0, 1].
+        let (base, ratio) = if x.fract() == 0.0 { (x as i64 - 1, 1.0) } else { (x.floor() as i64, x - x.floor()) };
+        let a = self.cubic_a;
+        let cubic = |t: f64| {
+            let t = t.abs();
+            if t <= 1.0 {
+                ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
+            } else if t < 2.0 {
+                ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a
+            } else {
+                0.0
+            }
+        };
+        let s = if self.antialias { scale.min(1.0) } else { 1.0 };
+        // Offsets from `base` the filter covers, and the weight of each.
+        let (start, weight): (i64, Box<dyn Fn(f64) -> f64>) = match self.mode {
+            Mode::Cubic => ((-2.0 / s).floor() as i64 + 1, Box::new(move |d: f64| cubic(d * s))),
+            _ => ((-1.0 / s).floor() as i64 + 1, Box::new(move |d: f64| (1.0 - (d * s).abs()).clamp(0.0, 1.0))),
+        };
+        let mut taps: Vec<(i64, f64)> = (start..=1 - start).map(|k| (base + k, weight(k as f64 - ratio))).collect();
+        if self.exclude_outside {
+            for t in &mut taps {
+                if t.0 < 0 || t.0 >= input as i64 {
+                    t.1 = 0.0;
+                }
+            }
+        }
+        if self.antialias || self.exclude_outside {
+            let sum: f64 = taps.iter().map(|t| t.1).sum();
+            if sum != 0.0 {
+                taps.iter_mut().for_each(|t| t.1 /= sum);
+            }
+        }
+        taps.into_iter().map(|(i, w)| (i.clamp(0, input as i64 - 1) as usize, w)).collect()
     }
 
     fn nearest_index(&self, x: f64, input: usize) -> usize {
@@ -190,14 +238,16 @@ fn resize_axis(
     shape: &[usize],
     axis: usize,
     map: &AxisMap,
-    linear: bool,
-    nearest: &dyn Fn(f64) -> usize,
+    nearest: Option<&dyn Fn(f64) -> usize>,
+    taps: &dyn Fn(f64) -> Vec<(usize, f64)>,
     extrapolation: f64,
 ) -> Result<TensorData, KernelError> {
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
     let input = shape[axis];
-    if !linear && map.source.iter().all(Option::is_some) {
+    if let Some(nearest) = nearest
+        && map.source.iter().all(Option::is_some)
+    {
         let picks: Vec<usize> = map.source.iter().map(|x| nearest(x.unwrap_or(0.0))).collect();
         let mut idx = Vec::with_capacity(outer * map.out * inner);
         for o in 0..outer {
@@ -210,22 +260,22 @@ fn resize_axis(
     let values: Vec<f64> = match data {
         TensorData::Float(v) => v.iter().map(|&x| f64::from(x)).collect(),
         TensorData::Double(v) => v.clone(),
-        other => return Err(KernelError(format!("linear resizing takes float or double, not {}", other.dtype()))),
+        other => {
+            return Err(KernelError(format!("linear and cubic resizing take float or double, not {}", other.dtype())));
+        }
+    };
+    // The taps of every output position, computed once for the axis.
+    let weights: Vec<Option<Vec<(usize, f64)>>> = match nearest {
+        Some(nearest) => map.source.iter().map(|x| x.map(|x| vec![(nearest(x), 1.0)])).collect(),
+        None => map.source.iter().map(|x| x.map(taps)).collect(),
     };
     let mut out = Vec::with_capacity(outer * map.out * inner);
     for o in 0..outer {
-        for src in &map.source {
+        for w in &weights {
             for i in 0..inner {
-                let at = |k: usize| values[(o * input + k) * inner + i];
-                out.push(match src {
+                out.push(match w {
                     None => extrapolation,
-                    Some(x) if !linear => at(nearest(*x)),
-                    Some(x) => {
-                        let lo = x.floor();
-                        let r = x - lo;
-                        let clamp = |k: f64| k.clamp(0.0, (input - 1) as f64) as usize;
-                        at(clamp(lo)) * (1.0 - r) + at(clamp(lo + 1.0)) * r
-                    }
+                    Some(w) => w.iter().map(|&(k, c)| c * values[(o * input + k) * inner + i]).sum(),
                 });
             }
         }
@@ -304,7 +354,9 @@ impl Kernel for Resize {
             let source = (0..out).map(|o| self.coordinate(o, input, out, scale[k], roi[k])).collect();
             let map = AxisMap { out, source };
             let nearest = |v: f64| self.nearest_index(v, input);
-            data = resize_axis(&data, &shape, d, &map, self.linear, &nearest, self.extrapolation)?;
+            let nearest = (self.mode == Mode::Nearest).then_some(&nearest as &dyn Fn(f64) -> usize);
+            let taps = |v: f64| self.taps(v, input, scale[k]);
+            data = resize_axis(&data, &shape, d, &map, nearest, &taps, self.extrapolation)?;
             shape[d] = out;
         }
         Ok(vec![Tensor::new(shape, data)?])
