@@ -39,6 +39,7 @@ pub mod proto;
 pub mod repository;
 pub mod rest;
 pub mod runtime;
+pub mod savedmodel;
 pub mod servable;
 pub mod service;
 pub mod tensor;
