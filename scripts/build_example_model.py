@@ -25,7 +25,7 @@ held-out split.
 
 Run from the repository root:
 
-    target/py/tf/bin/python scripts/build_example_model.py
+    target/py/scripts/bin/python scripts/build_example_model.py
 
 Everything is seeded and training runs on one CPU thread, so reruns on the same
 machine and package versions produce the same files.
@@ -244,7 +244,7 @@ MaxPool, Flatten, Gemm and Softmax:
 
 From the repository root:
 
-    target/py/tf/bin/python scripts/build_example_model.py
+    target/py/scripts/bin/python scripts/build_example_model.py
 
 This retrains the model (seeded, one CPU thread) and rewrites `1/model.onnx`,
 this README and `examples/digits/*.png`. See `scripts/README.md`.

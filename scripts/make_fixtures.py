@@ -41,7 +41,7 @@
 
 Run from the repository root after scripts/build_example_model.py:
 
-    target/py/tf/bin/python scripts/make_fixtures.py
+    target/py/scripts/bin/python scripts/make_fixtures.py
 """
 
 import json

@@ -19,6 +19,7 @@ mod cast;
 mod compare;
 mod conv;
 mod conv_transpose;
+mod einsum;
 mod elementwise;
 mod gemm;
 mod indexing;
@@ -130,6 +131,7 @@ impl KernelRegistry {
         recurrent::register(&mut reg);
         resize::register(&mut reg);
         gemm::register(&mut reg);
+        einsum::register(&mut reg);
         shape::register(&mut reg);
         movement::register(&mut reg);
         indexing::register(&mut reg);

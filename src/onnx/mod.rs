@@ -45,7 +45,66 @@ pub enum OnnxError {
 /// When the file cannot be read or is not an importable ONNX model.
 pub fn load_file(path: &Path) -> Result<Graph, OnnxError> {
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.display().to_string(), source })?;
-    load(&bytes)
+    let mut model = pb::ModelProto::decode(bytes.as_slice())?;
+    if let Some(graph) = model.graph.as_mut() {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for t in graph.initializer.iter_mut() {
+            load_external(t, dir)?;
+        }
+        for node in graph.node.iter_mut() {
+            for a in node.attribute.iter_mut() {
+                if let Some(t) = a.t.as_mut() {
+                    load_external(t, dir)?;
+                }
+            }
+        }
+    }
+    import_model(model)
+}
+
+/// Reads a tensor's external data (`location`, `offset`, `length`, as
+/// `onnx.save(..., save_as_external_data=True)` writes them) from a file
+/// next to the model into `raw_data`. The location must name a file inside
+/// the model's directory.
+fn load_external(t: &mut pb::TensorProto, dir: &Path) -> Result<(), OnnxError> {
+    if t.data_location() != pb::tensor_proto::DataLocation::External && t.external_data.is_empty() {
+        return Ok(());
+    }
+    let name = t.name().to_string();
+    let err = |message: String| OnnxError::Tensor { name: name.clone(), message };
+    let field = |key: &str| t.external_data.iter().find(|e| e.key() == key).map(|e| e.value().to_string());
+    let location = field("location").ok_or_else(|| err("external data without a 'location'".into()))?;
+    let relative = Path::new(&location);
+    if relative.is_absolute() || relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(err(format!(
+            "external data location '{location}' must be a file name inside the model's directory"
+        )));
+    }
+    let number = |key: &str| -> Result<Option<u64>, OnnxError> {
+        field(key)
+            .map(|v| v.parse::<u64>().map_err(|_| err(format!("external data {key} '{v}' is not a number"))))
+            .transpose()
+    };
+    let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
+    let path = dir.join(relative);
+    let io = |e: std::io::Error| err(format!("cannot read external data {}: {e}", path.display()));
+    let file_len = std::fs::metadata(&path).map_err(io)?.len();
+    let length = length.unwrap_or(file_len.saturating_sub(offset));
+    if offset.checked_add(length).is_none_or(|end| end > file_len) {
+        return Err(err(format!(
+            "external data {} holds {file_len} bytes, but the tensor is at bytes {offset}..{}",
+            path.display(),
+            offset.saturating_add(length)
+        )));
+    }
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(&path).map_err(io)?;
+    let mut raw = vec![0u8; length as usize];
+    file.seek(SeekFrom::Start(offset)).and_then(|_| file.read_exact(&mut raw)).map_err(io)?;
+    t.raw_data = Some(raw);
+    t.external_data.clear();
+    t.data_location = Some(pb::tensor_proto::DataLocation::Default as i32);
+    Ok(())
 }
 
 /// Imports a serialized ONNX model.
@@ -55,7 +114,10 @@ pub fn load_file(path: &Path) -> Result<Graph, OnnxError> {
 /// importer does not support (another operator domain, external data,
 /// subgraphs, an unsupported element type).
 pub fn load(bytes: &[u8]) -> Result<Graph, OnnxError> {
-    let model = pb::ModelProto::decode(bytes)?;
+    import_model(pb::ModelProto::decode(bytes)?)
+}
+
+fn import_model(model: pb::ModelProto) -> Result<Graph, OnnxError> {
     let opset = model
         .opset_import
         .iter()
@@ -245,7 +307,9 @@ pub fn tensor_from_onnx(t: &pb::TensorProto) -> Result<Tensor, OnnxError> {
     let name = t.name().to_string();
     let err = |message: String| OnnxError::Tensor { name: name.clone(), message };
     if t.data_location() == pb::tensor_proto::DataLocation::External || !t.external_data.is_empty() {
-        return Err(err("external data files are not supported; save the model with its weights inside".into()));
+        return Err(err(
+            "its data is in an external file, which only a model loaded from its directory can have".into()
+        ));
     }
     let dtype = dtype_from_onnx(t.data_type()).map_err(&err)?;
     let shape = t

@@ -5,12 +5,14 @@
 mod binary;
 mod classify;
 mod errors;
+mod external_data;
 mod harness;
 mod health_reflection;
 mod lifecycle;
 mod metadata_status;
 mod predict;
 mod rest;
+mod savedmodel;
 mod shapes;
 mod strings;
 mod warmup;
