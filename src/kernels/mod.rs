@@ -26,6 +26,7 @@ mod indexing;
 mod movement;
 mod norm;
 mod pool;
+mod quant;
 mod recurrent;
 mod reduce;
 mod resize;
@@ -126,6 +127,7 @@ impl KernelRegistry {
         conv::register(&mut reg);
         conv_transpose::register(&mut reg);
         pool::register(&mut reg);
+        quant::register(&mut reg);
         reduce::register(&mut reg);
         norm::register(&mut reg);
         recurrent::register(&mut reg);
