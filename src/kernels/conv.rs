@@ -1,4 +1,4 @@
-//! Convolution over NCHW tensors (1-D and 2-D), and the spatial geometry
+//! Convolution over NC(D)HW tensors (any spatial rank), and the spatial geometry
 //! (strides, pads, dilations, auto_pad) that pooling shares.
 
 use rayon::prelude::*;
@@ -211,13 +211,18 @@ impl Axis {
     }
 }
 
-/// ONNX Conv over NCHW input and OIHW weights, with groups and optional bias.
+/// The deepest spatial rank Conv takes.
+const MAX_CONV_RANK: usize = 8;
+
+/// ONNX Conv over NC(D)HW input and OI(D)HW weights, with groups and
+/// optional bias: 1-D and 2-D inputs run row by row, deeper ones through
+/// the N-D loop.
 #[derive(Debug)]
 struct Conv {
-    /// The window for 1-D and for 2-D inputs: only the one the attributes
-    /// fix, or both when no attribute fixes the spatial rank (it then comes
-    /// from the weights at run time).
-    windows: [Option<Window>; 2],
+    /// The window the attributes fix, or one per spatial rank from 1 to 3
+    /// when no attribute fixes it (it then comes from the weights at run
+    /// time).
+    windows: Vec<Window>,
     group: usize,
 }
 
@@ -235,15 +240,11 @@ fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         .find_map(|a| node.ints_attr(a).ok().flatten().map(<[i64]>::len))
         .or_else(|| node.ints_attr("pads").ok().flatten().map(|p| p.len() / 2));
     let windows = match rank {
+        Some(rank) if (1..=MAX_CONV_RANK).contains(&rank) => vec![Window::parse(node, rank, false)?],
         Some(rank) => {
-            let window = Window::from_node(node, rank, false)?;
-            let mut windows = [None, None];
-            if (1..=2).contains(&rank) {
-                windows[rank - 1] = Some(window);
-            }
-            windows
+            return Err(BuildError::invalid(node, format!("Conv takes 1 to {MAX_CONV_RANK} spatial dims, got {rank}")));
         }
-        None => [Some(Window::from_node(node, 1, false)?), Some(Window::from_node(node, 2, false)?)],
+        None => (1..=3).map(|r| Window::parse(node, r, false)).collect::<Result<_, _>>()?,
     };
     Ok(Box::new(Conv { windows, group: group as usize }))
 }
@@ -252,10 +253,9 @@ impl Kernel for Conv {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "X")?;
         let w = required(inputs, 1, "W")?;
-        let window = self.windows.iter().flatten().find(|w| w.rank + 2 == x.shape().len());
+        let window = self.windows.iter().find(|w| w.rank + 2 == x.shape().len());
         let Some(window) = window.filter(|win| w.shape().len() == win.rank + 2) else {
-            let ranks: Vec<String> =
-                self.windows.iter().flatten().map(|w| format!("{} ({}-D)", w.rank + 2, w.rank)).collect();
+            let ranks: Vec<String> = self.windows.iter().map(|w| format!("{} ({}-D)", w.rank + 2, w.rank)).collect();
             return Err(KernelError(format!(
                 "X and W must have rank {}, got shapes {:?} and {:?}",
                 ranks.join(" or "),
@@ -278,7 +278,6 @@ impl Kernel for Conv {
         {
             return Err(KernelError(format!("kernel_shape {k:?} differs from the weights' {kernel:?}")));
         }
-        let [ah, aw] = window.resolve(&x.shape()[2..], kernel)?;
         let xd = floats(x, "X")?;
         let wd = floats(w, "W")?;
         let bias = match inputs.get(2).copied().flatten() {
@@ -288,6 +287,15 @@ impl Kernel for Conv {
             }
             None => None,
         };
+        if window.rank > 2 {
+            let axes =
+                (0..window.rank).map(|d| window.axis(d, x.shape()[2 + d], kernel[d])).collect::<Result<Vec<_>, _>>()?;
+            let y = conv_nd(xd, wd, bias, [n, c, m, cg, g], &axes);
+            let mut shape = vec![n, m];
+            shape.extend(axes.iter().map(|a| a.output));
+            return Ok(vec![Tensor::from_f32(shape, y)?]);
+        }
+        let [ah, aw] = window.resolve(&x.shape()[2..], kernel)?;
         let (ih, iw, oh, ow) = (ah.input, aw.input, ah.output, aw.output);
         let (kh, kw) = (ah.kernel, aw.kernel);
         let m_per_group = m / g;
@@ -323,6 +331,86 @@ impl Kernel for Conv {
         }
         Ok(vec![Tensor::from_f32(window.output_shape(n, m, [ah, aw]), y)?])
     }
+}
+
+/// Convolution over any spatial rank: each output plane (batch, output
+/// channel) sums over its group's input channels and every kernel tap, in
+/// that order, visiting only the outputs a tap lands inside the input for.
+fn conv_nd(xd: &[f32], wd: &[f32], bias: Option<&[f32]>, [n, c, m, cg, g]: [usize; 5], axes: &[Axis]) -> Vec<f32> {
+    let rank = axes.len();
+    let strides = |sizes: Vec<usize>| {
+        let mut s = vec![1usize; sizes.len()];
+        for d in (0..sizes.len().saturating_sub(1)).rev() {
+            s[d] = s[d + 1] * sizes[d + 1];
+        }
+        s
+    };
+    let in_strides = strides(axes.iter().map(|a| a.input).collect());
+    let out_strides = strides(axes.iter().map(|a| a.output).collect());
+    let in_plane: usize = axes.iter().map(|a| a.input).product();
+    let out_plane: usize = axes.iter().map(|a| a.output).product();
+    let taps: usize = axes.iter().map(|a| a.kernel).product();
+    let m_per_group = m / g;
+    let mut y = vec![0.0f32; n * m * out_plane];
+    if out_plane == 0 {
+        return y;
+    }
+    y.par_chunks_mut(out_plane).enumerate().for_each(|(idx, out)| {
+        let (b, oc) = (idx / m, idx % m);
+        out.fill(bias.map_or(0.0, |bv| bv[oc]));
+        let group_index = oc / m_per_group;
+        let mut tap_index = vec![0usize; rank];
+        let mut o = vec![0usize; rank];
+        for icg in 0..cg {
+            let ic = group_index * cg + icg;
+            let input = &xd[(b * c + ic) * in_plane..(b * c + ic + 1) * in_plane];
+            let weights = &wd[(oc * cg + icg) * taps..(oc * cg + icg + 1) * taps];
+            for (tap, &wv) in weights.iter().enumerate() {
+                let mut rest = tap;
+                for d in (0..rank).rev() {
+                    tap_index[d] = rest % axes[d].kernel;
+                    rest /= axes[d].kernel;
+                }
+                let ranges: Vec<std::ops::Range<usize>> =
+                    (0..rank).map(|d| axes[d].valid_outputs(tap_index[d])).collect();
+                if ranges.iter().any(|r| r.is_empty()) {
+                    continue;
+                }
+                for d in 0..rank {
+                    o[d] = ranges[d].start;
+                }
+                loop {
+                    let (mut at_in, mut at_out) = (0, 0);
+                    for d in 0..rank {
+                        let a = &axes[d];
+                        at_in += (o[d] * a.stride + tap_index[d] * a.dilation - a.pad_begin) * in_strides[d];
+                        at_out += o[d] * out_strides[d];
+                    }
+                    out[at_out] += wv * input[at_in];
+                    let mut d = rank;
+                    loop {
+                        if d == 0 {
+                            break;
+                        }
+                        d -= 1;
+                        o[d] += 1;
+                        if o[d] < ranges[d].end {
+                            break;
+                        }
+                        o[d] = ranges[d].start;
+                        if d == 0 {
+                            d = usize::MAX;
+                            break;
+                        }
+                    }
+                    if d == usize::MAX || rank == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    y
 }
 
 #[cfg(test)]
@@ -377,6 +465,55 @@ mod tests {
             }
         }
         (vec![n, m, oh, ow], y)
+    }
+
+    #[test]
+    fn three_d_conv_is_the_sum_of_2d_convs_over_depth() {
+        // x [1, 2, 3, 6, 5] (depth 3), w [4, 1, 2, 3, 3] (groups 2, depth taps 2):
+        // output depth d = sum over k of 2-D conv of slice d + k with w[.., k].
+        let (xs, ws) = ([1usize, 2, 3, 6, 5], [4usize, 1, 2, 3, 3]);
+        let x = random_floats(xs.iter().product(), 11);
+        let w = random_floats(ws.iter().product(), 12);
+        let b = random_floats(4, 13);
+        let tx = Tensor::from_f32(xs.to_vec(), x.clone()).unwrap();
+        let tw = Tensor::from_f32(ws.to_vec(), w.clone()).unwrap();
+        let tb = Tensor::from_f32(vec![4], b.clone()).unwrap();
+        let attrs = vec![
+            ("group", Attribute::Int(2)),
+            ("pads", Attribute::Ints(vec![0, 1, 0, 0, 1, 1])),
+            ("strides", Attribute::Ints(vec![1, 2, 1])),
+        ];
+        let out = run(&node("Conv", 3, attrs), 13, &[&tx, &tw, &tb]).unwrap();
+        assert_eq!(out[0].shape(), &[1, 4, 2, 3, 4]);
+        let got = out[0].as_f32().unwrap();
+        let slice = |d: usize| -> Vec<f32> {
+            (0..2).flat_map(|c| x[(c * 3 + d) * 30..(c * 3 + d + 1) * 30].to_vec()).collect()
+        };
+        let taps =
+            |k: usize| -> Vec<f32> { (0..4).flat_map(|m| w[(m * 2 + k) * 9..(m * 2 + k + 1) * 9].to_vec()).collect() };
+        for d in 0..2 {
+            let mut want = vec![0.0f32; 4 * 12];
+            for k in 0..2 {
+                let bias = if k == 0 { Some(b.as_slice()) } else { None };
+                let (shape, part) = naive_conv2d(
+                    &slice(d + k),
+                    [1, 2, 6, 5],
+                    &taps(k),
+                    [4, 1, 3, 3],
+                    bias,
+                    [2, 1],
+                    [1, 0, 1, 1],
+                    [1, 1],
+                    2,
+                );
+                assert_eq!(shape, [1, 4, 3, 4]);
+                want.iter_mut().zip(part).for_each(|(a, p)| *a += p);
+            }
+            for m in 0..4 {
+                let got_plane = &got[(m * 2 + d) * 12..(m * 2 + d + 1) * 12];
+                assert_close(got_plane, &want[m * 12..(m + 1) * 12]);
+            }
+        }
     }
 
     #[test]
