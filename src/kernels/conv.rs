@@ -492,7 +492,7 @@ mod tests {
         let taps =
             |k: usize| -> Vec<f32> { (0..4).flat_map(|m| w[(m * 2 + k) * 9..(m * 2 + k + 1) * 9].to_vec()).collect() };
         for d in 0..2 {
-            let mut want = vec![0.0f32; 4 * 12];
+            let mut want = [0.0f32; 4 * 12];
             for k in 0..2 {
                 let bias = if k == 0 { Some(b.as_slice()) } else { None };
                 let (shape, part) = naive_conv2d(
