@@ -108,9 +108,22 @@ fn run_case(dir: &Path, registry: &KernelRegistry, pools: &[rayon::ThreadPool]) 
     let bytes = std::fs::read(dir.join("model.onnx"))?;
     let model = ModelProto::decode(bytes.as_slice()).context("decoding model.onnx")?;
     let graph = model.graph.as_ref().context("model.onnx has no graph")?;
-    let missing: BTreeSet<String> = graph
-        .node
-        .iter()
+    // Every node, subgraphs' included.
+    fn all_nodes<'a>(
+        g: &'a ferroserve::proto::onnx::GraphProto,
+        out: &mut Vec<&'a ferroserve::proto::onnx::NodeProto>,
+    ) {
+        for n in &g.node {
+            out.push(n);
+            for a in &n.attribute {
+                a.g.iter().chain(&a.graphs).for_each(|sub| all_nodes(sub, out));
+            }
+        }
+    }
+    let mut nodes = Vec::new();
+    all_nodes(graph, &mut nodes);
+    let missing: BTreeSet<String> = nodes
+        .into_iter()
         .filter(|n| {
             !n.domain().is_empty()
                 || !(registry.has_op(n.op_type()) || ferroserve::onnx::FOLDED_OPS.contains(&n.op_type()))

@@ -64,6 +64,10 @@ pub enum Attribute {
     Floats(Vec<f32>),
     Strings(Vec<String>),
     Tensor(Tensor),
+    /// A subgraph (a Loop's body, an If's branches). Its inputs are the
+    /// operator's formal ones followed by the enclosing graph's values it
+    /// reads, which the node passes as extra inputs after its own.
+    Graph(Box<Graph>),
 }
 
 /// One operation of the graph.
@@ -83,7 +87,7 @@ pub struct Node {
 
 /// A whole model: values, constants, nodes in topological order, and the
 /// values the outside world feeds and fetches.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Graph {
     /// Every value of the graph, indexed by [`ValueId`].
     pub values: Vec<ValueInfo>,
@@ -99,6 +103,9 @@ pub struct Graph {
     /// default domain); kernels whose semantics changed between versions
     /// read it.
     pub opset: i64,
+    /// In a subgraph: how many of the last inputs are the enclosing graph's
+    /// values it reads (the rest are the operator's formal inputs).
+    pub captured: usize,
 }
 
 impl Node {
@@ -147,6 +154,18 @@ impl Node {
             None => Ok(None),
             Some(Attribute::String(v)) => Ok(Some(v)),
             Some(_) => Err(self.attr_error(name, "a string")),
+        }
+    }
+
+    /// A subgraph attribute, or `None` when absent.
+    ///
+    /// # Errors
+    /// When the attribute exists with another type.
+    pub fn graph_attr(&self, name: &str) -> Result<Option<&Graph>, AttributeError> {
+        match self.attributes.get(name) {
+            None => Ok(None),
+            Some(Attribute::Graph(g)) => Ok(Some(g)),
+            Some(_) => Err(self.attr_error(name, "a graph")),
         }
     }
 

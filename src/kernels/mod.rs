@@ -84,10 +84,12 @@ impl BuildError {
     }
 }
 
-/// What a builder sees: the node and the opset its semantics follow.
+/// What a builder sees: the node, the opset its semantics follow, and the
+/// registry (control flow builds its subgraphs with it).
 pub struct BuildContext<'a> {
     pub node: &'a Node,
     pub opset: i64,
+    pub registry: &'a KernelRegistry,
 }
 
 /// Turns a node into a kernel.
@@ -139,6 +141,7 @@ impl KernelRegistry {
         indexing::register(&mut reg);
         cast::register(&mut reg);
         unary::register(&mut reg);
+        crate::runtime::register_control_flow(&mut reg);
         reg
     }
 
@@ -181,7 +184,7 @@ impl KernelRegistry {
                 max: entry.max_opset,
             });
         }
-        (entry.build)(&BuildContext { node, opset })
+        (entry.build)(&BuildContext { node, opset, registry: self })
     }
 }
 

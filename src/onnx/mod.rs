@@ -128,10 +128,18 @@ fn import_model(model: pb::ModelProto) -> Result<Graph, OnnxError> {
     Importer::default().import(graph, opset)
 }
 
+/// Subgraph attributes by attribute name.
+type NamedGraphs = Vec<(String, Graph)>;
+
 #[derive(Default)]
 struct Importer {
     graph: Graph,
     ids: HashMap<String, ValueId>,
+    /// Names the enclosing graphs define, which a subgraph may read.
+    outer: std::collections::HashSet<String>,
+    /// The enclosing graphs' values this (sub)graph reads, in first-use
+    /// order, each with the input value that stands for it here.
+    captures: Vec<(String, ValueId)>,
 }
 
 impl Importer {
@@ -143,6 +151,67 @@ impl Importer {
         self.graph.values.push(ValueInfo { name: name.to_string(), dtype: None, shape: None });
         self.ids.insert(name.to_string(), id);
         id
+    }
+
+    /// The value a node input names: one of this graph's, or, in a
+    /// subgraph, an enclosing graph's value, captured as an extra input.
+    fn reference(&mut self, name: &str) -> ValueId {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        if self.outer.contains(name) {
+            let id = self.value(name);
+            self.captures.push((name.to_string(), id));
+            return id;
+        }
+        self.value(name)
+    }
+
+    /// Imports a node's subgraph attributes. Returns them by attribute name
+    /// and the enclosing values they read (the node's extra inputs), in the
+    /// order every subgraph's extra inputs follow.
+    fn subgraphs(
+        &mut self,
+        node: &str,
+        graphs: Vec<(String, pb::GraphProto)>,
+    ) -> Result<(NamedGraphs, Vec<ValueId>), OnnxError> {
+        let mut visible = self.outer.clone();
+        visible.extend(self.ids.keys().cloned());
+        let mut imported = Vec::with_capacity(graphs.len());
+        let mut names: Vec<String> = Vec::new();
+        for (attr, g) in graphs {
+            let sub = Importer { outer: visible.clone(), ..Importer::default() };
+            let (graph, captures) = sub.import_scope(g, self.graph.opset).map_err(|e| OnnxError::Attribute {
+                node: node.to_string(),
+                attribute: attr.clone(),
+                message: e.to_string(),
+            })?;
+            for (name, _) in &captures {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+            imported.push((attr, graph, captures));
+        }
+        let graphs = imported
+            .into_iter()
+            .map(|(attr, mut graph, captures)| {
+                for name in &names {
+                    let id = match captures.iter().find(|(n, _)| n == name) {
+                        Some(&(_, id)) => id,
+                        None => {
+                            graph.values.push(ValueInfo { name: name.clone(), dtype: None, shape: None });
+                            graph.values.len() - 1
+                        }
+                    };
+                    graph.inputs.push(id);
+                }
+                graph.captured = names.len();
+                (attr, graph)
+            })
+            .collect();
+        let outer = names.iter().map(|n| self.reference(n)).collect();
+        Ok((graphs, outer))
     }
 
     /// A fresh value no name refers to (an omitted optional output).
@@ -182,7 +251,13 @@ impl Importer {
         Ok(id)
     }
 
-    fn import(mut self, g: pb::GraphProto, opset: i64) -> Result<Graph, OnnxError> {
+    fn import(self, g: pb::GraphProto, opset: i64) -> Result<Graph, OnnxError> {
+        Ok(self.import_scope(g, opset)?.0)
+    }
+
+    /// Imports a graph; a subgraph also returns the enclosing values it
+    /// reads.
+    fn import_scope(mut self, mut g: pb::GraphProto, opset: i64) -> Result<(Graph, Vec<(String, ValueId)>), OnnxError> {
         self.graph.opset = opset;
         for init in &g.initializer {
             let id = self.value(init.name());
@@ -206,7 +281,7 @@ impl Importer {
             self.graph.outputs.push(id);
         }
         let mut produced: Vec<bool> = Vec::new();
-        for (index, n) in g.node.into_iter().enumerate() {
+        for (index, mut n) in std::mem::take(&mut g.node).into_iter().enumerate() {
             let name = match n.name() {
                 "" => format!("{}_{index}", n.op_type()),
                 s => s.to_string(),
@@ -215,8 +290,19 @@ impl Importer {
                 return Err(OnnxError::Domain { node: name, domain: n.domain().to_string() });
             }
             let mut attributes = HashMap::new();
-            for a in &n.attribute {
-                attributes.insert(a.name().to_string(), attribute_from_onnx(&name, a)?);
+            let mut graphs = Vec::new();
+            for mut a in std::mem::take(&mut n.attribute) {
+                match (a.r#type(), a.g.take()) {
+                    (pb::attribute_proto::AttributeType::Graph, Some(g)) => graphs.push((a.name().to_string(), g)),
+                    _ => {
+                        attributes.insert(a.name().to_string(), attribute_from_onnx(&name, &a)?);
+                    }
+                }
+            }
+            // Subgraphs first: the values they read become extra inputs.
+            let (graphs, extra_inputs) = self.subgraphs(&name, graphs)?;
+            for (attr, graph) in graphs {
+                attributes.insert(attr, Attribute::Graph(Box::new(graph)));
             }
             // An omitted optional output ("") before a used one keeps its
             // position with a value nothing reads; trailing ones are dropped.
@@ -246,10 +332,15 @@ impl Importer {
                 self.graph.constants.insert(out, t);
                 continue;
             }
-            let inputs = n.input.iter().map(|i| if i.is_empty() { None } else { Some(self.value(i)) }).collect();
+            let mut inputs: Vec<Option<ValueId>> =
+                n.input.iter().map(|i| if i.is_empty() { None } else { Some(self.reference(i)) }).collect();
+            inputs.extend(extra_inputs.into_iter().map(Some));
             self.graph.nodes.push(Node { name, op: n.op_type().to_string(), inputs, outputs, attributes });
         }
-        Ok(self.graph)
+        // The caller appends a subgraph's captures to its inputs, in the
+        // order all subgraphs of the node share.
+        let captures = std::mem::take(&mut self.captures);
+        Ok((self.graph, captures))
     }
 }
 
@@ -362,7 +453,7 @@ fn attribute_from_onnx(node: &str, a: &pb::AttributeProto) -> Result<Attribute, 
         A::Floats => Attribute::Floats(a.floats.clone()),
         A::Ints => Attribute::Ints(a.ints.clone()),
         A::Strings => Attribute::Strings(a.strings.iter().map(|s| text(s)).collect::<Result<_, _>>()?),
-        A::Graph | A::Graphs => return Err(err("subgraph attributes (control flow) are not supported")),
+        A::Graph | A::Graphs => return Err(err("this subgraph attribute is not supported")),
         _ => return Err(err("this attribute type is not supported")),
     })
 }

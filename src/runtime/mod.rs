@@ -6,10 +6,12 @@
 //! use. Runs are synchronous: the caller decides on which thread pool they
 //! happen (the server uses the compute pool, never an async worker).
 
+mod control;
 mod infer;
 
 use std::collections::HashMap;
 
+pub use control::register as register_control_flow;
 pub use infer::{DimRule, InputRule, ShapeError};
 
 use crate::graph::{Graph, ValueId, ValueInfo};
@@ -77,6 +79,20 @@ impl Plan {
     /// a value that no earlier node, input or constant provides, or shape
     /// inference finds that the graph can never run.
     pub fn new(graph: Graph, registry: &KernelRegistry) -> Result<Plan, PlanError> {
+        Plan::build(graph, registry, false)
+    }
+
+    /// A plan for a control-flow subgraph: its feeds are not checked
+    /// against its declared input shapes (a loop-carried value may change
+    /// shape from one iteration to the next).
+    ///
+    /// # Errors
+    /// As [`Plan::new`].
+    pub fn new_subgraph(graph: Graph, registry: &KernelRegistry) -> Result<Plan, PlanError> {
+        Plan::build(graph, registry, true)
+    }
+
+    fn build(graph: Graph, registry: &KernelRegistry, subgraph: bool) -> Result<Plan, PlanError> {
         let mut available = vec![false; graph.values.len()];
         for &id in graph.inputs.iter().chain(graph.constants.keys()) {
             available[id] = true;
@@ -122,7 +138,7 @@ impl Plan {
         let inferred = infer::infer(&graph, graph.opset)?;
         Ok(Plan {
             shapes: inferred.shapes,
-            input_rules: inferred.inputs,
+            input_rules: if subgraph { Vec::new() } else { inferred.inputs },
             values: graph.values,
             constants: graph.constants,
             steps,
@@ -164,15 +180,32 @@ impl Plan {
     /// When an input is not fed, a fed shape does not fit what the graph
     /// needs (checked before any kernel runs), or a kernel fails.
     pub fn run(&self, feeds: Vec<(ValueId, Tensor)>, fetches: &[ValueId]) -> Result<Vec<Tensor>, RunError> {
-        let shapes: Vec<(ValueId, &[usize])> = feeds.iter().map(|(id, t)| (*id, t.shape())).collect();
+        self.run_borrowing(feeds, &[], fetches)
+    }
+
+    /// [`Plan::run`] with some inputs lent rather than given (a loop body
+    /// reads the enclosing graph's values on every iteration without
+    /// copying them).
+    ///
+    /// # Errors
+    /// As [`Plan::run`].
+    pub fn run_borrowing(
+        &self,
+        feeds: Vec<(ValueId, Tensor)>,
+        lent: &[(ValueId, &Tensor)],
+        fetches: &[ValueId],
+    ) -> Result<Vec<Tensor>, RunError> {
+        let shapes: Vec<(ValueId, &[usize])> =
+            feeds.iter().map(|(id, t)| (*id, t.shape())).chain(lent.iter().map(|(id, t)| (*id, t.shape()))).collect();
         infer::check_feeds(&self.input_rules, &shapes).map_err(RunError::Input)?;
         let mut slots: Vec<Option<Tensor>> = Vec::new();
         slots.resize_with(self.values.len(), || None);
         for (id, t) in feeds {
             slots[id] = Some(t);
         }
+        let lent_value = |id: ValueId| lent.iter().find(|(l, _)| *l == id).map(|(_, t)| *t);
         for &id in &self.inputs {
-            if slots[id].is_none() {
+            if slots[id].is_none() && lent_value(id).is_none() {
                 return Err(RunError::NotFed(self.values[id].name.clone()));
             }
         }
@@ -181,7 +214,9 @@ impl Plan {
                 let operands: Vec<Option<&Tensor>> = step
                     .inputs
                     .iter()
-                    .map(|id| id.and_then(|id| self.constants.get(&id).or(slots[id].as_ref())))
+                    .map(|id| {
+                        id.and_then(|id| self.constants.get(&id).or(slots[id].as_ref()).or_else(|| lent_value(id)))
+                    })
                     .collect();
                 step.kernel.run(&operands).map_err(|source| RunError::Kernel {
                     node: step.name.clone(),
@@ -210,7 +245,7 @@ impl Plan {
             .iter()
             .enumerate()
             .map(|(i, &id)| {
-                let value = if let Some(c) = self.constants.get(&id) {
+                let value = if let Some(c) = self.constants.get(&id).or_else(|| lent_value(id)) {
                     Some(c.clone())
                 } else if fetches[i + 1..].contains(&id) {
                     slots[id].clone()

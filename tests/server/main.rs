@@ -4,6 +4,7 @@
 
 mod binary;
 mod classify;
+mod control_flow;
 mod errors;
 mod external_data;
 mod harness;
