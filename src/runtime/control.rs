@@ -1,4 +1,5 @@
-//! Control flow: Loop and If, whose subgraphs run as plans of their own.
+//! Control flow: Loop, Scan and If, whose subgraphs run as plans of their
+//! own.
 //!
 //! A subgraph's inputs are the operator's formal ones followed by the
 //! enclosing graph's values it reads (the importer passes those as the
@@ -13,6 +14,7 @@ use crate::tensor::{Tensor, TensorData};
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Loop", 1, MAX_OPSET, build_loop);
     reg.register("If", 1, MAX_OPSET, build_if);
+    reg.register("Scan", 8, MAX_OPSET, build_scan);
 }
 
 /// A built subgraph: its plan, inputs and outputs.
@@ -195,5 +197,175 @@ impl Kernel for If {
             .map(|t| t.ok_or_else(|| KernelError("a captured value is missing".into())))
             .collect::<Result<_, _>>()?;
         if cond { self.then_branch.run(vec![], &lent) } else { self.else_branch.run(vec![], &lent) }
+    }
+}
+
+/// Row-major strides of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+/// Element `i` of `t` along `axis`, that axis removed.
+fn take(t: &Tensor, axis: usize, i: usize) -> Result<Tensor, KernelError> {
+    let shape = t.shape();
+    let step = strides(shape)[axis];
+    let (n, outer) = (shape[axis], shape[..axis].iter().product::<usize>());
+    let inner: usize = shape[axis + 1..].iter().product();
+    let idx: Vec<usize> = (0..outer).flat_map(|o| (0..inner).map(move |j| (o * n + i) * step + j)).collect();
+    let mut rest = shape.to_vec();
+    rest.remove(axis);
+    Ok(Tensor::new(rest, t.data().select(&idx))?)
+}
+
+/// Stacks `parts` (one shape) along a new `axis`.
+fn stack_at(parts: Vec<Tensor>, axis: usize) -> Result<Tensor, KernelError> {
+    let n = parts.len();
+    let stacked = stack(parts)?; // [n, ...elem]
+    if axis == 0 || n == 0 {
+        return Ok(stacked);
+    }
+    let elem = stacked.shape()[1..].to_vec();
+    if axis > elem.len() {
+        return Err(KernelError(format!("scan output axis {axis} is out of range for rank {}", elem.len() + 1)));
+    }
+    let outer: usize = elem[..axis].iter().product();
+    let inner: usize = elem[axis..].iter().product();
+    let plane = outer * inner;
+    let idx: Vec<usize> =
+        (0..outer).flat_map(|o| (0..n).flat_map(move |k| (0..inner).map(move |j| k * plane + o * inner + j))).collect();
+    let mut shape = elem[..axis].to_vec();
+    shape.push(n);
+    shape.extend_from_slice(&elem[axis..]);
+    Ok(Tensor::new(shape, stacked.data().select(&idx))?)
+}
+
+/// Scan: runs the body once per element of the scan inputs along their
+/// axes, carrying the state values and stacking the scan outputs. Opset 8's
+/// form has a leading (optional) `sequence_lens` input and a batch axis 0
+/// on every state and scan value, over which it runs one scan per entry.
+#[derive(Debug)]
+struct Scan {
+    body: Body,
+    batched: bool,
+    states: usize,
+    scan_inputs: usize,
+    input_axes: Vec<i64>,
+    input_reverse: Vec<bool>,
+    output_axes: Vec<i64>,
+    output_reverse: Vec<bool>,
+}
+
+fn build_scan(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let node = ctx.node;
+    let body = Body::build(ctx, "body")?;
+    let captured = node.graph_attr("body")?.map_or(0, |g| g.captured);
+    let m = node.int_attr("num_scan_inputs", -1)?;
+    let formal = body.inputs.len().saturating_sub(captured);
+    let batched = ctx.opset < 9;
+    if m < 1 || m as usize > formal || node.inputs.len() != body.inputs.len() + usize::from(batched) {
+        return Err(BuildError::invalid(
+            node,
+            format!("num_scan_inputs {m} does not fit a body of {formal} inputs and a node of {}", node.inputs.len()),
+        ));
+    }
+    let (m, states) = (m as usize, formal - m as usize);
+    let k = body.outputs.len().saturating_sub(states);
+    let list = |name: &str, n: usize| -> Result<Vec<i64>, BuildError> {
+        Ok(node.ints_attr(name)?.map_or_else(|| vec![0; n], <[i64]>::to_vec))
+    };
+    let (input_axes, output_axes) = (list("scan_input_axes", m)?, list("scan_output_axes", k)?);
+    let directions = if batched { "directions" } else { "scan_input_directions" };
+    let input_reverse: Vec<bool> = list(directions, m)?.iter().map(|&d| d != 0).collect();
+    let output_reverse: Vec<bool> = list("scan_output_directions", k)?.iter().map(|&d| d != 0).collect();
+    if input_axes.len() != m || input_reverse.len() != m || output_axes.len() != k || output_reverse.len() != k {
+        return Err(BuildError::invalid(
+            node,
+            "the scan axis and direction lists must match the scan inputs and outputs",
+        ));
+    }
+    Ok(Box::new(Scan { body, batched, states, scan_inputs: m, input_axes, input_reverse, output_axes, output_reverse }))
+}
+
+impl Kernel for Scan {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        if !self.batched {
+            let given: Vec<Tensor> = (0..self.states + self.scan_inputs)
+                .map(|i| {
+                    inputs.get(i).copied().flatten().cloned().ok_or_else(|| KernelError(format!("missing input {i}")))
+                })
+                .collect::<Result<_, _>>()?;
+            return self.scan(given, &inputs[(self.states + self.scan_inputs).min(inputs.len())..]);
+        }
+        // Opset 8: one scan per batch entry, stacked back along axis 0.
+        let values: Vec<&Tensor> = (1..1 + self.states + self.scan_inputs)
+            .map(|i| inputs.get(i).copied().flatten().ok_or_else(|| KernelError(format!("missing input {i}"))))
+            .collect::<Result<_, _>>()?;
+        let batch = values.first().map_or(0, |t| t.shape().first().copied().unwrap_or(0));
+        if let Some(lens) = inputs.first().copied().flatten() {
+            let full = values.get(self.states).and_then(|t| t.shape().get(1).copied()).unwrap_or(0) as i64;
+            if lens.as_i64().is_none_or(|l| l.iter().any(|&v| v != full)) {
+                return Err(KernelError("sequence_lens shorter than the scan inputs is not supported".into()));
+            }
+        }
+        let mut per_batch: Vec<Vec<Tensor>> = Vec::with_capacity(batch);
+        for b in 0..batch {
+            let given = values.iter().map(|t| take(t, 0, b)).collect::<Result<_, _>>()?;
+            per_batch.push(self.scan(given, &inputs[(1 + self.states + self.scan_inputs).min(inputs.len())..])?);
+        }
+        let outputs = self.body.outputs.len();
+        (0..outputs).map(|o| stack_at(per_batch.iter().map(|r| r[o].clone()).collect(), 0)).collect()
+    }
+}
+
+impl Scan {
+    fn scan(&self, given: Vec<Tensor>, captured: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let mut given = given.into_iter();
+        let mut states: Vec<Tensor> = given.by_ref().take(self.states).collect();
+        let scan_values: Vec<Tensor> = given.collect();
+        let mut scans = Vec::with_capacity(self.scan_inputs);
+        let mut length = None;
+        for (j, t) in scan_values.iter().enumerate() {
+            let axis =
+                crate::kernels::normalize_axis(self.input_axes[j], t.shape().len()).map_err(|e| KernelError(e.0))?;
+            let n = t.shape()[axis];
+            if length.is_some_and(|l| l != n) {
+                return Err(KernelError(format!("scan inputs have lengths {} and {n}", length.unwrap_or(0))));
+            }
+            length = Some(n);
+            scans.push((t, axis));
+        }
+        let length = length.unwrap_or(0);
+        let lent: Vec<&Tensor> = captured
+            .iter()
+            .map(|t| t.ok_or_else(|| KernelError("a captured value is missing".into())))
+            .collect::<Result<_, _>>()?;
+        let k = self.body.outputs.len() - self.states;
+        let mut outputs: Vec<Vec<Tensor>> = (0..k).map(|_| Vec::with_capacity(length)).collect();
+        for step in 0..length {
+            let mut own = states;
+            for (j, (t, axis)) in scans.iter().enumerate() {
+                let i = if self.input_reverse[j] { length - 1 - step } else { step };
+                own.push(take(t, *axis, i)?);
+            }
+            let mut out = self.body.run(own, &lent)?.into_iter();
+            states = out.by_ref().take(self.states).collect();
+            for (o, t) in out.enumerate() {
+                outputs[o].push(t);
+            }
+        }
+        let mut result = states;
+        for (o, mut parts) in outputs.into_iter().enumerate() {
+            if self.output_reverse[o] {
+                parts.reverse();
+            }
+            let rank = parts.first().map_or(1, |p| p.shape().len() + 1);
+            let axis = crate::kernels::normalize_axis(self.output_axes[o], rank).map_err(|e| KernelError(e.0))?;
+            result.push(stack_at(parts, axis)?);
+        }
+        Ok(result)
     }
 }
