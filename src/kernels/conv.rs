@@ -9,6 +9,7 @@ use crate::tensor::Tensor;
 
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Conv", 1, MAX_OPSET, build_conv);
+    reg.register("ConvInteger", 10, MAX_OPSET, build_conv);
 }
 
 /// How padding is chosen.
@@ -224,6 +225,8 @@ struct Conv {
     /// time).
     windows: Vec<Window>,
     group: usize,
+    /// ConvInteger: 8-bit inputs less their zero points, summed in int32.
+    integer: bool,
 }
 
 fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
@@ -246,7 +249,7 @@ fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         }
         None => (1..=3).map(|r| Window::parse(node, r, false)).collect::<Result<_, _>>()?,
     };
-    Ok(Box::new(Conv { windows, group: group as usize }))
+    Ok(Box::new(Conv { windows, group: group as usize, integer: node.op == "ConvInteger" }))
 }
 
 impl Kernel for Conv {
@@ -277,6 +280,9 @@ impl Kernel for Conv {
             && k.as_slice() != kernel
         {
             return Err(KernelError(format!("kernel_shape {k:?} differs from the weights' {kernel:?}")));
+        }
+        if self.integer {
+            return integer_conv(inputs, x, w, window, [n, c, m, cg, g]);
         }
         let xd = floats(x, "X")?;
         let wd = floats(w, "W")?;
@@ -333,10 +339,57 @@ impl Kernel for Conv {
     }
 }
 
+/// ConvInteger: (X - x_zero_point) convolved with (W - w_zero_point, per
+/// tensor or per output channel), exact in integers, as int32.
+fn integer_conv(
+    inputs: &[Option<&Tensor>],
+    x: &Tensor,
+    w: &Tensor,
+    window: &Window,
+    dims: [usize; 5],
+) -> Result<Vec<Tensor>, KernelError> {
+    let ints = |t: &Tensor, what: &str| -> Result<Vec<i64>, KernelError> {
+        match t.data() {
+            crate::tensor::TensorData::UInt8(v) => Ok(v.iter().map(|&a| i64::from(a)).collect()),
+            crate::tensor::TensorData::Int8(v) => Ok(v.iter().map(|&a| i64::from(a)).collect()),
+            other => Err(KernelError(format!("{what} must be uint8 or int8, not {}", other.dtype()))),
+        }
+    };
+    let m = dims[2];
+    let zero = |i: usize, what: &str| -> Result<Vec<i64>, KernelError> {
+        inputs.get(i).copied().flatten().map_or(Ok(vec![0]), |t| ints(t, what))
+    };
+    let (xz, wz) = (zero(2, "x_zero_point")?, zero(3, "w_zero_point")?);
+    if xz.len() != 1 || (wz.len() != 1 && wz.len() != m) {
+        return Err(KernelError(format!(
+            "x_zero_point must be one value and w_zero_point one or {m}, got {} and {}",
+            xz.len(),
+            wz.len()
+        )));
+    }
+    let xd: Vec<i64> = ints(x, "X")?.into_iter().map(|v| v - xz[0]).collect();
+    let per_filter = w.len() / m.max(1);
+    let wd: Vec<i64> = ints(w, "W")?
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| v - wz[if wz.len() == 1 { 0 } else { i / per_filter.max(1) }])
+        .collect();
+    let kernel = &w.shape()[2..];
+    let axes = (0..window.rank).map(|d| window.axis(d, x.shape()[2 + d], kernel[d])).collect::<Result<Vec<_>, _>>()?;
+    let y = conv_nd(&xd, &wd, None, dims, &axes);
+    let mut shape = vec![dims[0], m];
+    shape.extend(axes.iter().map(|a| a.output));
+    let y = y.into_iter().map(|v| v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32).collect();
+    Ok(vec![Tensor::new(shape, crate::tensor::TensorData::Int32(y))?])
+}
+
 /// Convolution over any spatial rank: each output plane (batch, output
 /// channel) sums over its group's input channels and every kernel tap, in
 /// that order, visiting only the outputs a tap lands inside the input for.
-fn conv_nd(xd: &[f32], wd: &[f32], bias: Option<&[f32]>, [n, c, m, cg, g]: [usize; 5], axes: &[Axis]) -> Vec<f32> {
+fn conv_nd<T>(xd: &[T], wd: &[T], bias: Option<&[T]>, [n, c, m, cg, g]: [usize; 5], axes: &[Axis]) -> Vec<T>
+where
+    T: Copy + Default + Send + Sync + std::ops::AddAssign + std::ops::Mul<Output = T>,
+{
     let rank = axes.len();
     let strides = |sizes: Vec<usize>| {
         let mut s = vec![1usize; sizes.len()];
@@ -351,13 +404,13 @@ fn conv_nd(xd: &[f32], wd: &[f32], bias: Option<&[f32]>, [n, c, m, cg, g]: [usiz
     let out_plane: usize = axes.iter().map(|a| a.output).product();
     let taps: usize = axes.iter().map(|a| a.kernel).product();
     let m_per_group = m / g;
-    let mut y = vec![0.0f32; n * m * out_plane];
+    let mut y = vec![T::default(); n * m * out_plane];
     if out_plane == 0 {
         return y;
     }
     y.par_chunks_mut(out_plane).enumerate().for_each(|(idx, out)| {
         let (b, oc) = (idx / m, idx % m);
-        out.fill(bias.map_or(0.0, |bv| bv[oc]));
+        out.fill(bias.map_or(T::default(), |bv| bv[oc]));
         let group_index = oc / m_per_group;
         let mut tap_index = vec![0usize; rank];
         let mut o = vec![0usize; rank];

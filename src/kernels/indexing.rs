@@ -1,7 +1,7 @@
 //! Indexing and rearranging on every element type: DepthToSpace,
 //! SpaceToDepth, GatherElements, GatherND, ScatterElements, ScatterND,
 //! Trilu, OneHot, EyeLike, NonZero, Compress, ReverseSequence, TopK and
-//! CumSum.
+//! CumSum and CumProd.
 //!
 //! As in `movement`, most are a map from each output position to the input
 //! element it copies; scatters and masks copy from the inputs and a zero
@@ -40,12 +40,8 @@ pub fn register(reg: &mut KernelRegistry) {
         }))
     });
     reg.register("TopK", 10, MAX_OPSET, build_top_k);
-    reg.register("CumSum", 11, MAX_OPSET, |ctx| {
-        Ok(Box::new(CumSum {
-            exclusive: ctx.node.int_attr("exclusive", 0)? != 0,
-            reverse: ctx.node.int_attr("reverse", 0)? != 0,
-        }))
-    });
+    reg.register("CumSum", 11, MAX_OPSET, build_cumulative);
+    reg.register("CumProd", 26, MAX_OPSET, build_cumulative);
 }
 
 /// `data` followed by one zero of its type: index `data.len()` reads 0.
@@ -683,10 +679,19 @@ impl Kernel for TopK {
     }
 }
 
-/// CumSum along the axis given as input 1, optionally exclusive and from
-/// the end.
+fn build_cumulative(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    Ok(Box::new(CumSum {
+        exclusive: ctx.node.int_attr("exclusive", 0)? != 0,
+        reverse: ctx.node.int_attr("reverse", 0)? != 0,
+        product: ctx.node.op == "CumProd",
+    }))
+}
+
+/// CumSum (or CumProd) along the axis given as input 1, optionally
+/// exclusive and from the end.
 #[derive(Debug)]
 struct CumSum {
+    product: bool,
     exclusive: bool,
     reverse: bool,
 }
@@ -699,19 +704,21 @@ impl Kernel for CumSum {
         let inner: usize = x.shape()[axis + 1..].iter().product();
         let outer: usize = x.shape()[..axis].iter().product();
         macro_rules! cumsum {
-            ($v:expr, $variant:ident, $zero:expr) => {{
+            ($v:expr, $variant:ident, $zero:expr, $one:expr) => {{
+                let start = if self.product { $one } else { $zero };
                 let mut out = vec![$zero; $v.len()];
                 for o in 0..outer {
                     for i in 0..inner {
-                        let mut acc = $zero;
+                        let mut acc = start;
                         for step in 0..n {
                             let j = if self.reverse { n - 1 - step } else { step };
                             let at = o * n * inner + j * inner + i;
+                            let step = |acc, v| if self.product { acc * v } else { acc + v };
                             if self.exclusive {
                                 out[at] = acc;
-                                acc += $v[at];
+                                acc = step(acc, $v[at]);
                             } else {
-                                acc += $v[at];
+                                acc = step(acc, $v[at]);
                                 out[at] = acc;
                             }
                         }
@@ -721,10 +728,10 @@ impl Kernel for CumSum {
             }};
         }
         let data = match x.data() {
-            TensorData::Float(v) => cumsum!(v, Float, 0.0f32),
-            TensorData::Double(v) => cumsum!(v, Double, 0.0f64),
-            TensorData::Int32(v) => cumsum!(v, Int32, 0i32),
-            TensorData::Int64(v) => cumsum!(v, Int64, 0i64),
+            TensorData::Float(v) => cumsum!(v, Float, 0.0f32, 1.0f32),
+            TensorData::Double(v) => cumsum!(v, Double, 0.0f64, 1.0f64),
+            TensorData::Int32(v) => cumsum!(v, Int32, 0i32, 1i32),
+            TensorData::Int64(v) => cumsum!(v, Int64, 0i64, 1i64),
             other => {
                 return Err(KernelError(format!("x must be a float or int32/int64 tensor, not {}", other.dtype())));
             }
