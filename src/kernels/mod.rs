@@ -14,6 +14,7 @@
 //! Nothing here knows about wire formats, async runtimes or model files.
 
 mod activation;
+mod attention;
 mod broadcast;
 mod cast;
 mod compare;
@@ -124,6 +125,7 @@ impl KernelRegistry {
     pub fn with_all_ops() -> KernelRegistry {
         let mut reg = KernelRegistry::empty();
         activation::register(&mut reg);
+        attention::register(&mut reg);
         elementwise::register(&mut reg);
         compare::register(&mut reg);
         conv::register(&mut reg);
