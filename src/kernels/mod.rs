@@ -23,6 +23,7 @@ mod conv_transpose;
 mod einsum;
 mod elementwise;
 mod gemm;
+mod grid;
 mod indexing;
 mod movement;
 mod norm;
@@ -137,6 +138,7 @@ impl KernelRegistry {
         recurrent::register(&mut reg);
         resize::register(&mut reg);
         gemm::register(&mut reg);
+        grid::register(&mut reg);
         einsum::register(&mut reg);
         shape::register(&mut reg);
         movement::register(&mut reg);
