@@ -51,7 +51,10 @@ fn build_grid_sample(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildErr
         "border" => Padding::Border,
         "reflection" => Padding::Reflection,
         other => {
-            return Err(BuildError::invalid(node, format!("padding_mode '{other}' is not zeros, border or reflection")));
+            return Err(BuildError::invalid(
+                node,
+                format!("padding_mode '{other}' is not zeros, border or reflection"),
+            ));
         }
     };
     Ok(Box::new(GridSample { mode, padding, align_corners: node.int_attr("align_corners", 0)? != 0 }))

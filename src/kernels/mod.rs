@@ -25,6 +25,7 @@ mod elementwise;
 mod gemm;
 mod grid;
 mod indexing;
+mod loss;
 mod movement;
 mod norm;
 mod pool;
@@ -143,6 +144,7 @@ impl KernelRegistry {
         shape::register(&mut reg);
         movement::register(&mut reg);
         indexing::register(&mut reg);
+        loss::register(&mut reg);
         cast::register(&mut reg);
         unary::register(&mut reg);
         crate::runtime::register_control_flow(&mut reg);
