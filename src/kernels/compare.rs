@@ -19,6 +19,86 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("IsNaN", 9, MAX_OPSET, |_| Ok(Box::new(IsNaN)));
     reg.register("IsInf", 10, MAX_OPSET, build_is_inf);
     reg.register("Where", 9, MAX_OPSET, |_| Ok(Box::new(Where)));
+    reg.register("BitwiseAnd", 18, MAX_OPSET, |_| Ok(Box::new(Bitwise(BitOp::And))));
+    reg.register("BitwiseOr", 18, MAX_OPSET, |_| Ok(Box::new(Bitwise(BitOp::Or))));
+    reg.register("BitwiseXor", 18, MAX_OPSET, |_| Ok(Box::new(Bitwise(BitOp::Xor))));
+    reg.register("BitwiseNot", 18, MAX_OPSET, |_| Ok(Box::new(Bitwise(BitOp::Not))));
+    reg.register("BitShift", 11, MAX_OPSET, |ctx| {
+        let op = match ctx.node.string_attr("direction")? {
+            Some("LEFT") => BitOp::Left,
+            Some("RIGHT") => BitOp::Right,
+            other => {
+                return Err(BuildError::invalid(ctx.node, format!("direction must be LEFT or RIGHT, got {other:?}")));
+            }
+        };
+        Ok(Box::new(Bitwise(op)))
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BitOp {
+    And,
+    Or,
+    Xor,
+    Not,
+    Left,
+    Right,
+}
+
+/// Bitwise operators on integers, broadcast.
+#[derive(Debug)]
+struct Bitwise(BitOp);
+
+impl Kernel for Bitwise {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let a = required(inputs, 0, "A")?;
+        let op = self.0;
+        macro_rules! apply {
+            ($x:expr, $variant:ident, $t:ty) => {{
+                if op == BitOp::Not {
+                    (a.shape().to_vec(), TensorData::$variant($x.iter().map(|v| !v).collect()))
+                } else {
+                    let b = required(inputs, 1, "B")?;
+                    let TensorData::$variant(y) = b.data() else {
+                        return Err(KernelError(format!("B is {} but A is {}", b.dtype(), a.dtype())));
+                    };
+                    let bits = i64::from(<$t>::BITS);
+                    let (shape, out) = super::broadcast::binary($x, a.shape(), y, b.shape(), |p: $t, q: $t| {
+                        // Shifts outside 0..bits give 0 (or -1 shifting a
+                        // negative number right); left shifts wrap.
+                        let outside = (q as i64) < 0 || (q as i64) >= bits;
+                        match op {
+                            BitOp::And => p & q,
+                            BitOp::Or => p | q,
+                            BitOp::Xor => p ^ q,
+                            BitOp::Left if outside => 0,
+                            BitOp::Left => p.wrapping_shl(q as u32),
+                            BitOp::Right if outside => {
+                                if (p as i64) < 0 {
+                                    !0
+                                } else {
+                                    0
+                                }
+                            }
+                            BitOp::Right => p >> q,
+                            BitOp::Not => !p,
+                        }
+                    })?;
+                    (shape, TensorData::$variant(out))
+                }
+            }};
+        }
+        let (shape, data) = match a.data() {
+            TensorData::UInt8(x) => apply!(x, UInt8, u8),
+            TensorData::Int8(x) => apply!(x, Int8, i8),
+            TensorData::Int32(x) => apply!(x, Int32, i32),
+            TensorData::Int64(x) => apply!(x, Int64, i64),
+            other => {
+                return Err(KernelError(format!("{op:?} does not take {}", other.dtype())));
+            }
+        };
+        Ok(vec![Tensor::new(shape, data)?])
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
