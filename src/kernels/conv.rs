@@ -10,6 +10,7 @@ use crate::tensor::Tensor;
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Conv", 1, MAX_OPSET, build_conv);
     reg.register("ConvInteger", 10, MAX_OPSET, build_conv);
+    reg.register("QLinearConv", 10, MAX_OPSET, build_conv);
 }
 
 /// How padding is chosen.
@@ -225,8 +226,18 @@ struct Conv {
     /// time).
     windows: Vec<Window>,
     group: usize,
+    kind: ConvKind,
+}
+
+/// What a Conv node computes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConvKind {
+    Float,
     /// ConvInteger: 8-bit inputs less their zero points, summed in int32.
-    integer: bool,
+    Integer,
+    /// QLinearConv: ConvInteger's sum (plus an int32 bias), rescaled and
+    /// quantized to the output's scale and zero point.
+    QLinear,
 }
 
 fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
@@ -249,13 +260,18 @@ fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         }
         None => (1..=3).map(|r| Window::parse(node, r, false)).collect::<Result<_, _>>()?,
     };
-    Ok(Box::new(Conv { windows, group: group as usize, integer: node.op == "ConvInteger" }))
+    let kind = match node.op.as_str() {
+        "ConvInteger" => ConvKind::Integer,
+        "QLinearConv" => ConvKind::QLinear,
+        _ => ConvKind::Float,
+    };
+    Ok(Box::new(Conv { windows, group: group as usize, kind }))
 }
 
 impl Kernel for Conv {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "X")?;
-        let w = required(inputs, 1, "W")?;
+        let w = required(inputs, if self.kind == ConvKind::QLinear { 3 } else { 1 }, "W")?;
         let window = self.windows.iter().find(|w| w.rank + 2 == x.shape().len());
         let Some(window) = window.filter(|win| w.shape().len() == win.rank + 2) else {
             let ranks: Vec<String> = self.windows.iter().map(|w| format!("{} ({}-D)", w.rank + 2, w.rank)).collect();
@@ -281,8 +297,18 @@ impl Kernel for Conv {
         {
             return Err(KernelError(format!("kernel_shape {k:?} differs from the weights' {kernel:?}")));
         }
-        if self.integer {
-            return integer_conv(inputs, x, w, window, [n, c, m, cg, g]);
+        match self.kind {
+            ConvKind::Integer => {
+                let zero = |i: usize| inputs.get(i).copied().flatten();
+                let y = integer_conv(x, zero(2), w, zero(3), None, window, [n, c, m, cg, g])?;
+                return Ok(vec![y.map_data(|v| {
+                    crate::tensor::TensorData::Int32(
+                        v.iter().map(|&a| a.clamp(i32::MIN.into(), i32::MAX.into()) as i32).collect(),
+                    )
+                })?]);
+            }
+            ConvKind::QLinear => return qlinear_conv(inputs, x, w, window, [n, c, m, cg, g]),
+            ConvKind::Float => {}
         }
         let xd = floats(x, "X")?;
         let wd = floats(w, "W")?;
@@ -339,27 +365,30 @@ impl Kernel for Conv {
     }
 }
 
-/// ConvInteger: (X - x_zero_point) convolved with (W - w_zero_point, per
-/// tensor or per output channel), exact in integers, as int32.
+/// Integer values of a uint8 or int8 tensor.
+fn int8s(t: &Tensor, what: &str) -> Result<Vec<i64>, KernelError> {
+    match t.data() {
+        crate::tensor::TensorData::UInt8(v) => Ok(v.iter().map(|&a| i64::from(a)).collect()),
+        crate::tensor::TensorData::Int8(v) => Ok(v.iter().map(|&a| i64::from(a)).collect()),
+        other => Err(KernelError(format!("{what} must be uint8 or int8, not {}", other.dtype()))),
+    }
+}
+
+/// (X - x_zero_point) convolved with (W - w_zero_point, per tensor or per
+/// output channel), plus an int32 bias, exact in integers: ConvInteger and
+/// the core of QLinearConv. The result's shape and sums.
 fn integer_conv(
-    inputs: &[Option<&Tensor>],
     x: &Tensor,
+    x_zero: Option<&Tensor>,
     w: &Tensor,
+    w_zero: Option<&Tensor>,
+    bias: Option<&Tensor>,
     window: &Window,
     dims: [usize; 5],
-) -> Result<Vec<Tensor>, KernelError> {
-    let ints = |t: &Tensor, what: &str| -> Result<Vec<i64>, KernelError> {
-        match t.data() {
-            crate::tensor::TensorData::UInt8(v) => Ok(v.iter().map(|&a| i64::from(a)).collect()),
-            crate::tensor::TensorData::Int8(v) => Ok(v.iter().map(|&a| i64::from(a)).collect()),
-            other => Err(KernelError(format!("{what} must be uint8 or int8, not {}", other.dtype()))),
-        }
-    };
+) -> Result<IntConv, KernelError> {
     let m = dims[2];
-    let zero = |i: usize, what: &str| -> Result<Vec<i64>, KernelError> {
-        inputs.get(i).copied().flatten().map_or(Ok(vec![0]), |t| ints(t, what))
-    };
-    let (xz, wz) = (zero(2, "x_zero_point")?, zero(3, "w_zero_point")?);
+    let zero = |t: Option<&Tensor>, what: &str| t.map_or(Ok(vec![0]), |t| int8s(t, what));
+    let (xz, wz) = (zero(x_zero, "x_zero_point")?, zero(w_zero, "w_zero_point")?);
     if xz.len() != 1 || (wz.len() != 1 && wz.len() != m) {
         return Err(KernelError(format!(
             "x_zero_point must be one value and w_zero_point one or {m}, got {} and {}",
@@ -367,20 +396,82 @@ fn integer_conv(
             wz.len()
         )));
     }
-    let xd: Vec<i64> = ints(x, "X")?.into_iter().map(|v| v - xz[0]).collect();
+    let xd: Vec<i64> = int8s(x, "X")?.into_iter().map(|v| v - xz[0]).collect();
     let per_filter = w.len() / m.max(1);
-    let wd: Vec<i64> = ints(w, "W")?
+    let wd: Vec<i64> = int8s(w, "W")?
         .into_iter()
         .enumerate()
         .map(|(i, v)| v - wz[if wz.len() == 1 { 0 } else { i / per_filter.max(1) }])
         .collect();
+    let bias: Option<Vec<i64>> = match bias {
+        Some(b) => match b.data() {
+            crate::tensor::TensorData::Int32(v) if v.len() == m => Some(v.iter().map(|&a| i64::from(a)).collect()),
+            _ => return Err(KernelError(format!("B must be int32 [{m}], got {} {:?}", b.dtype(), b.shape()))),
+        },
+        None => None,
+    };
     let kernel = &w.shape()[2..];
     let axes = (0..window.rank).map(|d| window.axis(d, x.shape()[2 + d], kernel[d])).collect::<Result<Vec<_>, _>>()?;
-    let y = conv_nd(&xd, &wd, None, dims, &axes);
+    let y = conv_nd(&xd, &wd, bias.as_deref(), dims, &axes);
     let mut shape = vec![dims[0], m];
     shape.extend(axes.iter().map(|a| a.output));
-    let y = y.into_iter().map(|v| v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32).collect();
-    Ok(vec![Tensor::new(shape, crate::tensor::TensorData::Int32(y))?])
+    Ok(IntConv { shape, values: y })
+}
+
+/// An integer convolution's result.
+struct IntConv {
+    shape: Vec<usize>,
+    values: Vec<i64>,
+}
+
+impl IntConv {
+    fn map_data(self, f: impl FnOnce(&[i64]) -> crate::tensor::TensorData) -> Result<Tensor, KernelError> {
+        Ok(Tensor::new(self.shape, f(&self.values))?)
+    }
+}
+
+/// QLinearConv: inputs x, x_scale, x_zero_point, w, w_scale, w_zero_point,
+/// y_scale, y_zero_point, B. The integer sum times x_scale * w_scale /
+/// y_scale (per tensor or per output channel), plus y_zero_point, rounded
+/// half to even and saturated to y's type.
+fn qlinear_conv(
+    inputs: &[Option<&Tensor>],
+    x: &Tensor,
+    w: &Tensor,
+    window: &Window,
+    dims: [usize; 5],
+) -> Result<Vec<Tensor>, KernelError> {
+    let opt = |i: usize| inputs.get(i).copied().flatten();
+    let scalar = |i: usize, what: &str| -> Result<Vec<f32>, KernelError> {
+        let t = required(inputs, i, what)?;
+        Ok(floats(t, what)?.to_vec())
+    };
+    let (xs, ws, ys) = (scalar(1, "x_scale")?, scalar(4, "w_scale")?, scalar(6, "y_scale")?);
+    let m = dims[2];
+    if xs.len() != 1 || ys.len() != 1 || (ws.len() != 1 && ws.len() != m) {
+        return Err(KernelError(format!("x_scale and y_scale must be one value and w_scale one or {m}")));
+    }
+    let conv = integer_conv(x, opt(2), w, opt(5), opt(8), window, dims)?;
+    let y_zero = opt(7);
+    let (zp, signed) = match y_zero.map(Tensor::data) {
+        Some(crate::tensor::TensorData::UInt8(v)) if v.len() == 1 => (f64::from(v[0]), false),
+        Some(crate::tensor::TensorData::Int8(v)) if v.len() == 1 => (f64::from(v[0]), true),
+        None => (0.0, matches!(x.data(), crate::tensor::TensorData::Int8(_))),
+        Some(_) => return Err(KernelError("y_zero_point must be one uint8 or int8".into())),
+    };
+    let plane = conv.values.len() / (dims[0] * m).max(1);
+    let (lo, hi) = if signed { (-128.0, 127.0) } else { (0.0, 255.0) };
+    let q = conv.values.iter().enumerate().map(|(i, &v)| {
+        let oc = (i / plane.max(1)) % m;
+        let factor = f64::from(xs[0] * ws[if ws.len() == 1 { 0 } else { oc }] / ys[0]);
+        (v as f64 * factor + zp).clamp(lo, hi).round_ties_even()
+    });
+    let data = if signed {
+        crate::tensor::TensorData::Int8(q.map(|v| v as i8).collect())
+    } else {
+        crate::tensor::TensorData::UInt8(q.map(|v| v as u8).collect())
+    };
+    Ok(vec![Tensor::new(conv.shape, data)?])
 }
 
 /// Convolution over any spatial rank: each output plane (batch, output

@@ -24,6 +24,8 @@ pub fn register(reg: &mut KernelRegistry) {
     });
     reg.register("ScatterElements", 11, MAX_OPSET, build_scatter);
     reg.register("ScatterND", 11, MAX_OPSET, build_scatter);
+    // ScatterElements' name before opset 11.
+    reg.register("Scatter", 9, 10, build_scatter);
     reg.register("Trilu", 14, MAX_OPSET, |ctx| Ok(Box::new(Trilu { upper: ctx.node.int_attr("upper", 1)? != 0 })));
     reg.register("OneHot", 9, MAX_OPSET, |ctx| Ok(Box::new(OneHot { axis: ctx.node.int_attr("axis", -1)? })));
     reg.register("EyeLike", 9, MAX_OPSET, build_eye_like);
@@ -266,7 +268,7 @@ fn build_scatter(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> 
             return Err(BuildError::invalid(node, format!("reduction '{other}' is not none, add, mul, max or min")));
         }
     };
-    let axis = (node.op == "ScatterElements").then(|| node.int_attr("axis", 0)).transpose()?;
+    let axis = (node.op != "ScatterND").then(|| node.int_attr("axis", 0)).transpose()?;
     Ok(Box::new(Scatter { axis, reduction }))
 }
 

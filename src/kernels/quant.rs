@@ -10,7 +10,8 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("QuantizeLinear", 10, MAX_OPSET, build);
     reg.register("DequantizeLinear", 10, MAX_OPSET, build);
     reg.register("DynamicQuantizeLinear", 11, MAX_OPSET, |_| Ok(Box::new(DynamicQuantize)));
-    reg.register("MatMulInteger", 10, MAX_OPSET, |_| Ok(Box::new(MatMulInteger)));
+    reg.register("MatMulInteger", 10, MAX_OPSET, |_| Ok(Box::new(MatMulInteger { qlinear: false })));
+    reg.register("QLinearMatMul", 10, MAX_OPSET, |_| Ok(Box::new(MatMulInteger { qlinear: true })));
 }
 
 #[derive(Debug)]
@@ -176,19 +177,25 @@ impl Kernel for DynamicQuantize {
 
 /// MatMulInteger: (A - a_zero_point) · (B - b_zero_point) in int32, with
 /// numpy's batch broadcasting; zero points per tensor, per row of A or per
-/// column of B.
+/// column of B. QLinearMatMul (inputs a, a_scale, a_zero_point, b, b_scale,
+/// b_zero_point, y_scale, y_zero_point): the same sum times a_scale *
+/// b_scale / y_scale, plus y_zero_point, rounded half to even and
+/// saturated to y's type.
 #[derive(Debug)]
-struct MatMulInteger;
+struct MatMulInteger {
+    qlinear: bool,
+}
 
 impl Kernel for MatMulInteger {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
-        let a = required(inputs, 0, "A")?;
-        let b = required(inputs, 1, "B")?;
+        let (ia, ib, iaz, ibz) = if self.qlinear { (0, 3, 2, 5) } else { (0, 1, 2, 3) };
+        let a = required(inputs, ia, "A")?;
+        let b = required(inputs, ib, "B")?;
         let (av, bv) = (ints(a, "A")?, ints(b, "B")?);
         let zp = |i: usize, what: &str| -> Result<Vec<i64>, KernelError> {
             inputs.get(i).copied().flatten().map_or(Ok(vec![0]), |t| ints(t, what))
         };
-        let (azp, bzp) = (zp(2, "a_zero_point")?, zp(3, "b_zero_point")?);
+        let (azp, bzp) = (zp(iaz, "a_zero_point")?, zp(ibz, "b_zero_point")?);
         let (ra, rb) = (a.shape().len(), b.shape().len());
         if ra < 2 || rb < 2 {
             return Err(KernelError(format!("A {:?} and B {:?} must have rank 2 or more", a.shape(), b.shape())));
@@ -219,7 +226,7 @@ impl Kernel for MatMulInteger {
             }
             at
         };
-        let mut y = vec![0i32; count * m * n];
+        let mut y = vec![0i64; count * m * n];
         for bi in 0..count {
             let (ao, bo) = (index(&a.shape()[..ra - 2], bi) * m * k, index(&b.shape()[..rb - 2], bi) * k * n);
             for i in 0..m {
@@ -227,12 +234,31 @@ impl Kernel for MatMulInteger {
                 for j in 0..n {
                     let zb = bzp[if bzp.len() == 1 { 0 } else { j }];
                     let s: i64 = (0..k).map(|p| (av[ao + i * k + p] - za) * (bv[bo + p * n + j] - zb)).sum();
-                    y[(bi * m + i) * n + j] = s as i32;
+                    y[(bi * m + i) * n + j] = s;
                 }
             }
         }
         let mut shape = batch;
         shape.extend([m, n]);
-        Ok(vec![Tensor::new(shape, TensorData::Int32(y))?])
+        if !self.qlinear {
+            let y = y.into_iter().map(|v| v.clamp(i32::MIN.into(), i32::MAX.into()) as i32).collect();
+            return Ok(vec![Tensor::new(shape, TensorData::Int32(y))?]);
+        }
+        let scale = |i: usize, what: &str| -> Result<f32, KernelError> {
+            match super::floats(required(inputs, i, what)?, what)? {
+                [v] => Ok(*v),
+                other => Err(KernelError(format!("{what} must be one value, got {}", other.len()))),
+            }
+        };
+        let factor = f64::from(scale(1, "a_scale")? * scale(4, "b_scale")? / scale(6, "y_scale")?);
+        let (zero, dtype) = match inputs.get(7).copied().flatten() {
+            Some(z) => (ints(z, "y_zero_point")?.first().copied().unwrap_or(0), z.dtype()),
+            None => (0, a.dtype()),
+        };
+        let q = y
+            .into_iter()
+            .map(|v| (v as f64 * factor + zero as f64).round_ties_even().clamp(-1e18, 1e18) as i64)
+            .collect();
+        Ok(vec![Tensor::new(shape, quantized(dtype, q)?)?])
     }
 }
