@@ -20,6 +20,7 @@ mod cast;
 mod compare;
 mod conv;
 mod conv_transpose;
+mod detect;
 mod einsum;
 mod elementwise;
 mod gemm;
@@ -132,6 +133,7 @@ impl KernelRegistry {
         compare::register(&mut reg);
         conv::register(&mut reg);
         conv_transpose::register(&mut reg);
+        detect::register(&mut reg);
         pool::register(&mut reg);
         quant::register(&mut reg);
         reduce::register(&mut reg);
