@@ -651,7 +651,18 @@ impl Kernel for Dropout {
         if let Some(t) = inputs.get(2).copied().flatten()
             && t.data() != &TensorData::Bool(vec![false])
         {
-            return Err(KernelError("Dropout in training mode is not supported".into()));
+            // Training mode drops at random, which a server never does; a
+            // ratio of 0 drops nothing and so answers as inference does.
+            let ratio = match inputs.get(1).copied().flatten().map(Tensor::data) {
+                Some(TensorData::Float(v)) if v.len() == 1 => f64::from(v[0]),
+                Some(TensorData::Double(v)) if v.len() == 1 => v[0],
+                _ => 0.5,
+            };
+            if ratio != 0.0 {
+                return Err(KernelError(format!(
+                    "Dropout in training mode with ratio {ratio} drops values at random; export the model for inference (training_mode false)"
+                )));
+            }
         }
         let mut out = vec![x.clone()];
         if self.mask {
