@@ -9,6 +9,58 @@ use crate::tensor::{Tensor, TensorData};
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Gemm", 7, MAX_OPSET, build_gemm);
     reg.register("MatMul", 1, MAX_OPSET, |_| Ok(Box::new(MatMul)));
+    reg.register("Det", 11, MAX_OPSET, |_| Ok(Box::new(Det)));
+}
+
+/// Det: the determinant of each trailing square matrix (LU with partial
+/// pivoting, in f64).
+#[derive(Debug)]
+struct Det;
+
+impl Kernel for Det {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        let r = x.shape().len();
+        if r < 2 || x.shape()[r - 1] != x.shape()[r - 2] {
+            return Err(KernelError(format!("X must end in a square matrix, got shape {:?}", x.shape())));
+        }
+        let n = x.shape()[r - 1];
+        let v = super::float_values(x, "X")?;
+        if n == 0 {
+            // The determinant of an empty matrix is 1.
+            let count = x.shape()[..r - 2].iter().product();
+            return Ok(vec![super::float_tensor_like(x, x.shape()[..r - 2].to_vec(), vec![1.0; count])?]);
+        }
+        let dets = v
+            .chunks(n * n)
+            .map(|m| {
+                let mut a = m.to_vec();
+                let mut det = 1.0;
+                for col in 0..n {
+                    let pivot =
+                        (col..n).max_by(|&p, &q| a[p * n + col].abs().total_cmp(&a[q * n + col].abs())).unwrap_or(col);
+                    if a[pivot * n + col] == 0.0 {
+                        return 0.0;
+                    }
+                    if pivot != col {
+                        for k in 0..n {
+                            a.swap(pivot * n + k, col * n + k);
+                        }
+                        det = -det;
+                    }
+                    det *= a[col * n + col];
+                    for row in col + 1..n {
+                        let f = a[row * n + col] / a[col * n + col];
+                        for k in col..n {
+                            a[row * n + k] -= f * a[col * n + k];
+                        }
+                    }
+                }
+                det
+            })
+            .collect();
+        Ok(vec![super::float_tensor_like(x, x.shape()[..r - 2].to_vec(), dets)?])
+    }
 }
 
 /// Rows of C computed by one parallel task; small enough to spread a batch

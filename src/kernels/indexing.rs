@@ -26,6 +26,10 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("ScatterND", 11, MAX_OPSET, build_scatter);
     // ScatterElements' name before opset 11.
     reg.register("Scatter", 9, 10, build_scatter);
+    reg.register("CenterCropPad", 18, MAX_OPSET, |ctx| {
+        Ok(Box::new(CenterCropPad { axes: ctx.node.ints_attr("axes")?.map(<[i64]>::to_vec) }))
+    });
+    reg.register("MaxUnpool", 9, MAX_OPSET, build_max_unpool);
     reg.register("Trilu", 14, MAX_OPSET, |ctx| Ok(Box::new(Trilu { upper: ctx.node.int_attr("upper", 1)? != 0 })));
     reg.register("OneHot", 9, MAX_OPSET, |ctx| Ok(Box::new(OneHot { axis: ctx.node.int_attr("axis", -1)? })));
     reg.register("EyeLike", 9, MAX_OPSET, build_eye_like);
@@ -739,5 +743,131 @@ impl Kernel for CumSum {
             }
         };
         Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
+    }
+}
+
+/// CenterCropPad: each listed axis cropped or zero-padded to its target
+/// size, centred (the odd element goes to the end).
+#[derive(Debug)]
+struct CenterCropPad {
+    axes: Option<Vec<i64>>,
+}
+
+impl Kernel for CenterCropPad {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "input_data")?;
+        let target = int_list(required(inputs, 1, "shape")?, "shape")?;
+        let rank = x.shape().len();
+        let axes: Vec<usize> = match &self.axes {
+            Some(a) => a.iter().map(|&d| normalize_axis(d, rank)).collect::<Result<_, _>>()?,
+            None => (0..rank).collect(),
+        };
+        if target.len() != axes.len() || target.iter().any(|&t| t < 0) {
+            return Err(KernelError(format!(
+                "shape {target:?} must hold one size for each of the {} axes",
+                axes.len()
+            )));
+        }
+        let mut shape = x.shape().to_vec();
+        // Per axis: the input coordinate of output coordinate 0 (negative
+        // when padding).
+        let mut shift = vec![0i64; rank];
+        for (&a, &t) in axes.iter().zip(&target) {
+            let dim = x.shape()[a] as i64;
+            shift[a] = if t <= dim { (dim - t) / 2 } else { -((t - dim) / 2) };
+            shape[a] = t as usize;
+        }
+        let st = strides(x.shape());
+        let zero = x.len();
+        let idx = positions(&shape, |i| {
+            let mut at = 0;
+            for d in 0..rank {
+                let p = i[d] as i64 + shift[d];
+                if p < 0 || p >= x.shape()[d] as i64 {
+                    return zero;
+                }
+                at += p as usize * st[d];
+            }
+            at
+        });
+        Ok(vec![Tensor::new(shape, with_zero(x.data()).select(&idx))?])
+    }
+}
+
+/// MaxUnpool: each value placed at its MaxPool index in a zero tensor of
+/// the shape the pooling came from (or a larger `output_shape`, top-left).
+#[derive(Debug)]
+struct MaxUnpool {
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    pads: Vec<usize>,
+}
+
+fn build_max_unpool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let node = ctx.node;
+    let kernel: Vec<usize> = node
+        .ints_attr("kernel_shape")?
+        .ok_or_else(|| BuildError::invalid(node, "attribute 'kernel_shape' is required"))?
+        .iter()
+        .map(|&k| k.max(1) as usize)
+        .collect();
+    let r = kernel.len();
+    let list = |name: &str, n: usize, default: usize| -> Result<Vec<usize>, BuildError> {
+        match node.ints_attr(name)? {
+            None => Ok(vec![default; n]),
+            Some(v) if v.len() == n && v.iter().all(|&x| x >= 0) => Ok(v.iter().map(|&x| x as usize).collect()),
+            Some(v) => Err(BuildError::invalid(node, format!("{name} must hold {n} non-negative values, got {v:?}"))),
+        }
+    };
+    Ok(Box::new(MaxUnpool { strides: list("strides", r, 1)?, pads: list("pads", 2 * r, 0)?, kernel }))
+}
+
+impl Kernel for MaxUnpool {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "X")?;
+        let indices = int_list(required(inputs, 1, "I")?, "I")?;
+        let r = self.kernel.len();
+        if x.shape().len() != r + 2 || indices.len() != x.len() {
+            return Err(KernelError(format!(
+                "X {:?} and I must have rank {} and one index per value",
+                x.shape(),
+                r + 2
+            )));
+        }
+        let mut inferred = x.shape()[..2].to_vec();
+        for d in 0..r {
+            let full = (x.shape()[2 + d].max(1) - 1) * self.strides[d] + self.kernel[d];
+            let cut = self.pads[d] + self.pads[r + d];
+            inferred
+                .push(full.checked_sub(cut).ok_or_else(|| KernelError("the pads exceed the unpooled size".into()))?);
+        }
+        let shape: Vec<usize> = match inputs.get(2).copied().flatten() {
+            Some(t) => {
+                let s = int_list(t, "output_shape")?;
+                if s.len() != inferred.len() || s.iter().zip(&inferred).any(|(&a, &b)| a < b as i64) {
+                    return Err(KernelError(format!("output_shape {s:?} must be at least {inferred:?}")));
+                }
+                s.iter().map(|&v| v as usize).collect()
+            }
+            None => inferred.clone(),
+        };
+        let total = element_count(&inferred).unwrap_or(0);
+        let zero = x.len();
+        let mut source = vec![zero; total];
+        for (k, &i) in indices.iter().enumerate() {
+            let i = usize::try_from(i)
+                .ok()
+                .filter(|&i| i < total)
+                .ok_or_else(|| KernelError(format!("index {i} is outside the unpooled tensor of {total} elements")))?;
+            source[i] = k;
+        }
+        let ist = strides(&inferred);
+        let idx = positions(&shape, |i| {
+            if i.iter().zip(&inferred).any(|(a, b)| a >= b) {
+                return zero;
+            }
+            source[i.iter().zip(&ist).map(|(a, s)| a * s).sum::<usize>()]
+        });
+        Ok(vec![Tensor::new(shape, with_zero(x.data()).select(&idx))?])
     }
 }
