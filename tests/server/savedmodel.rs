@@ -89,3 +89,70 @@ fn a_corrupted_checkpoint_is_refused_naming_the_file() {
     assert!(err.contains("variables.index") && err.contains("magic number"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_serving_signature_and_its_captured_variables_resolve_through_the_object_graphs() {
+    use ferroserve::proto::tensorflow::tensor_info;
+    use ferroserve::savedmodel::meta::{call_site, checkpoint_object_graph, read_saved_model, select_meta_graph};
+
+    let dir = root().join("examples/models/mnist_savedmodel/1");
+    let model = read_saved_model(&dir).unwrap();
+    let err = select_meta_graph(model.clone(), &["serve".into(), "gpu".into()], &dir).unwrap_err().to_string();
+    assert!(
+        err.contains("Could not find meta graph def matching supplied tags: { gpu serve }")
+            && err.contains("{ serve }"),
+        "{err}"
+    );
+    let meta = select_meta_graph(model, &["serve".into()], &dir).unwrap();
+
+    // The signature as TensorFlow recorded it.
+    let fixture = fixture();
+    let want = &fixture["signature"];
+    let signature = &meta.signature_def["serving_default"];
+    assert_eq!(signature.method_name, want["method_name"].as_str().unwrap());
+    for (side, map) in [("inputs", &signature.inputs), ("outputs", &signature.outputs)] {
+        let want = want[side].as_object().unwrap();
+        assert_eq!(map.len(), want.len(), "{side}");
+        for (alias, info) in want {
+            let got = &map[alias];
+            assert_eq!(
+                got.encoding,
+                Some(tensor_info::Encoding::Name(info["name"].as_str().unwrap().into())),
+                "{alias}"
+            );
+            let dims: Vec<i64> = got.tensor_shape.as_ref().unwrap().dim.iter().map(|d| d.size).collect();
+            let want_dims: Vec<i64> = info["shape"].as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect();
+            assert_eq!(dims, want_dims, "{alias}");
+        }
+    }
+
+    // The call behind it captures the four weights, found by key, not name.
+    let bundle = Bundle::open(&dir.join("variables/variables")).unwrap();
+    let objects = checkpoint_object_graph(&bundle, &dir).unwrap();
+    let call = call_site(&meta, &objects, "serving_default", &dir).unwrap();
+    assert_eq!(call.node, "StatefulPartitionedCall");
+    assert!(call.function.starts_with("__inference_signature_wrapper"), "{}", call.function);
+    assert_eq!(call.captures.len(), 4, "{:?}", call.captures);
+    assert_eq!(call.inputs.len(), 1 + call.captures.len(), "the image, then the captures");
+    let shapes: Vec<Vec<usize>> = call.captures.iter().map(|k| bundle.read(k).unwrap().shape().to_vec()).collect();
+    assert_eq!(shapes, [vec![3, 3, 1, 32], vec![32], vec![5408, 10], vec![10]]);
+    assert!(call_site(&meta, &objects, "nope", &dir).unwrap_err().to_string().contains("no signature 'nope'"));
+}
+
+#[test]
+fn a_text_format_saved_model_reads_as_the_binary_one() {
+    use ferroserve::savedmodel::meta::read_saved_model;
+    use prost::Message;
+
+    let binary = read_saved_model(&root().join("examples/models/mnist_savedmodel/1")).unwrap();
+    let pool = prost_reflect::DescriptorPool::decode(ferroserve::proto::FILE_DESCRIPTOR_SET).unwrap();
+    let descriptor = pool.get_message_by_name("tensorflow.SavedModel").unwrap();
+    let dynamic = prost_reflect::DynamicMessage::decode(descriptor, binary.encode_to_vec().as_slice()).unwrap();
+    let dir = temp_dir("savedmodel-pbtxt");
+    std::fs::write(dir.join("saved_model.pbtxt"), dynamic.to_text_format()).unwrap();
+    assert_eq!(read_saved_model(&dir).unwrap(), binary);
+    std::fs::write(dir.join("saved_model.pbtxt"), "meta_graphs { nonsense: 1 }").unwrap();
+    let err = read_saved_model(&dir).unwrap_err().to_string();
+    assert!(err.contains("saved_model.pbtxt") && err.contains("not a text-format SavedModel"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
