@@ -157,28 +157,43 @@ fn build_average_pool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildEr
     }))
 }
 
+/// A taps visitor: calls its argument with each input offset a window reads.
+type Taps<'a> = &'a mut dyn FnMut(&mut dyn FnMut(usize));
+
+/// Runs a float pooling over any spatial rank: `reduce(input plane, taps,
+/// padded tap count)` gives each output value, one (batch, channel) plane
+/// per parallel task, in f64.
+fn pool_nd(
+    window: &Window,
+    x: &Tensor,
+    reduce: impl Fn(&[f64], Taps<'_>, usize) -> f64 + Sync,
+) -> Result<Tensor, KernelError> {
+    let g = NdGeometry::new(window, x)?;
+    let xd = super::float_values(x, "X")?;
+    let (in_plane, out_plane) = (g.in_plane, g.out_plane);
+    let mut y = vec![0.0f64; x.shape()[0] * x.shape()[1] * out_plane];
+    if out_plane > 0 {
+        y.par_chunks_mut(out_plane).enumerate().for_each(|(lane, out)| {
+            let input = &xd[lane * in_plane..(lane + 1) * in_plane];
+            g.for_each_output(|o, taps, padded| out[o] = reduce(input, taps, padded));
+        });
+    }
+    super::float_tensor_like(x, g.output_shape(x), y)
+}
+
 impl Kernel for AveragePool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "X")?;
-        let g = NdGeometry::new(&self.window, x)?;
-        let xd = super::float_values(x, "X")?;
-        let (in_plane, out_plane) = (g.in_plane, g.out_plane);
-        let mut y = vec![0.0f64; x.shape()[0] * x.shape()[1] * out_plane];
-        if out_plane > 0 {
-            y.par_chunks_mut(out_plane).enumerate().for_each(|(lane, out)| {
-                let input = &xd[lane * in_plane..(lane + 1) * in_plane];
-                g.for_each_output(|o, taps, padded| {
-                    let (mut sum, mut count) = (0.0f64, 0usize);
-                    taps(&mut |i| {
-                        sum += input[i];
-                        count += 1;
-                    });
-                    let count = if self.count_include_pad { padded } else { count };
-                    out[o] = if count == 0 { 0.0 } else { sum / count as f64 };
-                });
+        let y = pool_nd(&self.window, x, |input, taps, padded| {
+            let (mut sum, mut count) = (0.0f64, 0usize);
+            taps(&mut |i| {
+                sum += input[i];
+                count += 1;
             });
-        }
-        Ok(vec![super::float_tensor_like(x, g.output_shape(x), y)?])
+            let count = if self.count_include_pad { padded } else { count };
+            if count == 0 { 0.0 } else { sum / count as f64 }
+        })?;
+        Ok(vec![y])
     }
 }
 
@@ -201,21 +216,12 @@ fn build_lp_pool(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> 
 impl Kernel for LpPool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "X")?;
-        let g = NdGeometry::new(&self.window, x)?;
-        let xd = super::float_values(x, "X")?;
-        let (in_plane, out_plane) = (g.in_plane, g.out_plane);
-        let mut y = vec![0.0f64; x.shape()[0] * x.shape()[1] * out_plane];
-        if out_plane > 0 {
-            y.par_chunks_mut(out_plane).enumerate().for_each(|(lane, out)| {
-                let input = &xd[lane * in_plane..(lane + 1) * in_plane];
-                g.for_each_output(|o, taps, _| {
-                    let mut sum = 0.0f64;
-                    taps(&mut |i| sum += input[i].abs().powf(self.p));
-                    out[o] = sum.powf(1.0 / self.p);
-                });
-            });
-        }
-        Ok(vec![super::float_tensor_like(x, g.output_shape(x), y)?])
+        let y = pool_nd(&self.window, x, |input, taps, _| {
+            let mut sum = 0.0f64;
+            taps(&mut |i| sum += input[i].abs().powf(self.p));
+            sum.powf(1.0 / self.p)
+        })?;
+        Ok(vec![y])
     }
 }
 
