@@ -133,6 +133,23 @@ impl Node {
         }
     }
 
+    /// An integer attribute, or `None` when absent (for attributes whose
+    /// absence means something no value does).
+    ///
+    /// # Errors
+    /// When the attribute exists with another type.
+    pub fn opt_int_attr(&self, name: &str) -> Result<Option<i64>, AttributeError> {
+        self.attributes.contains_key(name).then(|| self.int_attr(name, 0)).transpose()
+    }
+
+    /// A float attribute, or `None` when absent.
+    ///
+    /// # Errors
+    /// When the attribute exists with another type.
+    pub fn opt_float_attr(&self, name: &str) -> Result<Option<f32>, AttributeError> {
+        self.attributes.contains_key(name).then(|| self.float_attr(name, 0.0)).transpose()
+    }
+
     /// An integer-list attribute, or `None` when absent.
     ///
     /// # Errors

@@ -46,7 +46,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         q_heads: heads("q_num_heads")?,
         kv_heads: heads("kv_num_heads")?,
         mode,
-        scale: node.attributes.contains_key("scale").then(|| node.float_attr("scale", 1.0)).transpose()?.map(f64::from),
+        scale: node.opt_float_attr("scale")?.map(f64::from),
         softcap: f64::from(node.float_attr("softcap", 0.0)?),
         left: node.int_attr("left_window_size", -1)?,
         right: node.int_attr("right_window_size", -1)?,

@@ -482,15 +482,8 @@ where
     T: Copy + Default + Send + Sync + std::ops::AddAssign + std::ops::Mul<Output = T>,
 {
     let rank = axes.len();
-    let strides = |sizes: Vec<usize>| {
-        let mut s = vec![1usize; sizes.len()];
-        for d in (0..sizes.len().saturating_sub(1)).rev() {
-            s[d] = s[d + 1] * sizes[d + 1];
-        }
-        s
-    };
-    let in_strides = strides(axes.iter().map(|a| a.input).collect());
-    let out_strides = strides(axes.iter().map(|a| a.output).collect());
+    let in_strides = crate::tensor::strides(&axes.iter().map(|a| a.input).collect::<Vec<_>>());
+    let out_strides = crate::tensor::strides(&axes.iter().map(|a| a.output).collect::<Vec<_>>());
     let in_plane: usize = axes.iter().map(|a| a.input).product();
     let out_plane: usize = axes.iter().map(|a| a.output).product();
     let taps: usize = axes.iter().map(|a| a.kernel).product();

@@ -110,10 +110,7 @@ impl Einsum {
                 )));
             }
             let broadcast = shape.len() - named;
-            let mut strides = vec![1usize; shape.len()];
-            for d in (0..shape.len().saturating_sub(1)).rev() {
-                strides[d] = strides[d + 1] * shape[d + 1];
-            }
+            let strides = crate::tensor::strides(shape);
             let mut letters: Vec<(u8, usize, usize)> = Vec::new();
             let mut ellipsis = Vec::new();
             let mut axis = 0;

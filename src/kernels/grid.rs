@@ -81,18 +81,9 @@ fn reflect(x: f64, lo: f64, hi: f64) -> f64 {
     }
 }
 
+/// The weights of the four taps around a point `t` past the second one.
 fn cubic_weights(t: f64) -> [f64; 4] {
-    let a = -0.75;
-    let w = |x: f64| {
-        let x = x.abs();
-        if x <= 1.0 {
-            ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-        } else if x < 2.0 {
-            ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
-        } else {
-            0.0
-        }
-    };
+    let w = |x: f64| super::resize::keys_cubic(-0.75, x);
     [w(t + 1.0), w(t), w(1.0 - t), w(2.0 - t)]
 }
 
@@ -126,10 +117,7 @@ impl Kernel for GridSample {
         let g = float_values(grid, "grid")?;
         let out_points: usize = gs[1..=rank].iter().product();
         let in_plane: usize = dims.iter().product();
-        let mut in_strides = vec![1usize; rank];
-        for d in (0..rank.saturating_sub(1)).rev() {
-            in_strides[d] = in_strides[d + 1] * dims[d + 1];
-        }
+        let in_strides = crate::tensor::strides(dims);
         let bounds: Vec<(f64, f64)> = dims
             .iter()
             .map(|&s| if self.align_corners { (0.0, s as f64 - 1.0) } else { (-0.5, s as f64 - 0.5) })

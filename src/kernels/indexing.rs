@@ -9,9 +9,9 @@
 
 use std::cmp::Ordering;
 
-use super::movement::{int_list, positions, strides};
+use super::movement::{int_list, positions};
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, normalize_axis, required};
-use crate::tensor::{DataType, Tensor, TensorData, element_count};
+use crate::tensor::{DataType, Tensor, TensorData, element_count, strides};
 
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("DepthToSpace", 1, MAX_OPSET, build_depth_to_space);
@@ -34,11 +34,7 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("OneHot", 9, MAX_OPSET, |ctx| Ok(Box::new(OneHot { axis: ctx.node.int_attr("axis", -1)? })));
     reg.register("EyeLike", 9, MAX_OPSET, build_eye_like);
     reg.register("NonZero", 9, MAX_OPSET, |_| Ok(Box::new(NonZero)));
-    reg.register("Compress", 9, MAX_OPSET, |ctx| {
-        Ok(Box::new(Compress {
-            axis: ctx.node.attributes.contains_key("axis").then(|| ctx.node.int_attr("axis", 0)).transpose()?,
-        }))
-    });
+    reg.register("Compress", 9, MAX_OPSET, |ctx| Ok(Box::new(Compress { axis: ctx.node.opt_int_attr("axis")? })));
     reg.register("ReverseSequence", 10, MAX_OPSET, |ctx| {
         Ok(Box::new(ReverseSequence {
             batch_axis: ctx.node.int_attr("batch_axis", 1)?,
@@ -474,15 +470,12 @@ struct EyeLike {
 
 fn build_eye_like(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     let node = ctx.node;
-    let dtype = match node.attributes.contains_key("dtype") {
-        false => None,
-        true => {
-            let code = node.int_attr("dtype", 1)?;
-            Some(
-                super::onnx_dtype(code)
-                    .ok_or_else(|| BuildError::invalid(node, format!("dtype {code} is not supported")))?,
-            )
-        }
+    let dtype = match node.opt_int_attr("dtype")? {
+        None => None,
+        Some(code) => Some(
+            super::onnx_dtype(code)
+                .ok_or_else(|| BuildError::invalid(node, format!("dtype {code} is not supported")))?,
+        ),
     };
     Ok(Box::new(EyeLike { k: node.int_attr("k", 0)?, dtype }))
 }

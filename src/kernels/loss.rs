@@ -35,8 +35,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         "mean" => Reduction::Mean,
         other => return Err(BuildError::invalid(node, format!("reduction '{other}' is not none, sum or mean"))),
     };
-    let ignore_index =
-        node.attributes.contains_key("ignore_index").then(|| node.int_attr("ignore_index", 0)).transpose()?;
+    let ignore_index = node.opt_int_attr("ignore_index")?;
     Ok(Box::new(Loss { softmax: node.op == "SoftmaxCrossEntropyLoss", reduction, ignore_index }))
 }
 

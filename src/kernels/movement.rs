@@ -9,7 +9,7 @@
 use super::broadcast::broadcast_shape;
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, normalize_axis, required};
 use crate::graph::Attribute;
-use crate::tensor::{Tensor, TensorData, element_count};
+use crate::tensor::{Tensor, TensorData, element_count, strides};
 
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Shape", 1, MAX_OPSET, build_shape);
@@ -35,14 +35,6 @@ pub(super) fn int_list(t: &Tensor, what: &str) -> Result<Vec<i64>, KernelError> 
         TensorData::Int32(v) => Ok(v.iter().map(|&x| i64::from(x)).collect()),
         _ => Err(KernelError(format!("{what} must be int64 or int32, not {}", t.dtype()))),
     }
-}
-
-pub(super) fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1];
-    }
-    s
 }
 
 /// For every position of `out_shape` in row-major order, the index `source`
@@ -75,7 +67,7 @@ struct Shape {
 }
 
 fn build_shape(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
-    let end = ctx.node.attributes.contains_key("end").then(|| ctx.node.int_attr("end", 0)).transpose()?;
+    let end = ctx.node.opt_int_attr("end")?;
     Ok(Box::new(Shape { start: ctx.node.int_attr("start", 0)?, end }))
 }
 

@@ -76,10 +76,7 @@ impl NdGeometry {
         }
         let kernel = window.kernel.as_deref().unwrap_or_default();
         let axes = (0..rank).map(|d| window.axis(d, x.shape()[2 + d], kernel[d])).collect::<Result<Vec<_>, _>>()?;
-        let mut in_strides = vec![1; rank];
-        for d in (0..rank.saturating_sub(1)).rev() {
-            in_strides[d] = in_strides[d + 1] * axes[d + 1].input;
-        }
+        let in_strides = crate::tensor::strides(&axes.iter().map(|a| a.input).collect::<Vec<_>>());
         Ok(NdGeometry {
             taps: axes.iter().map(DimTaps::new).collect(),
             in_strides,

@@ -185,12 +185,12 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         "bidirectional" => vec![false, true],
         other => return Err(BuildError::invalid(node, format!("unknown direction \"{other}\""))),
     };
-    let hidden = node.attributes.contains_key("hidden_size").then(|| node.int_attr("hidden_size", 0)).transpose()?;
+    let hidden = node.opt_int_attr("hidden_size")?;
     let hidden = match hidden {
         Some(h) if h < 1 => return Err(BuildError::invalid(node, format!("hidden_size must be positive, got {h}"))),
         h => h.map(|h| h as usize),
     };
-    let clip = node.attributes.contains_key("clip").then(|| node.float_attr("clip", 0.0)).transpose()?;
+    let clip = node.opt_float_attr("clip")?;
     Ok(Box::new(Recurrent {
         cell,
         hidden,

@@ -176,16 +176,7 @@ impl Resize {
         // The neighbour on the left of x, and x's distance from it, in (0, 1].
         let (base, ratio) = if x.fract() == 0.0 { (x as i64 - 1, 1.0) } else { (x.floor() as i64, x - x.floor()) };
         let a = self.cubic_a;
-        let cubic = |t: f64| {
-            let t = t.abs();
-            if t <= 1.0 {
-                ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
-            } else if t < 2.0 {
-                ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a
-            } else {
-                0.0
-            }
-        };
+        let cubic = move |t: f64| keys_cubic(a, t);
         let s = if self.antialias { scale.min(1.0) } else { 1.0 };
         // Offsets from `base` the filter covers, and the weight of each.
         let (start, weight): (i64, Box<dyn Fn(f64) -> f64>) = match self.mode {
@@ -233,6 +224,19 @@ impl Resize {
 }
 
 /// Resamples `data` (of `shape`) along `axis` to `map.out` entries.
+/// Keys' cubic convolution kernel with coefficient `a` at distance `t`
+/// (Resize's and GridSample's cubic modes).
+pub(super) fn keys_cubic(a: f64, t: f64) -> f64 {
+    let t = t.abs();
+    if t <= 1.0 {
+        ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
+    } else if t < 2.0 {
+        ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a
+    } else {
+        0.0
+    }
+}
+
 fn resize_axis(
     data: &TensorData,
     shape: &[usize],

@@ -133,10 +133,7 @@ fn build_transpose(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError
 
 fn permute<T: Clone>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
     let rank = shape.len();
-    let mut in_strides = vec![1usize; rank];
-    for d in (0..rank.saturating_sub(1)).rev() {
-        in_strides[d] = in_strides[d + 1] * shape[d + 1];
-    }
+    let in_strides = crate::tensor::strides(shape);
     let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
     // Stride in the input of each output dim.
     let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();

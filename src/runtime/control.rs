@@ -9,7 +9,7 @@
 use super::Plan;
 use crate::graph::{Graph, ValueId};
 use crate::kernels::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET};
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::{Tensor, TensorData, strides};
 
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Loop", 1, MAX_OPSET, build_loop);
@@ -198,15 +198,6 @@ impl Kernel for If {
             .collect::<Result<_, _>>()?;
         if cond { self.then_branch.run(vec![], &lent) } else { self.else_branch.run(vec![], &lent) }
     }
-}
-
-/// Row-major strides of `shape`.
-fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1usize; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1];
-    }
-    s
 }
 
 /// Element `i` of `t` along `axis`, that axis removed.

@@ -332,6 +332,9 @@ struct Ctx<'a> {
 
 type Outcome = Result<Vec<Info>, String>;
 
+/// A convolution's X and W shapes, spatial rank and group count.
+type ConvOperands = (Vec<Sym>, Vec<Sym>, usize, i64);
+
 /// Shorthand for "nothing known about the outputs".
 fn unknown() -> Outcome {
     Ok(Vec::new())
@@ -748,14 +751,20 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    fn conv(&mut self) -> Outcome {
-        let dtype = self.dtype(0);
-        let (Some(x), Some(w)) = (self.shape(0), self.shape(1)) else { return unknown() };
+    /// X's and W's shapes, the spatial rank and the group count of a
+    /// convolution, when both shapes are known.
+    fn conv_operands(&mut self) -> Result<Option<ConvOperands>, String> {
+        let (Some(x), Some(w)) = (self.shape(0), self.shape(1)) else { return Ok(None) };
         if x.len() < 3 || w.len() != x.len() {
             return Err(format!("X and W must have the same rank, at least 3; got {} and {}", x.len(), w.len()));
         }
         let rank = x.len() - 2;
-        let group = self.int_attr("group", 1).max(1);
+        Ok(Some((x, w, rank, self.int_attr("group", 1).max(1))))
+    }
+
+    fn conv(&mut self) -> Outcome {
+        let dtype = self.dtype(0);
+        let Some((x, w, rank, group)) = self.conv_operands()? else { return unknown() };
         if let Sym::Known(wc) = w[1] {
             self.unify(x[1], Sym::Known(wc * group), "the input channels of X and W (times group):")?;
         }
@@ -776,12 +785,7 @@ impl Ctx<'_> {
 
     fn conv_transpose(&mut self) -> Outcome {
         let dtype = self.dtype(0);
-        let (Some(x), Some(w)) = (self.shape(0), self.shape(1)) else { return unknown() };
-        if x.len() < 3 || w.len() != x.len() {
-            return Err(format!("X and W must have the same rank, at least 3; got {} and {}", x.len(), w.len()));
-        }
-        let rank = x.len() - 2;
-        let group = self.int_attr("group", 1).max(1);
+        let Some((x, w, rank, group)) = self.conv_operands()? else { return unknown() };
         self.unify(x[1], w[0], "the input channels of X and W:")?;
         let channels = match w[1] {
             Sym::Known(m) => Sym::Known(m * group),

@@ -216,6 +216,15 @@ pub struct Tensor {
     data: TensorData,
 }
 
+/// The row-major strides of `shape`, in elements (the last dim's is 1).
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
 /// The number of elements of `shape`, or `None` when it overflows `usize`.
 pub fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
