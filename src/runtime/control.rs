@@ -116,8 +116,8 @@ fn build_loop(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     Ok(Box::new(Loop { body, carried }))
 }
 
-/// The largest number of iterations a Loop without a condition may run, so
-/// a model cannot spin forever on one request.
+/// The largest number of iterations a Loop may run, so a model cannot spin
+/// (nearly) forever on one request.
 const MAX_ITERATIONS: i64 = 1 << 24;
 
 impl Kernel for Loop {
@@ -129,12 +129,17 @@ impl Kernel for Loop {
             }),
             None => None,
         };
-        let mut cond = match inputs.get(1).copied().flatten() {
+        // Without a cond input the body's condition output is ignored (a
+        // for loop over M), as the specification says.
+        let cond_input = inputs.get(1).copied().flatten();
+        let mut cond = match cond_input {
             Some(t) => truth(t, "cond")?,
             None => true,
         };
-        if trip.is_none() && inputs.get(1).copied().flatten().is_none() {
-            return Err(KernelError("a Loop without M and cond would never end".into()));
+        if trip.is_none() && cond_input.is_none() {
+            return Err(KernelError(
+                "the Loop has neither a trip count M nor a condition, so it would never end".into(),
+            ));
         }
         let mut carried: Vec<Tensor> = (0..self.carried)
             .map(|k| {
@@ -160,10 +165,13 @@ impl Kernel for Loop {
             let mut own = vec![Tensor::from_i64(vec![], vec![i])?, Tensor::new(vec![], TensorData::Bool(vec![cond]))?];
             own.extend(carried);
             let mut outputs = self.body.run(own, &lent)?.into_iter();
-            cond = truth(
+            let body_cond = truth(
                 &outputs.next().ok_or_else(|| KernelError("the body returned nothing".into()))?,
                 "the body's condition",
             )?;
+            if cond_input.is_some() {
+                cond = body_cond;
+            }
             carried = outputs.by_ref().take(self.carried).collect();
             for (k, t) in outputs.enumerate() {
                 scanned[k].push(t);

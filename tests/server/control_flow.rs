@@ -39,7 +39,8 @@ const BOOL: i32 = pb::tensor_proto::DataType::Bool as i32;
 fn write_model(dir: &std::path::Path) -> std::path::PathBuf {
     let body = pb::GraphProto {
         node: vec![
-            node("Identity", &["cond_in"], &["cond_out"], vec![]),
+            // Loop has no cond input, so this output must be ignored.
+            node("Not", &["cond_in"], &["cond_out"], vec![]),
             node("Add", &["acc_in", "w"], &["acc_out"], vec![]),
             node("Mul", &["acc_out", "x"], &["scan"], vec![]),
         ],
