@@ -173,11 +173,12 @@ impl Plan {
         &self.outputs
     }
 
-    /// Runs the plan on `feeds` (one tensor per graph input) and returns the
-    /// values of `fetches`, in that order.
+    /// Runs the steps `fetches` depend on, with `feeds` (a tensor for each
+    /// graph input those steps read), and returns the values of `fetches`,
+    /// in that order.
     ///
     /// # Errors
-    /// When an input is not fed, a fed shape does not fit what the graph
+    /// When a needed input is not fed, a fed shape does not fit what the graph
     /// needs (checked before any kernel runs), or a kernel fails.
     pub fn run(&self, feeds: Vec<(ValueId, Tensor)>, fetches: &[ValueId]) -> Result<Vec<Tensor>, RunError> {
         self.run_borrowing(feeds, &[], fetches)
@@ -198,6 +199,22 @@ impl Plan {
         let shapes: Vec<(ValueId, &[usize])> =
             feeds.iter().map(|(id, t)| (*id, t.shape())).chain(lent.iter().map(|(id, t)| (*id, t.shape()))).collect();
         infer::check_feeds(&self.input_rules, &shapes).map_err(RunError::Input)?;
+        // Only the steps the fetches depend on run, and only the inputs
+        // they read must be fed (a graph serving several signatures runs
+        // one signature's part).
+        let mut needed = vec![false; self.values.len()];
+        for &id in fetches {
+            needed[id] = true;
+        }
+        let mut runs = vec![false; self.steps.len()];
+        for (i, step) in self.steps.iter().enumerate().rev() {
+            if step.outputs.iter().any(|&id| needed[id]) {
+                runs[i] = true;
+                for &id in step.inputs.iter().flatten() {
+                    needed[id] = true;
+                }
+            }
+        }
         let mut slots: Vec<Option<Tensor>> = Vec::new();
         slots.resize_with(self.values.len(), || None);
         for (id, t) in feeds {
@@ -205,11 +222,11 @@ impl Plan {
         }
         let lent_value = |id: ValueId| lent.iter().find(|(l, _)| *l == id).map(|(_, t)| *t);
         for &id in &self.inputs {
-            if slots[id].is_none() && lent_value(id).is_none() {
+            if needed[id] && slots[id].is_none() && lent_value(id).is_none() {
                 return Err(RunError::NotFed(self.values[id].name.clone()));
             }
         }
-        for step in &self.steps {
+        for (step, _) in self.steps.iter().zip(&runs).filter(|(_, runs)| **runs) {
             let outputs = {
                 let operands: Vec<Option<&Tensor>> = step
                     .inputs
@@ -256,6 +273,47 @@ impl Plan {
             })
             .collect()
     }
+}
+
+/// The most elements a folded constant may have: folding must not turn a
+/// small graph into a large one.
+const MAX_FOLDED_ELEMENTS: usize = 1 << 22;
+
+/// Computes at load time every node whose inputs are all constants (a
+/// weight reshaped, a shape vector built from constants), replacing it
+/// with its outputs, then drops the constants nothing reads any more.
+/// Nodes that fail, or whose outputs would be large, stay in the graph;
+/// control flow is never folded.
+pub fn fold_constants(graph: &mut Graph, registry: &KernelRegistry) {
+    let nodes = std::mem::take(&mut graph.nodes);
+    for node in nodes {
+        let foldable = !node.inputs.is_empty()
+            && node.inputs.iter().all(|i| i.is_some_and(|id| graph.constants.contains_key(&id)))
+            && !node.attributes.values().any(|a| matches!(a, crate::graph::Attribute::Graph(_)));
+        let folded = foldable
+            .then(|| {
+                let kernel = registry.build(&node, graph.opset).ok()?;
+                let operands: Vec<Option<&Tensor>> =
+                    node.inputs.iter().map(|i| i.and_then(|id| graph.constants.get(&id))).collect();
+                let outputs = kernel.run(&operands).ok()?;
+                (outputs.len() >= node.outputs.len() && outputs.iter().all(|t| t.len() <= MAX_FOLDED_ELEMENTS))
+                    .then_some(outputs)
+            })
+            .flatten();
+        match folded {
+            Some(outputs) => {
+                for (&id, t) in node.outputs.iter().zip(outputs) {
+                    graph.values[id].dtype = Some(t.dtype());
+                    graph.values[id].shape = Some(t.shape().iter().map(|&d| crate::graph::Dim::Known(d)).collect());
+                    graph.constants.insert(id, t);
+                }
+            }
+            None => graph.nodes.push(node),
+        }
+    }
+    let mut read: std::collections::HashSet<ValueId> = graph.outputs.iter().copied().collect();
+    read.extend(graph.nodes.iter().flat_map(|n| n.inputs.iter().flatten().copied()));
+    graph.constants.retain(|id, _| read.contains(id));
 }
 
 #[cfg(test)]
@@ -321,6 +379,28 @@ mod tests {
         let err = plan.run(vec![(0, x)], &[3]).unwrap_err();
         assert!(err.to_string().starts_with("node 'add' (Add) failed:"), "{err}");
         assert_eq!(plan.run(vec![], &[3]).unwrap_err(), RunError::NotFed("x".into()));
+    }
+
+    #[test]
+    fn only_the_steps_a_fetch_needs_run() {
+        // Two independent branches: y = relu(x + b) and z = relu(w).
+        let mut g = tiny_graph();
+        g.values.push(value("w"));
+        g.values.push(value("z"));
+        g.nodes.push(Node {
+            name: "other".into(),
+            op: "Relu".into(),
+            inputs: vec![Some(4)],
+            outputs: vec![5],
+            attributes: HashMap::new(),
+        });
+        g.inputs.push(4);
+        g.outputs.push(5);
+        let plan = Plan::new(g, &KernelRegistry::with_all_ops()).unwrap();
+        let w = Tensor::from_f32(vec![1, 2], vec![-1.0, 3.0]).unwrap();
+        let out = plan.run(vec![(4, w.clone())], &[5]).unwrap();
+        assert_eq!(out[0].as_f32().unwrap(), &[0.0, 3.0], "x is not needed for z");
+        assert_eq!(plan.run(vec![(4, w)], &[3]).unwrap_err(), RunError::NotFed("x".into()));
     }
 
     #[test]
