@@ -28,6 +28,7 @@ mod grid;
 mod indexing;
 mod loss;
 mod movement;
+mod nhwc;
 mod norm;
 mod pool;
 mod quant;
@@ -35,6 +36,7 @@ mod recurrent;
 mod reduce;
 mod resize;
 mod shape;
+mod tf;
 mod unary;
 
 use std::collections::HashMap;
@@ -145,6 +147,8 @@ impl KernelRegistry {
         einsum::register(&mut reg);
         shape::register(&mut reg);
         movement::register(&mut reg);
+        nhwc::register(&mut reg);
+        tf::register(&mut reg);
         indexing::register(&mut reg);
         loss::register(&mut reg);
         cast::register(&mut reg);

@@ -26,6 +26,12 @@ enum Op {
     Round,
     Sign,
     Erf,
+    /// TensorFlow's Erfc, Rsqrt, Log1p and Expm1 (no ONNX operator has
+    /// them; composing them from ONNX ones loses precision).
+    Erfc,
+    Rsqrt,
+    Log1p,
+    Expm1,
     Sin,
     Cos,
     Tan,
@@ -108,6 +114,10 @@ impl Op {
                 }
             }
             Op::Erf => libm::erf(x),
+            Op::Erfc => libm::erfc(x),
+            Op::Rsqrt => 1.0 / x.sqrt(),
+            Op::Log1p => x.ln_1p(),
+            Op::Expm1 => x.exp_m1(),
             Op::Sin => x.sin(),
             Op::Cos => x.cos(),
             Op::Tan => x.tan(),
@@ -260,6 +270,10 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         "Round" => Op::Round,
         "Sign" => Op::Sign,
         "Erf" => Op::Erf,
+        "tf.Erfc" => Op::Erfc,
+        "tf.Rsqrt" => Op::Rsqrt,
+        "tf.Log1p" => Op::Log1p,
+        "tf.Expm1" => Op::Expm1,
         "Sin" => Op::Sin,
         "Cos" => Op::Cos,
         "Tan" => Op::Tan,
@@ -344,6 +358,10 @@ pub fn register(reg: &mut KernelRegistry) {
         ("Mish", 18),
         ("Swish", 24),
         ("Shrink", 9),
+        ("tf.Erfc", 1),
+        ("tf.Rsqrt", 1),
+        ("tf.Log1p", 1),
+        ("tf.Expm1", 1),
     ];
     for &(op, first) in OPS {
         reg.register(op, first, MAX_OPSET, build);

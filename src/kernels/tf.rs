@@ -1,0 +1,411 @@
+//! TensorFlow array operators whose semantics no ONNX operator has:
+//! StridedSlice (with its five masks), Slice (sizes, -1 = to the end),
+//! Pack and Unpack, ReverseV2, ZerosLike and OnesLike. The SavedModel
+//! importer maps TensorFlow's ops onto these under `tf.` names; every other
+//! TensorFlow op it meets becomes an ONNX operator with the same meaning.
+
+use super::movement::{int_list, positions};
+use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, normalize_axis, required};
+use crate::tensor::{Tensor, TensorData, strides};
+
+pub fn register(reg: &mut KernelRegistry) {
+    reg.register("tf.StridedSlice", 1, MAX_OPSET, build_strided_slice);
+    reg.register("tf.Slice", 1, MAX_OPSET, |_| Ok(Box::new(Slice)));
+    reg.register("tf.Pack", 1, MAX_OPSET, |ctx| Ok(Box::new(Pack { axis: ctx.node.int_attr("axis", 0)? })));
+    reg.register("tf.Unpack", 1, MAX_OPSET, |ctx| {
+        Ok(Box::new(Unpack { axis: ctx.node.int_attr("axis", 0)?, num: count_attr(ctx, "num")? }))
+    });
+    reg.register("tf.ReverseV2", 1, MAX_OPSET, |_| Ok(Box::new(Reverse)));
+    reg.register("tf.ZerosLike", 1, MAX_OPSET, |_| Ok(Box::new(Like { one: false })));
+    reg.register("tf.OnesLike", 1, MAX_OPSET, |_| Ok(Box::new(Like { one: true })));
+}
+
+fn count_attr(ctx: &BuildContext<'_>, name: &str) -> Result<usize, BuildError> {
+    let n = ctx.node.int_attr(name, -1)?;
+    usize::try_from(n)
+        .map_err(|_| BuildError::invalid(ctx.node, format!("attribute '{name}' must be a count, got {n}")))
+}
+
+/// Gathers `x` at `index(coordinates)` for every position of `shape`.
+fn gather(x: &Tensor, shape: Vec<usize>, index: impl FnMut(&[usize]) -> usize) -> Result<Tensor, KernelError> {
+    let idx = positions(&shape, index);
+    Ok(Tensor::new(shape, x.data().select(&idx))?)
+}
+
+/// StridedSlice's masks, as TensorFlow's attributes give them.
+#[derive(Debug, Clone, Copy)]
+struct Masks {
+    begin: i64,
+    end: i64,
+    ellipsis: i64,
+    new_axis: i64,
+    shrink: i64,
+}
+
+#[derive(Debug)]
+struct StridedSlice(Masks);
+
+fn build_strided_slice(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let m = |name| ctx.node.int_attr(name, 0);
+    let masks = Masks {
+        begin: m("begin_mask")?,
+        end: m("end_mask")?,
+        ellipsis: m("ellipsis_mask")?,
+        new_axis: m("new_axis_mask")?,
+        shrink: m("shrink_axis_mask")?,
+    };
+    if masks.ellipsis.count_ones() > 1 {
+        return Err(BuildError::invalid(ctx.node, "at most one ellipsis is allowed in ellipsis_mask"));
+    }
+    Ok(Box::new(StridedSlice(masks)))
+}
+
+/// Where one entry of the output shape comes from.
+#[derive(Debug, Clone, Copy)]
+enum OutDim {
+    /// A dim of the input (its index), sliced.
+    Input(usize),
+    /// A new axis of size 1.
+    New,
+}
+
+impl Kernel for StridedSlice {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "input")?;
+        let begin = int_list(required(inputs, 1, "begin")?, "begin")?;
+        let end = int_list(required(inputs, 2, "end")?, "end")?;
+        let stride = int_list(required(inputs, 3, "strides")?, "strides")?;
+        if end.len() != begin.len() || stride.len() != begin.len() {
+            return Err(KernelError(format!(
+                "begin, end and strides must have one length, got {}, {} and {}",
+                begin.len(),
+                end.len(),
+                stride.len()
+            )));
+        }
+        let shape = x.shape();
+        let rank = shape.len();
+        let Masks { begin: begin_mask, end: end_mask, mut ellipsis, new_axis, shrink } = self.0;
+        // Without an ellipsis, the spec ends with an implicit one.
+        let mut entries = begin.len();
+        if ellipsis == 0 {
+            ellipsis = 1 << entries;
+            entries += 1;
+        }
+        let bit = |mask: i64, i: usize| i < 63 && mask & (1 << i) != 0;
+        let ellipsis_at = (0..entries).find(|&i| bit(ellipsis, i)).unwrap_or(entries);
+        let new_after = (ellipsis_at + 1..begin.len()).filter(|&i| bit(new_axis, i)).count();
+        // The input dims each entry covers, the begin per input dim, its
+        // stride and length, and the output's layout.
+        let mut first = vec![0i64; rank];
+        let mut step = vec![1i64; rank];
+        let mut len = shape.to_vec();
+        let mut out_dims = Vec::new();
+        let mut dim = 0usize;
+        for i in 0..entries {
+            if bit(ellipsis, i) {
+                let covered = (rank + new_after + 1).saturating_sub(entries - i).min(rank);
+                while dim < covered {
+                    out_dims.push(OutDim::Input(dim));
+                    dim += 1;
+                }
+                continue;
+            }
+            if bit(new_axis, i) {
+                out_dims.push(OutDim::New);
+                continue;
+            }
+            if dim >= rank {
+                return Err(KernelError(format!("the slice has more entries than the input's rank {rank}")));
+            }
+            let n = shape[dim] as i64;
+            let s = stride[i];
+            if s == 0 {
+                return Err(KernelError(format!("strides[{i}] must not be 0")));
+            }
+            if bit(shrink, i) {
+                let b = if begin[i] < 0 { begin[i] + n } else { begin[i] };
+                if !(0..n).contains(&b) {
+                    return Err(KernelError(format!(
+                        "slice index {} of dimension {dim} out of bounds (size {n})",
+                        begin[i]
+                    )));
+                }
+                (first[dim], step[dim], len[dim]) = (b, 1, 1);
+                dim += 1;
+                continue;
+            }
+            let canonical = |v: i64, masked: bool, is_begin: bool| -> i64 {
+                if masked {
+                    return match (s > 0, is_begin) {
+                        (true, true) => 0,
+                        (true, false) => n,
+                        (false, true) => n - 1,
+                        (false, false) => -1,
+                    };
+                }
+                let v = if v < 0 { v + n } else { v };
+                if s > 0 { v.clamp(0, n) } else { v.clamp(-1, n - 1) }
+            };
+            let b = canonical(begin[i], bit(begin_mask, i), true);
+            let e = canonical(end[i], bit(end_mask, i), false);
+            let count = if s > 0 { (e - b + s - 1).div_euclid(s) } else { (b - e - s - 1).div_euclid(-s) };
+            (first[dim], step[dim], len[dim]) = (b, s, count.max(0) as usize);
+            out_dims.push(OutDim::Input(dim));
+            dim += 1;
+        }
+        while dim < rank {
+            out_dims.push(OutDim::Input(dim));
+            dim += 1;
+        }
+        let st = strides(shape);
+        let offset: i64 = (0..rank).map(|d| first[d] * st[d] as i64).sum();
+        let out_shape: Vec<usize> = out_dims
+            .iter()
+            .map(|o| match o {
+                OutDim::Input(d) => len[*d],
+                OutDim::New => 1,
+            })
+            .collect();
+        let kept: Vec<Option<usize>> = out_dims
+            .iter()
+            .map(|o| match o {
+                OutDim::Input(d) => Some(*d),
+                OutDim::New => None,
+            })
+            .collect();
+        let y = gather(x, out_shape, |i| {
+            let at: i64 =
+                kept.iter().zip(i).filter_map(|(d, &v)| d.map(|d| v as i64 * step[d] * st[d] as i64)).sum::<i64>()
+                    + offset;
+            at as usize
+        })?;
+        Ok(vec![y])
+    }
+}
+
+/// TensorFlow's Slice: `begin` and `size` per dim, size -1 meaning "to the
+/// end".
+#[derive(Debug)]
+struct Slice;
+
+impl Kernel for Slice {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "input")?;
+        let begin = int_list(required(inputs, 1, "begin")?, "begin")?;
+        let size = int_list(required(inputs, 2, "size")?, "size")?;
+        let shape = x.shape();
+        if begin.len() != shape.len() || size.len() != shape.len() {
+            return Err(KernelError(format!(
+                "begin and size must have one entry per input dim ({}), got {} and {}",
+                shape.len(),
+                begin.len(),
+                size.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(shape.len());
+        for d in 0..shape.len() {
+            let n = shape[d] as i64;
+            let len = if size[d] == -1 { n - begin[d] } else { size[d] };
+            if begin[d] < 0 || len < 0 || begin[d] + len > n {
+                return Err(KernelError(format!(
+                    "slice of dim {d} (size {n}) from {} with size {} is out of bounds",
+                    begin[d], size[d]
+                )));
+            }
+            out.push(len as usize);
+        }
+        let st = strides(shape);
+        let y = gather(x, out, |i| i.iter().enumerate().map(|(d, &v)| (begin[d] as usize + v) * st[d]).sum())?;
+        Ok(vec![y])
+    }
+}
+
+/// Stacks N tensors of one shape along a new axis.
+#[derive(Debug)]
+struct Pack {
+    axis: i64,
+}
+
+impl Kernel for Pack {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let values: Vec<&Tensor> = inputs
+            .iter()
+            .copied()
+            .collect::<Option<_>>()
+            .ok_or_else(|| KernelError("a value to pack is missing".into()))?;
+        let first = *values.first().ok_or_else(|| KernelError("Pack needs at least one value".into()))?;
+        let shape = first.shape();
+        for (i, v) in values.iter().enumerate() {
+            if v.shape() != shape || v.dtype() != first.dtype() {
+                return Err(KernelError(format!(
+                    "value {i} has dtype {} and shape {:?}, but value 0 has {} and {shape:?}",
+                    v.dtype(),
+                    v.shape(),
+                    first.dtype()
+                )));
+            }
+        }
+        let axis = normalize_axis(self.axis, shape.len() + 1)?;
+        let inner: usize = shape[axis..].iter().product();
+        let outer: usize = shape[..axis].iter().product();
+        let mut data = TensorData::zeros(first.dtype(), 0);
+        for o in 0..outer {
+            for v in &values {
+                data.extend_from(v.data(), o * inner..(o + 1) * inner);
+            }
+        }
+        let mut out_shape = shape.to_vec();
+        out_shape.insert(axis, values.len());
+        Ok(vec![Tensor::new(out_shape, data)?])
+    }
+}
+
+/// Splits a tensor into `num` tensors along an axis it removes.
+#[derive(Debug)]
+struct Unpack {
+    axis: i64,
+    num: usize,
+}
+
+impl Kernel for Unpack {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "value")?;
+        let shape = x.shape();
+        let axis = normalize_axis(self.axis, shape.len())?;
+        if shape[axis] != self.num {
+            return Err(KernelError(format!("dim {axis} has size {}, but num is {}", shape[axis], self.num)));
+        }
+        let st = strides(shape);
+        let mut out_shape = shape.to_vec();
+        out_shape.remove(axis);
+        (0..self.num)
+            .map(|k| {
+                gather(x, out_shape.clone(), |i| {
+                    let mut at = k * st[axis];
+                    for (j, &v) in i.iter().enumerate() {
+                        at += v * st[if j < axis { j } else { j + 1 }];
+                    }
+                    at
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reverses the dims the `axis` tensor lists.
+#[derive(Debug)]
+struct Reverse;
+
+impl Kernel for Reverse {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "tensor")?;
+        let shape = x.shape().to_vec();
+        let mut flip = vec![false; shape.len()];
+        for a in int_list(required(inputs, 1, "axis")?, "axis")? {
+            let d = normalize_axis(a, shape.len())?;
+            if std::mem::replace(&mut flip[d], true) {
+                return Err(KernelError(format!("axis {a} is listed twice")));
+            }
+        }
+        let st = strides(&shape);
+        let y = gather(x, shape.clone(), |i| {
+            i.iter().enumerate().map(|(d, &v)| if flip[d] { shape[d] - 1 - v } else { v } * st[d]).sum()
+        })?;
+        Ok(vec![y])
+    }
+}
+
+/// A tensor of zeros (or ones) with the input's dtype and shape.
+#[derive(Debug)]
+struct Like {
+    one: bool,
+}
+
+impl Kernel for Like {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "x")?;
+        let n = x.len();
+        let data = if !self.one {
+            TensorData::zeros(x.dtype(), n)
+        } else {
+            match x.data() {
+                TensorData::Float(_) => TensorData::Float(vec![1.0; n]),
+                TensorData::Double(_) => TensorData::Double(vec![1.0; n]),
+                TensorData::Int32(_) => TensorData::Int32(vec![1; n]),
+                TensorData::Int64(_) => TensorData::Int64(vec![1; n]),
+                TensorData::UInt8(_) => TensorData::UInt8(vec![1; n]),
+                TensorData::Int8(_) => TensorData::Int8(vec![1; n]),
+                TensorData::Bool(_) => TensorData::Bool(vec![true; n]),
+                TensorData::String(_) => return Err(KernelError("OnesLike does not take strings".into())),
+            }
+        };
+        Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Attribute;
+    use crate::kernels::testing::{node, run};
+
+    fn ints(v: &[i32]) -> Tensor {
+        Tensor::new(vec![v.len()], TensorData::Int32(v.to_vec())).unwrap()
+    }
+
+    fn strided(x: &Tensor, b: &[i32], e: &[i32], s: &[i32], masks: [i64; 5]) -> Result<Tensor, KernelError> {
+        let names = ["begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask"];
+        let attrs = names.iter().zip(masks).map(|(n, m)| (*n, Attribute::Int(m))).collect();
+        Ok(run(&node("tf.StridedSlice", 4, attrs), 21, &[x, &ints(b), &ints(e), &ints(s)])?.remove(0))
+    }
+
+    #[test]
+    fn strided_slice_masks() {
+        // x[2, 3, 4] = 0..24
+        let x = Tensor::from_f32(vec![2, 3, 4], (0..24).map(|v| v as f32).collect()).unwrap();
+        // x[:, 1] (Keras's last-step pick: begin/end masks on 0, shrink on 1).
+        let y = strided(&x, &[0, 1], &[0, 2], &[1, 1], [1, 1, 0, 0, 2]).unwrap();
+        assert_eq!(y.shape(), &[2, 4]);
+        assert_eq!(y.as_f32().unwrap(), &[4.0, 5.0, 6.0, 7.0, 16.0, 17.0, 18.0, 19.0]);
+        // x[0] (shrink the first dim; the batch-size pick of a Shape vector).
+        let y = strided(&x, &[0], &[1], &[1], [0, 0, 0, 0, 1]).unwrap();
+        assert_eq!(y.shape(), &[3, 4]);
+        // x[..., ::-2]
+        let y = strided(&x, &[0, 0], &[0, 0], &[1, -2], [2, 2, 1, 0, 0]).unwrap();
+        assert_eq!(y.shape(), &[2, 3, 2]);
+        assert_eq!(&y.as_f32().unwrap()[..4], &[3.0, 1.0, 7.0, 5.0]);
+        // x[:, tf.newaxis, -1]
+        let y = strided(&x, &[0, 0, -1], &[0, 0, 0], &[1, 1, 1], [1, 1, 0, 2, 4]).unwrap();
+        assert_eq!(y.shape(), &[2, 1, 4]);
+        assert_eq!(y.as_f32().unwrap(), &[8.0, 9.0, 10.0, 11.0, 20.0, 21.0, 22.0, 23.0]);
+        // Clamped ends, an empty result, and errors.
+        assert_eq!(strided(&x, &[1], &[99], &[1], [0; 5]).unwrap().shape(), &[1, 3, 4]);
+        assert_eq!(strided(&x, &[1], &[0], &[1], [0; 5]).unwrap().shape(), &[0, 3, 4]);
+        assert!(strided(&x, &[5], &[6], &[1], [0, 0, 0, 0, 1]).unwrap_err().0.contains("out of bounds"));
+        assert!(strided(&x, &[0], &[1], &[0], [0; 5]).unwrap_err().0.contains("must not be 0"));
+    }
+
+    #[test]
+    fn slice_pack_unpack_reverse() {
+        let x = Tensor::from_f32(vec![2, 3], (0..6).map(|v| v as f32).collect()).unwrap();
+        let y = run(&node("tf.Slice", 3, vec![]), 21, &[&x, &ints(&[0, 1]), &ints(&[-1, 2])]).unwrap();
+        assert_eq!(y[0].as_f32().unwrap(), &[1.0, 2.0, 4.0, 5.0]);
+        assert!(run(&node("tf.Slice", 3, vec![]), 21, &[&x, &ints(&[0, 2]), &ints(&[1, 2])]).is_err());
+
+        let a = ints(&[1, 2]);
+        let b = ints(&[3, 4]);
+        let packed = run(&node("tf.Pack", 2, vec![("axis", Attribute::Int(1))]), 21, &[&a, &b]).unwrap().remove(0);
+        assert_eq!(packed.shape(), &[2, 2]);
+        assert_eq!(packed.data(), &TensorData::Int32(vec![1, 3, 2, 4]));
+        let parts =
+            run(&node("tf.Unpack", 1, vec![("num", Attribute::Int(2)), ("axis", Attribute::Int(1))]), 21, &[&packed])
+                .unwrap();
+        assert_eq!(parts, vec![a, b]);
+
+        let r = run(&node("tf.ReverseV2", 2, vec![]), 21, &[&x, &ints(&[-1])]).unwrap();
+        assert_eq!(r[0].as_f32().unwrap(), &[2.0, 1.0, 0.0, 5.0, 4.0, 3.0]);
+        let ones = run(&node("tf.OnesLike", 1, vec![]), 21, &[&x]).unwrap();
+        assert_eq!(ones[0].as_f32().unwrap(), &[1.0; 6]);
+    }
+}
