@@ -258,7 +258,6 @@ impl Flags {
             num_load_threads => "not yet honoured",
             num_unload_threads => "not yet honoured",
             flush_filesystem_caches => "ignored: nothing to flush",
-            saved_model_tags => "not yet honoured",
             tensorflow_session_parallelism => "not yet honoured",
             tensorflow_inter_op_parallelism => "not yet honoured",
             tensorflow_session_config_file => "not yet honoured",
@@ -350,6 +349,13 @@ impl Flags {
                 allow_labels_for_unavailable: self.allow_version_labels_for_unavailable_models,
                 max_load_retries: self.max_num_load_retries,
                 load_retry_interval: Duration::from_micros(self.load_retry_interval_micros.max(0) as u64),
+                saved_model_tags: self
+                    .saved_model_tags
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect(),
             },
             rest: crate::rest::RestOptions {
                 cors: self.rest_api_enable_cors_support,

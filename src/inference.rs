@@ -671,6 +671,7 @@ mod tests {
             method_name: String::new(),
             inputs: BTreeMap::new(),
             outputs: list.iter().map(|(a, s)| (a.to_string(), s.clone())).collect(),
+            opaque_outputs: BTreeMap::new(),
         };
         let two =
             outputs(&[("scores", spec(1, DataType::Float, &[-1, 3])), ("outputs", spec(2, DataType::Float, &[-1, 1]))]);

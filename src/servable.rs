@@ -59,6 +59,11 @@ pub struct Signature {
     /// By alias, sorted as clients see them.
     pub inputs: BTreeMap<String, TensorSpec>,
     pub outputs: BTreeMap<String, TensorSpec>,
+    /// Outputs that name an operation rather than a tensor (a SavedModel's
+    /// `__saved_model_init_op` names its `NoOp`): alias -> name. Metadata
+    /// shows them as TensorFlow does (DT_INVALID, unknown rank); nothing
+    /// can fetch them.
+    pub opaque_outputs: BTreeMap<String, String>,
 }
 
 fn braces<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
@@ -170,6 +175,8 @@ pub enum LoadError {
     Plan { path: String, source: PlanError },
     #[error("{path}: {message}")]
     Signature { path: String, message: String },
+    #[error(transparent)]
+    SavedModel(#[from] crate::savedmodel::meta::SavedModelError),
 }
 
 /// One loaded version of a model.
@@ -251,8 +258,12 @@ impl Servable {
     pub fn load_onnx(name: &str, version: i64, path: &Path, registry: &KernelRegistry) -> Result<Servable, LoadError> {
         let graph = crate::onnx::load_file(path)
             .map_err(|source| LoadError::Onnx { path: path.display().to_string(), source })?;
-        let mut signature =
-            Signature { method_name: PREDICT_METHOD.to_string(), inputs: BTreeMap::new(), outputs: BTreeMap::new() };
+        let mut signature = Signature {
+            method_name: PREDICT_METHOD.to_string(),
+            inputs: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            opaque_outputs: BTreeMap::new(),
+        };
         for &id in &graph.inputs {
             signature.inputs.insert(graph.values[id].name.clone(), spec_of(&graph, id, path)?);
         }
@@ -272,6 +283,73 @@ impl Servable {
             labels,
             plan,
         })
+    }
+
+    /// Loads the TensorFlow SavedModel in `dir` (the MetaGraphDef tagged
+    /// with exactly `tags`) as version `version` of model `name`, with every
+    /// SignatureDef it has.
+    ///
+    /// # Errors
+    /// When a file is missing or corrupt, no MetaGraphDef has the tags, a
+    /// signature uses an op or a type the server cannot run, or the graph
+    /// fails to plan.
+    pub fn load_saved_model(
+        name: &str,
+        version: i64,
+        dir: &Path,
+        tags: &[String],
+        registry: &KernelRegistry,
+    ) -> Result<Servable, LoadError> {
+        let imported = crate::savedmodel::import::import(dir, tags)?;
+        let pb = dir.join(crate::savedmodel::meta::SAVED_MODEL_PB);
+        let path = pb.display().to_string();
+        let mut signatures = BTreeMap::new();
+        for (key, s) in imported.signatures {
+            let spec = |alias: &str, r: crate::savedmodel::import::TensorRef, value: ValueId| {
+                let dtype = crate::tensor::proto::dtype_from_wire(r.dtype).map_err(|_| LoadError::Signature {
+                    path: path.clone(),
+                    message: format!(
+                        "signature '{key}' tensor '{alias}' has dtype {}, which the server does not compute with",
+                        crate::tensor::proto::wire_dtype_name(r.dtype)
+                    ),
+                })?;
+                Ok::<_, LoadError>(TensorSpec { name: r.name, dtype, shape: r.shape, value })
+            };
+            let mut signature = Signature {
+                method_name: s.method_name,
+                inputs: BTreeMap::new(),
+                outputs: BTreeMap::new(),
+                opaque_outputs: BTreeMap::new(),
+            };
+            for (alias, r) in s.inputs {
+                let value = r.value.ok_or_else(|| LoadError::Signature {
+                    path: path.clone(),
+                    message: format!("signature '{key}' input '{alias}' is not a tensor"),
+                })?;
+                let spec = spec(&alias, r, value)?;
+                signature.inputs.insert(alias, spec);
+            }
+            for (alias, r) in s.outputs {
+                match r.value {
+                    Some(value) => {
+                        let spec = spec(&alias, r, value)?;
+                        signature.outputs.insert(alias, spec);
+                    }
+                    None => {
+                        signature.opaque_outputs.insert(alias, r.name);
+                    }
+                }
+            }
+            signatures.insert(key, signature);
+        }
+        let labels = read_labels(&pb)?;
+        if let (Some(labels), Some(signature)) = (&labels, signatures.get(DEFAULT_SIGNATURE)) {
+            check_labels(labels, signature, &pb)?;
+        }
+        let mut graph = imported.graph;
+        crate::runtime::fold_constants(&mut graph, registry);
+        let plan = Plan::new(graph, registry).map_err(|source| LoadError::Plan { path, source })?;
+        Ok(Servable { name: name.to_string(), version, signatures, labels, plan })
     }
 
     /// The signature under `key` (the default one when `key` is empty),
@@ -309,6 +387,7 @@ mod tests {
             method_name: PREDICT_METHOD.into(),
             inputs: BTreeMap::from([("a".into(), spec("a", 0)), ("b".into(), spec("b", 1))]),
             outputs: BTreeMap::from([("y".into(), spec("y", 2)), ("z".into(), spec("z", 3))]),
+            opaque_outputs: BTreeMap::new(),
         }
     }
 

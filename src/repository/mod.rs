@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use crate::error::{ServableRequest, ServeError};
 use crate::kernels::KernelRegistry;
 use crate::metrics::Metrics;
+use crate::savedmodel::meta::{SAVED_MODEL_PB, SAVED_MODEL_PBTXT};
 use crate::servable::{LoadError, Servable};
 
 pub use policy::{ONNX_FILE, VersionPolicy, VersionSource, scan};
@@ -66,6 +67,9 @@ pub struct RepositoryOptions {
     pub max_load_retries: u32,
     /// Pause between load attempts.
     pub load_retry_interval: Duration,
+    /// The tags of the MetaGraphDef a SavedModel is served from
+    /// (`--saved_model_tags`).
+    pub saved_model_tags: Vec<String>,
 }
 
 impl Default for RepositoryOptions {
@@ -74,6 +78,7 @@ impl Default for RepositoryOptions {
             allow_labels_for_unavailable: false,
             max_load_retries: 0,
             load_retry_interval: Duration::ZERO,
+            saved_model_tags: vec!["serve".to_string()],
         }
     }
 }
@@ -180,21 +185,25 @@ pub struct ModelRepository {
     metrics: Arc<Metrics>,
 }
 
-/// The model file of a version directory.
-fn model_file(source: &VersionSource) -> Result<PathBuf, String> {
+/// What a version directory holds.
+enum ModelFormat {
+    Onnx(PathBuf),
+    SavedModel,
+}
+
+/// The model format of a version directory: `model.onnx`, or a SavedModel's
+/// `saved_model.pb` (or `.pbtxt`).
+fn model_format(source: &VersionSource) -> Result<ModelFormat, String> {
     // is_file() says false for a file we may not read; say why instead.
     std::fs::read_dir(&source.dir).map_err(|e| format!("cannot read {}: {e}", source.dir.display()))?;
     let onnx = source.dir.join(ONNX_FILE);
     if onnx.is_file() {
-        return Ok(onnx);
+        return Ok(ModelFormat::Onnx(onnx));
     }
-    if source.dir.join("saved_model.pb").is_file() || source.dir.join("saved_model.pbtxt").is_file() {
-        return Err(format!(
-            "{} holds a TensorFlow SavedModel, which this build cannot load yet; export the model to ONNX as {ONNX_FILE}",
-            source.dir.display()
-        ));
+    if source.dir.join(SAVED_MODEL_PB).is_file() || source.dir.join(SAVED_MODEL_PBTXT).is_file() {
+        return Ok(ModelFormat::SavedModel);
     }
-    Err(format!("{} holds no {ONNX_FILE}", source.dir.display()))
+    Err(format!("{} holds neither {ONNX_FILE} nor {SAVED_MODEL_PB}", source.dir.display()))
 }
 
 // Locks are never held across a panic-prone call, so a poisoned lock still
@@ -518,8 +527,18 @@ impl ModelRepository {
         // Retries happen on later polls, so one failing version never holds
         // up the others.
         let started = Instant::now();
-        let result = model_file(source).map_err(|e| (e, true)).and_then(|file| {
-            Servable::load_onnx(name, version, &file, &self.registry).map_err(|e| {
+        let result = model_format(source).map_err(|e| (e, true)).and_then(|format| {
+            let loaded = match format {
+                ModelFormat::Onnx(file) => Servable::load_onnx(name, version, &file, &self.registry),
+                ModelFormat::SavedModel => Servable::load_saved_model(
+                    name,
+                    version,
+                    &source.dir,
+                    &self.options.saved_model_tags,
+                    &self.registry,
+                ),
+            };
+            loaded.map_err(|e| {
                 let retryable = matches!(&e, LoadError::Onnx { source: crate::onnx::OnnxError::Io { .. }, .. });
                 (e.to_string(), retryable)
             })
@@ -660,7 +679,7 @@ mod tests {
             err.starts_with("1 servable(s) did not become available: {{name: m version: 3} due to error:"),
             "{err}"
         );
-        assert!(err.contains("holds no model.onnx"), "{err}");
+        assert!(err.contains("holds neither model.onnx nor saved_model.pb"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -67,7 +67,10 @@ pub fn scan(base_path: &Path) -> std::io::Result<BTreeMap<i64, VersionSource>> {
             out.insert(version, VersionSource { dir: entry.path(), single_file: false });
         }
     }
-    if out.is_empty() && base_path.join(ONNX_FILE).is_file() {
+    let model_file = [ONNX_FILE, crate::savedmodel::meta::SAVED_MODEL_PB, crate::savedmodel::meta::SAVED_MODEL_PBTXT]
+        .iter()
+        .any(|f| base_path.join(f).is_file());
+    if out.is_empty() && model_file {
         out.insert(1, VersionSource { dir: base_path.to_path_buf(), single_file: true });
     }
     Ok(out)

@@ -244,11 +244,11 @@ fn status_json(state: &ServingState, model: &str, version: Option<i64>) -> Resul
     Ok(out)
 }
 
-fn tensor_info_json(out: &mut String, spec: &crate::servable::TensorSpec) {
+fn tensor_info_json(out: &mut String, dtype: &str, shape: Option<&[i64]>, name: &str) {
     out.push_str("{\"dtype\":\"");
-    out.push_str(spec.dtype.dt_name());
+    out.push_str(dtype);
     out.push_str("\",\"tensor_shape\":{\"dim\":[");
-    if let Some(dims) = &spec.shape {
+    if let Some(dims) = shape {
         for (i, d) in dims.iter().enumerate() {
             if i > 0 {
                 out.push(',');
@@ -256,24 +256,35 @@ fn tensor_info_json(out: &mut String, spec: &crate::servable::TensorSpec) {
             out.push_str(&format!("{{\"size\":\"{d}\",\"name\":\"\"}}"));
         }
     }
-    out.push_str(&format!("],\"unknown_rank\":{}}},\"name\":", spec.shape.is_none()));
-    write_string(out, &spec.name);
+    out.push_str(&format!("],\"unknown_rank\":{}}},\"name\":", shape.is_none()));
+    write_string(out, name);
     out.push('}');
 }
 
 fn signature_json(out: &mut String, signature: &Signature) {
-    for (i, (kind, specs)) in [("inputs", &signature.inputs), ("outputs", &signature.outputs)].into_iter().enumerate() {
+    type Info<'a> = (&'a str, Option<&'a [i64]>, &'a str);
+    fn tensors(
+        specs: &std::collections::BTreeMap<String, crate::servable::TensorSpec>,
+    ) -> std::collections::BTreeMap<&str, Info<'_>> {
+        specs.iter().map(|(a, s)| (a.as_str(), (s.dtype.dt_name(), s.shape.as_deref(), s.name.as_str()))).collect()
+    }
+    let inputs = tensors(&signature.inputs);
+    let mut outputs = tensors(&signature.outputs);
+    for (alias, name) in &signature.opaque_outputs {
+        outputs.insert(alias.as_str(), ("DT_INVALID", None, name.as_str()));
+    }
+    for (i, (kind, specs)) in [("inputs", inputs), ("outputs", outputs)].into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str(&format!("\"{kind}\":{{"));
-        for (j, (alias, spec)) in specs.iter().enumerate() {
+        for (j, (alias, (dtype, shape, name))) in specs.iter().enumerate() {
             if j > 0 {
                 out.push(',');
             }
             write_string(out, alias);
             out.push(':');
-            tensor_info_json(out, spec);
+            tensor_info_json(out, dtype, *shape, name);
         }
         out.push('}');
     }

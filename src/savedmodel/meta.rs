@@ -154,8 +154,25 @@ pub fn call_site(
         Some(attr_value::Value::Func(f)) => f.name.clone(),
         _ => return Err(error(path, format!("call node '{node_name}' names no function"))),
     };
+    let captures = captures(meta, checkpoint, &function, path)?;
+    Ok(CallSite { node: node_name.to_string(), function, inputs: node.input.clone(), captures })
+}
+
+/// The checkpoint keys of the variables `function` captures, in the order
+/// of its trailing inputs: its `bound_inputs` are SavedObjectGraph node ids,
+/// and the checkpoint's object graph (same ids) names each one's key.
+///
+/// # Errors
+/// When there is no object graph, a capture is something other than a
+/// variable, or the checkpoint has no value for one.
+pub fn captures(
+    meta: &MetaGraphDef,
+    checkpoint: &TrackableObjectGraph,
+    function: &str,
+    path: &Path,
+) -> Result<Vec<String>, SavedModelError> {
     let objects = meta.object_graph_def.as_ref().ok_or_else(|| error(path, "the MetaGraphDef has no object graph"))?;
-    let bound = objects.concrete_functions.get(&function).map(|f| f.bound_inputs.clone()).unwrap_or_default();
+    let bound = objects.concrete_functions.get(function).map(|f| f.bound_inputs.clone()).unwrap_or_default();
     let mut captures = Vec::with_capacity(bound.len());
     for id in bound {
         let object = usize::try_from(id).ok().and_then(|i| objects.nodes.get(i));
@@ -185,5 +202,5 @@ pub fn call_site(
             .ok_or_else(|| error(path, format!("the checkpoint has no value for variable object {id}")))?;
         captures.push(key);
     }
-    Ok(CallSite { node: node_name.to_string(), function, inputs: node.input.clone(), captures })
+    Ok(captures)
 }

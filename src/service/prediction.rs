@@ -70,7 +70,22 @@ fn tensor_info(spec: &TensorSpec) -> TensorInfo {
 pub fn signature_def(signature: &Signature) -> SignatureDef {
     SignatureDef {
         inputs: signature.inputs.iter().map(|(a, s)| (a.clone(), tensor_info(s))).collect(),
-        outputs: signature.outputs.iter().map(|(a, s)| (a.clone(), tensor_info(s))).collect(),
+        outputs: signature
+            .outputs
+            .iter()
+            .map(|(a, s)| (a.clone(), tensor_info(s)))
+            .chain(signature.opaque_outputs.iter().map(|(a, name)| {
+                let info = TensorInfo {
+                    dtype: 0,
+                    tensor_shape: Some(crate::proto::tensorflow::TensorShapeProto {
+                        dim: Vec::new(),
+                        unknown_rank: true,
+                    }),
+                    encoding: Some(tensor_info::Encoding::Name(name.clone())),
+                };
+                (a.clone(), info)
+            }))
+            .collect(),
         method_name: signature.method_name.clone(),
         defaults: HashMap::new(),
     }

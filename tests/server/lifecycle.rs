@@ -133,7 +133,7 @@ async fn broken_new_versions_never_take_down_the_served_one() {
     let png = std::fs::read(root().join("examples/digits/3.png")).unwrap();
     let cases: Vec<(i64, Option<Vec<u8>>, &str)> = vec![
         (2, Some(truncated), "not a valid ONNX ModelProto"),
-        (3, None, "holds no model.onnx"),
+        (3, None, "holds neither model.onnx nor saved_model.pb"),
         (4, Some(png), "not a valid ONNX ModelProto"),
     ];
     for (version, content, reason) in cases {
@@ -476,7 +476,8 @@ async fn a_version_waiting_for_retries_holds_up_no_other_model() {
     // be on its way), so it is retried, but on later polls.
     std::fs::create_dir_all(a.join("2")).unwrap();
     wait_for(&server, "a", "the empty version to fail", |s| {
-        s.iter().any(|(v, state, e)| *v == 2 && *state == END && e.contains("holds no model.onnx"))
+        s.iter()
+            .any(|(v, state, e)| *v == 2 && *state == END && e.contains("holds neither model.onnx nor saved_model.pb"))
     })
     .await;
     let started = Instant::now();

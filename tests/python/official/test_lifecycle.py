@@ -342,7 +342,7 @@ def test_versions_swap_and_a_broken_one_is_retried_when_fixed(client, root):
 @pytest.mark.parametrize(
     ("version", "model", "reason"),
     [
-        (20, b"", "holds no model.onnx"),
+        (20, b"", "holds neither model.onnx nor saved_model.pb"),
         (
             21,
             (digits.DIGITS_DIR / "3.png").read_bytes(),
