@@ -25,6 +25,9 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("tf.AvgPool", 1, MAX_OPSET, |ctx| build_pool(ctx, PoolKind::Avg));
     reg.register("tf.BiasAdd", 1, MAX_OPSET, |ctx| Ok(Box::new(BiasAdd { channels_last: channels_last(ctx.node)? })));
     reg.register("tf.FusedBatchNorm", 1, MAX_OPSET, build_batch_norm);
+    reg.register("tf.Conv2DBackpropInput", 1, MAX_OPSET, |ctx| {
+        Ok(Box::new(ConvBackpropInput { window: tf_window(ctx.node, None)? }))
+    });
 }
 
 /// True for NHWC (the default), false for NCHW; other formats are refused.
@@ -187,6 +190,78 @@ impl Kernel for Conv2d {
         }
         Ok(vec![Tensor::from_f32(vec![n, oh, ow, co], out)?])
     }
+}
+
+/// Conv2DBackpropInput (Keras's Conv2DTranspose): the gradient of a Conv2D
+/// with respect to its input, whose shape `input_sizes` gives. Each
+/// `out_backprop` pixel times the filter gives one column of taps (a matrix
+/// product), and each result pixel sums the taps that land on it, in a
+/// fixed order.
+#[derive(Debug)]
+struct ConvBackpropInput {
+    window: Window,
+}
+
+impl Kernel for ConvBackpropInput {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let sizes = super::movement::int_list(required(inputs, 0, "input_sizes")?, "input_sizes")?;
+        let (ft, gt) = (required(inputs, 1, "filter")?, required(inputs, 2, "out_backprop")?);
+        let [n, rh, rw, rc] = match sizes[..] {
+            [a, b, c, d] if [a, b, c, d].iter().all(|&v| v >= 0) => [a as usize, b as usize, c as usize, d as usize],
+            ref v => return Err(KernelError(format!("input_sizes must be 4 non-negative sizes (NHWC), got {v:?}"))),
+        };
+        let [kh, kw, fc, gc] = match *ft.shape() {
+            [a, b, c, d] => [a, b, c, d],
+            ref s => return Err(KernelError(format!("filter must have rank 4 (HWIO), got shape {s:?}"))),
+        };
+        let [gn, gh, gw, gcc] = nhwc(gt, "out_backprop")?;
+        let (ah, aw) = (self.window.axis(0, rh, kh)?, self.window.axis(1, rw, kw)?);
+        if fc != rc || gcc != gc || gn != n || ah.output != gh || aw.output != gw {
+            return Err(KernelError(format!(
+                "a convolution of an input [{n},{rh},{rw},{rc}] with a filter {:?} gives [{n},{},{},{gc}], but out_backprop is {:?}",
+                ft.shape(),
+                ah.output,
+                aw.output,
+                gt.shape()
+            )));
+        }
+        let (f, g) = (floats(ft, "filter")?, floats(gt, "out_backprop")?);
+        let taps = kh * kw * rc;
+        // The filter as [gc, kh·kw·rc]: row j holds every tap's weights for
+        // out_backprop channel j.
+        let mut wt = vec![0.0f32; gc * taps];
+        for (t, row) in f.chunks_exact(gc).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                wt[j * taps + t] = v;
+            }
+        }
+        let mut cols = vec![0.0f32; n * gh * gw * taps];
+        matmul_f32(g, &wt, &mut cols, n * gh * gw, gc, taps);
+        let mut out = vec![0.0f32; n * rh * rw * rc];
+        if rc > 0 && rw > 0 {
+            out.par_chunks_mut(rw * rc).enumerate().for_each(|(row, out_row)| {
+                let (b, oy) = (row / rh, row % rh);
+                for (ox, acc) in out_row.chunks_exact_mut(rc).enumerate() {
+                    for ky in 0..kh {
+                        let Some(iy) = landing(&ah, oy, ky) else { continue };
+                        for kx in 0..kw {
+                            let Some(ix) = landing(&aw, ox, kx) else { continue };
+                            let col = &cols[((b * gh + iy) * gw + ix) * taps + (ky * kw + kx) * rc..][..rc];
+                            acc.iter_mut().zip(col).for_each(|(a, &v)| *a += v);
+                        }
+                    }
+                }
+            });
+        }
+        Ok(vec![Tensor::from_f32(vec![n, rh, rw, rc], out)?])
+    }
+}
+
+/// The output pixel of the forward convolution whose tap `tap` read input
+/// position `at`, if there is one.
+fn landing(axis: &Axis, at: usize, tap: usize) -> Option<usize> {
+    let shifted = (at + axis.pad_begin).checked_sub(tap * axis.dilation)?;
+    (shifted % axis.stride == 0 && shifted / axis.stride < axis.output).then_some(shifted / axis.stride)
 }
 
 /// DepthwiseConv2dNative: filter [kh, kw, c, m]; output channel `c·m + j`
@@ -450,6 +525,32 @@ mod tests {
         let y = run(&node("tf.Conv2D", 2, conv_attrs([1, 1], "VALID", [1, 1])), 21, &[&x, &f]).unwrap();
         assert_eq!(y[0].shape(), &[1, 1, 2, 3]);
         assert_eq!(y[0].as_f32().unwrap(), &[1.0, 2.0, 3.0, 3.0, 4.0, 7.0]);
+    }
+
+    #[test]
+    fn conv_backprop_input_is_the_adjoint_of_conv2d() {
+        use crate::tensor::TensorData;
+        for (strides, padding, size) in [([2, 2], "SAME", [6, 5]), ([1, 2], "VALID", [5, 7]), ([2, 1], "VALID", [6, 4])]
+        {
+            let f = Tensor::from_f32(vec![3, 2, 4, 3], random_floats(3 * 2 * 4 * 3, 5)).unwrap();
+            let n = node("tf.Conv2DBackpropInput", 3, conv_attrs(strides, padding, [1, 1]));
+            // The forward conv's output size for this input size.
+            let window = tf_window(&n, None).unwrap();
+            let (oh, ow) = (window.axis(0, size[0], 3).unwrap().output, window.axis(1, size[1], 2).unwrap().output);
+            let g = Tensor::from_f32(vec![2, oh, ow, 3], random_floats(2 * oh * ow * 3, 6)).unwrap();
+            let sizes = Tensor::new(vec![4], TensorData::Int32(vec![2, size[0] as i32, size[1] as i32, 4])).unwrap();
+            let y = run(&n, 21, &[&sizes, &f, &g]).unwrap().remove(0);
+            assert_eq!(y.shape(), &[2, size[0], size[1], 4]);
+            // The adjoint identity: <conv(x), g> == <x, backprop(g)>.
+            let x =
+                Tensor::from_f32(vec![2, size[0], size[1], 4], random_floats(2 * size[0] * size[1] * 4, 7)).unwrap();
+            let conv =
+                run(&node("tf.Conv2D", 2, conv_attrs(strides, padding, [1, 1])), 21, &[&x, &f]).unwrap().remove(0);
+            let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(&p, &q)| f64::from(p) * f64::from(q)).sum::<f64>();
+            let (lhs, rhs) =
+                (dot(conv.as_f32().unwrap(), g.as_f32().unwrap()), dot(x.as_f32().unwrap(), y.as_f32().unwrap()));
+            assert!((lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0), "{strides:?} {padding}: {lhs} vs {rhs}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! TensorFlow array operators whose semantics no ONNX operator has:
 //! StridedSlice (with its five masks), Slice (sizes, -1 = to the end),
-//! Pack and Unpack, ReverseV2, ZerosLike and OnesLike. The SavedModel
+//! Pack and Unpack, ReverseV2, ZerosLike and OnesLike, and the TensorList
+//! operators of Keras's recurrent loops. The SavedModel
 //! importer maps TensorFlow's ops onto these under `tf.` names; every other
 //! TensorFlow op it meets becomes an ONNX operator with the same meaning.
 
@@ -18,6 +19,107 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("tf.ReverseV2", 1, MAX_OPSET, |_| Ok(Box::new(Reverse)));
     reg.register("tf.ZerosLike", 1, MAX_OPSET, |_| Ok(Box::new(Like { one: false })));
     reg.register("tf.OnesLike", 1, MAX_OPSET, |_| Ok(Box::new(Like { one: true })));
+    reg.register("tf.TensorListReserve", 1, MAX_OPSET, |ctx| {
+        let code = ctx.node.int_attr("dtype", -1)?;
+        let dtype = super::onnx_dtype(code)
+            .ok_or_else(|| BuildError::invalid(ctx.node, format!("element type {code} is not supported")))?;
+        Ok(Box::new(ListReserve { dtype }))
+    });
+    reg.register("tf.TensorListGetItem", 1, MAX_OPSET, |_| Ok(Box::new(ListGetItem)));
+    reg.register("tf.TensorListSetItem", 1, MAX_OPSET, |_| Ok(Box::new(ListSetItem)));
+    reg.register("tf.TensorListStack", 1, MAX_OPSET, |_| Ok(Box::new(ListStack)));
+    reg.register("tf.TensorListLength", 1, MAX_OPSET, |_| Ok(Box::new(ListLength)));
+    reg.register("tf.SpaceToBatchND", 1, MAX_OPSET, |_| Ok(Box::new(SpaceBatch { to_batch: true })));
+    reg.register("tf.BatchToSpaceND", 1, MAX_OPSET, |_| Ok(Box::new(SpaceBatch { to_batch: false })));
+}
+
+/// SpaceToBatchND (pad the M spatial dims after the batch, then move each
+/// `block`-strided phase into the batch: output batch `phase·B + b`) and
+/// its inverse BatchToSpaceND (then crop). How TensorFlow runs a dilated
+/// convolution as an undilated one.
+#[derive(Debug)]
+struct SpaceBatch {
+    to_batch: bool,
+}
+
+impl Kernel for SpaceBatch {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "input")?;
+        let block = int_list(required(inputs, 1, "block_shape")?, "block_shape")?;
+        let pads = int_list(required(inputs, 2, if self.to_batch { "paddings" } else { "crops" })?, "paddings")?;
+        let shape = x.shape();
+        let m = block.len();
+        if m == 0
+            || shape.len() < m + 1
+            || pads.len() != 2 * m
+            || block.iter().any(|&b| b < 1)
+            || pads.iter().any(|&p| p < 0)
+        {
+            return Err(KernelError(format!(
+                "block_shape {block:?} and paddings {pads:?} do not fit an input of shape {shape:?}"
+            )));
+        }
+        let block: Vec<usize> = block.iter().map(|&b| b as usize).collect();
+        let pads: Vec<usize> = pads.iter().map(|&p| p as usize).collect();
+        let phases: usize = block.iter().product();
+        let st = strides(shape);
+        // A zero after the input's elements stands for the padding.
+        let zero = x.len();
+        let mut out_shape = shape.to_vec();
+        let idx = if self.to_batch {
+            for d in 0..m {
+                let padded = shape[1 + d] + pads[2 * d] + pads[2 * d + 1];
+                if !padded.is_multiple_of(block[d]) {
+                    return Err(KernelError(format!(
+                        "padded dim {} of size {padded} is not a multiple of the block size {}",
+                        d + 1,
+                        block[d]
+                    )));
+                }
+                out_shape[1 + d] = padded / block[d];
+            }
+            out_shape[0] = shape[0] * phases;
+            positions(&out_shape, |i| {
+                let (mut phase, b) = (i[0] / shape[0], i[0] % shape[0]);
+                let mut at = b * st[0];
+                for d in (0..m).rev() {
+                    let j = phase % block[d];
+                    phase /= block[d];
+                    let p = i[1 + d] * block[d] + j;
+                    match p.checked_sub(pads[2 * d]).filter(|&v| v < shape[1 + d]) {
+                        Some(v) => at += v * st[1 + d],
+                        None => return zero,
+                    }
+                }
+                at + (1 + m..shape.len()).map(|d| i[d] * st[d]).sum::<usize>()
+            })
+        } else {
+            if !shape[0].is_multiple_of(phases) {
+                return Err(KernelError(format!("batch {} is not a multiple of the block count {phases}", shape[0])));
+            }
+            let batch = shape[0] / phases;
+            out_shape[0] = batch;
+            for d in 0..m {
+                let full = shape[1 + d] * block[d];
+                out_shape[1 + d] = full.checked_sub(pads[2 * d] + pads[2 * d + 1]).ok_or_else(|| {
+                    KernelError(format!("crops {:?} are larger than dim {} ({full})", &pads[2 * d..2 * d + 2], d + 1))
+                })?;
+            }
+            positions(&out_shape, |i| {
+                let mut phase = 0;
+                let mut at = 0;
+                for d in 0..m {
+                    let p = i[1 + d] + pads[2 * d];
+                    phase = phase * block[d] + p % block[d];
+                    at += (p / block[d]) * st[1 + d];
+                }
+                at + (phase * batch + i[0]) * st[0] + (1 + m..shape.len()).map(|d| i[d] * st[d]).sum::<usize>()
+            })
+        };
+        let mut data = x.data().clone();
+        data.extend_from(&TensorData::zeros(x.dtype(), 1), 0..1);
+        Ok(vec![Tensor::new(out_shape, data.select(&idx))?])
+    }
 }
 
 fn count_attr(ctx: &BuildContext<'_>, name: &str) -> Result<usize, BuildError> {
@@ -344,6 +446,151 @@ impl Kernel for Like {
     }
 }
 
+// TensorLists. A list of `n` tensors of one shape `e` is held as one
+// tensor of shape `[n, e...]`; a reserved list whose items are not set yet
+// and whose element shape is not fully known is `[n, 0]` until its first
+// SetItem fixes the shape. Setting an item copies the list (TensorFlow's
+// lists are values too).
+
+/// A non-negative integer scalar operand.
+fn index_operand(inputs: &[Option<&Tensor>], i: usize, what: &str) -> Result<usize, KernelError> {
+    match int_list(required(inputs, i, what)?, what)?[..] {
+        [v] if v >= 0 => Ok(v as usize),
+        ref v => Err(KernelError(format!("{what} must be one non-negative integer, got {v:?}"))),
+    }
+}
+
+/// A list's element shape operand: dims with -1 for unknown ones (a scalar
+/// -1 for an unknown rank), as `Some` only when fully known.
+fn known_element_shape(t: Option<&Tensor>) -> Result<Option<Vec<usize>>, KernelError> {
+    let Some(t) = t else { return Ok(None) };
+    let dims = int_list(t, "element_shape")?;
+    if t.shape().is_empty() || dims.iter().any(|&d| d < 0) {
+        return Ok(None);
+    }
+    Ok(Some(dims.iter().map(|&d| d as usize).collect()))
+}
+
+/// True for a reserved list none of whose items is set yet.
+fn unset(list: &Tensor) -> bool {
+    list.shape().len() == 2 && list.shape()[1] == 0
+}
+
+#[derive(Debug)]
+struct ListReserve {
+    dtype: crate::tensor::DataType,
+}
+
+impl Kernel for ListReserve {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let n = index_operand(inputs, 1, "num_elements")?;
+        let shape = match known_element_shape(inputs.first().copied().flatten())? {
+            Some(e) => std::iter::once(n).chain(e).collect(),
+            None => vec![n, 0],
+        };
+        let count = crate::tensor::element_count(&shape)
+            .filter(|&c| c <= 1 << 28)
+            .ok_or_else(|| KernelError(format!("a list of shape {shape:?} is too large")))?;
+        Ok(vec![Tensor::new(shape, TensorData::zeros(self.dtype, count))?])
+    }
+}
+
+#[derive(Debug)]
+struct ListGetItem;
+
+impl Kernel for ListGetItem {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let list = required(inputs, 0, "input_handle")?;
+        let i = index_operand(inputs, 1, "index")?;
+        let n = list.shape().first().copied().unwrap_or(0);
+        if i >= n {
+            return Err(KernelError(format!("index {i} is out of range for a list of {n} items")));
+        }
+        if unset(list) {
+            return match known_element_shape(inputs.get(2).copied().flatten())? {
+                Some(e) => {
+                    let count = crate::tensor::element_count(&e).unwrap_or(0);
+                    Ok(vec![Tensor::new(e, TensorData::zeros(list.dtype(), count))?])
+                }
+                None => Err(KernelError(format!("item {i} of the list was read before any item was set"))),
+            };
+        }
+        let k: usize = list.shape()[1..].iter().product();
+        let mut data = TensorData::zeros(list.dtype(), 0);
+        data.extend_from(list.data(), i * k..(i + 1) * k);
+        Ok(vec![Tensor::new(list.shape()[1..].to_vec(), data)?])
+    }
+}
+
+#[derive(Debug)]
+struct ListSetItem;
+
+impl Kernel for ListSetItem {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let list = required(inputs, 0, "input_handle")?;
+        let i = index_operand(inputs, 1, "index")?;
+        let item = required(inputs, 2, "item")?;
+        let n = list.shape().first().copied().unwrap_or(0);
+        if i >= n {
+            return Err(KernelError(format!("index {i} is out of range for a list of {n} items")));
+        }
+        if item.dtype() != list.dtype() {
+            return Err(KernelError(format!("the list holds {} but the item is {}", list.dtype(), item.dtype())));
+        }
+        let fresh;
+        let list = if list.shape()[1..] == *item.shape() {
+            list
+        } else if unset(list) {
+            let shape: Vec<usize> = std::iter::once(n).chain(item.shape().iter().copied()).collect();
+            fresh = Tensor::new(shape, TensorData::zeros(list.dtype(), n * item.len()))?;
+            &fresh
+        } else {
+            return Err(KernelError(format!(
+                "the list's items have shape {:?}, but the item has {:?}",
+                &list.shape()[1..],
+                item.shape()
+            )));
+        };
+        let k = item.len();
+        let mut data = TensorData::zeros(list.dtype(), 0);
+        data.extend_from(list.data(), 0..i * k);
+        data.extend_from(item.data(), 0..k);
+        data.extend_from(list.data(), (i + 1) * k..n * k);
+        Ok(vec![Tensor::new(list.shape().to_vec(), data)?])
+    }
+}
+
+#[derive(Debug)]
+struct ListStack;
+
+impl Kernel for ListStack {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let list = required(inputs, 0, "input_handle")?;
+        if unset(list) && list.shape()[0] > 0 {
+            return match known_element_shape(inputs.get(1).copied().flatten())? {
+                Some(e) => {
+                    let shape: Vec<usize> = std::iter::once(list.shape()[0]).chain(e).collect();
+                    let count = crate::tensor::element_count(&shape).unwrap_or(0);
+                    Ok(vec![Tensor::new(shape, TensorData::zeros(list.dtype(), count))?])
+                }
+                None => Err(KernelError("the list was stacked before any item was set".into())),
+            };
+        }
+        Ok(vec![list.clone()])
+    }
+}
+
+#[derive(Debug)]
+struct ListLength;
+
+impl Kernel for ListLength {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let list = required(inputs, 0, "input_handle")?;
+        let n = list.shape().first().copied().unwrap_or(0);
+        Ok(vec![Tensor::new(vec![], TensorData::Int32(vec![i32::try_from(n).unwrap_or(i32::MAX)]))?])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,5 +654,54 @@ mod tests {
         assert_eq!(r[0].as_f32().unwrap(), &[2.0, 1.0, 0.0, 5.0, 4.0, 3.0]);
         let ones = run(&node("tf.OnesLike", 1, vec![]), 21, &[&x]).unwrap();
         assert_eq!(ones[0].as_f32().unwrap(), &[1.0; 6]);
+    }
+
+    #[test]
+    fn space_to_batch_and_back() {
+        let x = Tensor::from_f32(vec![1, 4, 1], (1..=4).map(|v| v as f32).collect()).unwrap();
+        let block = Tensor::new(vec![1], TensorData::Int32(vec![2])).unwrap();
+        let pads = Tensor::new(vec![1, 2], TensorData::Int32(vec![1, 1])).unwrap();
+        let s2b = run(&node("tf.SpaceToBatchND", 3, vec![]), 21, &[&x, &block, &pads]).unwrap().remove(0);
+        // Padded [0,1,2,3,4,0]: phase 0 takes 0,2,4 and phase 1 takes 1,3,0.
+        assert_eq!(s2b.shape(), &[2, 3, 1]);
+        assert_eq!(s2b.as_f32().unwrap(), &[0.0, 2.0, 4.0, 1.0, 3.0, 0.0]);
+        let back = run(&node("tf.BatchToSpaceND", 3, vec![]), 21, &[&s2b, &block, &pads]).unwrap().remove(0);
+        assert_eq!(back, x);
+        // 2-D blocks on a batch of 2 round-trip too.
+        let x = Tensor::from_f32(vec![2, 4, 6, 3], (0..144).map(|v| v as f32).collect()).unwrap();
+        let block = Tensor::new(vec![2], TensorData::Int32(vec![2, 3])).unwrap();
+        let pads = Tensor::new(vec![2, 2], TensorData::Int32(vec![0, 2, 3, 0])).unwrap();
+        let s2b = run(&node("tf.SpaceToBatchND", 3, vec![]), 21, &[&x, &block, &pads]).unwrap().remove(0);
+        assert_eq!(s2b.shape(), &[12, 3, 3, 3]);
+        let back = run(&node("tf.BatchToSpaceND", 3, vec![]), 21, &[&s2b, &block, &pads]).unwrap().remove(0);
+        assert_eq!(back, x);
+    }
+
+    #[test]
+    fn tensor_lists_are_stacked_tensors() {
+        let scalar = |v: i32| Tensor::new(vec![], TensorData::Int32(vec![v])).unwrap();
+        let reserve = node("tf.TensorListReserve", 2, vec![("dtype", Attribute::Int(1))]);
+        // Element shape unknown (-1): the list waits for its first item.
+        let list = run(&reserve, 21, &[&scalar(-1), &scalar(3)]).unwrap().remove(0);
+        assert_eq!(list.shape(), &[3, 0]);
+        let item = Tensor::from_f32(vec![2], vec![1.0, 2.0]).unwrap();
+        let set = node("tf.TensorListSetItem", 3, vec![]);
+        let list = run(&set, 21, &[&list, &scalar(1), &item]).unwrap().remove(0);
+        assert_eq!(list.shape(), &[3, 2]);
+        assert_eq!(list.as_f32().unwrap(), &[0.0, 0.0, 1.0, 2.0, 0.0, 0.0]);
+        let get = node("tf.TensorListGetItem", 3, vec![]);
+        let got = run(&get, 21, &[&list, &scalar(1), &scalar(-1)]).unwrap().remove(0);
+        assert_eq!(got, item);
+        assert!(run(&get, 21, &[&list, &scalar(3), &scalar(-1)]).unwrap_err().0.contains("out of range"));
+        let stacked = run(&node("tf.TensorListStack", 2, vec![]), 21, &[&list, &scalar(-1)]).unwrap().remove(0);
+        assert_eq!(stacked, list);
+        let wrong = Tensor::from_f32(vec![3], vec![0.0; 3]).unwrap();
+        assert!(run(&set, 21, &[&list, &scalar(0), &wrong]).unwrap_err().0.contains("shape"));
+        // A known element shape gives zeros at once.
+        let shape = Tensor::new(vec![2], TensorData::Int32(vec![1, 2])).unwrap();
+        let list = run(&reserve, 21, &[&shape, &scalar(2)]).unwrap().remove(0);
+        assert_eq!(list.shape(), &[2, 1, 2]);
+        let length = run(&node("tf.TensorListLength", 1, vec![]), 21, &[&list]).unwrap().remove(0);
+        assert_eq!(length, scalar(2));
     }
 }

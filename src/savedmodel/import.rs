@@ -345,6 +345,9 @@ impl<'a> Importer<'a> {
             }
             return self.call(&callee, inputs, &format!("{name}/"));
         }
+        if matches!(node.op.as_str(), "While" | "StatelessWhile") {
+            return self.while_loop(node, inputs, &name, function);
+        }
         if node.op == "ReadVariableOp" {
             return match inputs.first() {
                 Some(Val::Resource(key)) => {
@@ -371,6 +374,115 @@ impl<'a> Importer<'a> {
         ops::import_op(self, node, &name, tensors, &inputs).map_err(|NodeError(message)| {
             self.error(format!("function '{function}', node '{}' ({}): {message}", node.name, node.op))
         })
+    }
+
+    /// A While loop as an ONNX Loop: the condition on the initial values
+    /// is inlined before it, and the body subgraph runs TensorFlow's body
+    /// then its condition on the new values. Variables carried through the
+    /// loop stay what they are (their reads become the body's constants);
+    /// only tensors are carried at run time.
+    fn while_loop(
+        &mut self,
+        node: &NodeDef,
+        inputs: Vec<Val>,
+        name: &str,
+        function: &str,
+    ) -> Result<Vec<Val>, SavedModelError> {
+        let func = |attr: &str| match node.attr.get(attr).and_then(|a| a.value.as_ref()) {
+            Some(attr_value::Value::Func(f)) => Ok(f.name.clone()),
+            _ => Err(self.error(format!("{function}, node '{}': the loop names no '{attr}' function", node.name))),
+        };
+        let (cond, body) = (func("cond")?, func("body")?);
+        let first = match self.call(&cond, inputs.clone(), &format!("{name}/cond/"))?.first() {
+            Some(Val::Tensor(id)) => *id,
+            _ => {
+                return Err(self.error(format!("{function}, node '{}': the loop condition is not a tensor", node.name)));
+            }
+        };
+        let outer = std::mem::replace(&mut self.graph, Graph { opset: OPSET, ..Graph::default() });
+        let outer_weights = std::mem::take(&mut self.weights);
+        let outer_widened = std::mem::take(&mut self.widened);
+        let built = self.loop_body(&cond, &body, &inputs, name, &node.name, function);
+        let subgraph = std::mem::replace(&mut self.graph, outer);
+        self.weights = outer_weights;
+        self.widened = outer_widened;
+        built?;
+        let carried: Vec<Option<ValueId>> = inputs
+            .iter()
+            .filter_map(|v| match v {
+                Val::Tensor(id) => Some(Some(*id)),
+                _ => None,
+            })
+            .collect();
+        let mut loop_inputs = vec![None, Some(first)];
+        loop_inputs.extend(&carried);
+        let outputs =
+            self.emit(name, "Loop", loop_inputs, carried.len(), vec![("body", Attribute::Graph(Box::new(subgraph)))]);
+        let mut results = outputs.into_iter();
+        Ok(inputs
+            .into_iter()
+            .map(|v| match v {
+                Val::Tensor(_) => Val::Tensor(results.next().expect("one output per carried tensor")),
+                other => other,
+            })
+            .collect())
+    }
+
+    /// Fills `self.graph` (a fresh graph) with a Loop body: inputs the
+    /// iteration number, the condition and the carried tensors; outputs the
+    /// condition on the new values and the new values.
+    fn loop_body(
+        &mut self,
+        cond: &str,
+        body: &str,
+        inputs: &[Val],
+        name: &str,
+        node: &str,
+        function: &str,
+    ) -> Result<(), SavedModelError> {
+        let input = |im: &mut Self, value: String| {
+            let id = im.graph.values.len();
+            im.graph.values.push(ValueInfo { name: value, dtype: None, shape: None });
+            im.graph.inputs.push(id);
+            id
+        };
+        input(self, format!("{name}/iteration"));
+        input(self, format!("{name}/condition"));
+        let args: Vec<Val> = inputs
+            .iter()
+            .enumerate()
+            .map(|(k, v)| match v {
+                Val::Tensor(_) => Val::Tensor(input(self, format!("{name}/var_{k}"))),
+                other => other.clone(),
+            })
+            .collect();
+        let next = self.call(body, args, &format!("{name}/body/"))?;
+        if next.len() != inputs.len() {
+            return Err(self.error(format!(
+                "{function}, node '{node}': the loop body returns {} values for {} loop variables",
+                next.len(),
+                inputs.len()
+            )));
+        }
+        let mut outputs = Vec::new();
+        for (k, (before, after)) in inputs.iter().zip(&next).enumerate() {
+            match (before, after) {
+                (Val::Tensor(_), Val::Tensor(id)) => outputs.push(*id),
+                (Val::Resource(a), Val::Resource(b)) if a == b => {}
+                _ => {
+                    return Err(self.error(format!(
+                        "{function}, node '{node}': loop variable {k} changes from {before:?} to {after:?}; only tensors may change in a loop"
+                    )));
+                }
+            }
+        }
+        let again = self.call(cond, next, &format!("{name}/cond_next/"))?;
+        match again.first() {
+            Some(Val::Tensor(id)) => outputs.insert(0, *id),
+            _ => return Err(self.error(format!("{function}, node '{node}': the loop condition is not a tensor"))),
+        }
+        self.graph.outputs = outputs;
+        Ok(())
     }
 
     /// Inlines function `name` called with `args`; returns its outputs.

@@ -37,6 +37,9 @@ const DEFAULTS: &[(&str, &str, Default)] = &[
     ("Conv2D", "data_format", Default::Str("NHWC")),
     ("Conv2D", "dilations", Default::Ints(&[1, 1, 1, 1])),
     ("Conv2D", "explicit_paddings", Default::Ints(&[])),
+    ("Conv2DBackpropInput", "data_format", Default::Str("NHWC")),
+    ("Conv2DBackpropInput", "dilations", Default::Ints(&[1, 1, 1, 1])),
+    ("Conv2DBackpropInput", "explicit_paddings", Default::Ints(&[])),
     ("DepthwiseConv2dNative", "data_format", Default::Str("NHWC")),
     ("DepthwiseConv2dNative", "dilations", Default::Ints(&[1, 1, 1, 1])),
     ("DepthwiseConv2dNative", "explicit_paddings", Default::Ints(&[])),
@@ -84,6 +87,7 @@ const DEFAULTS: &[(&str, &str, Default)] = &[
     ("Cumsum", "exclusive", Default::Bool(false)),
     ("Cumsum", "reverse", Default::Bool(false)),
     ("MaxPool", "T", Default::Type(DT_FLOAT)),
+    ("TensorListSetItem", "resize_if_index_out_of_bounds", Default::Bool(false)),
 ];
 
 /// The flat index of output arg `arg`'s first element, for ops with more
@@ -264,6 +268,9 @@ fn same_inputs(op: &str) -> Option<&'static str> {
         "MaxPool" => "tf.MaxPool",
         "AvgPool" => "tf.AvgPool",
         "BiasAdd" | "BiasAddV1" => "tf.BiasAdd",
+        "SpaceToBatchND" => "tf.SpaceToBatchND",
+        "BatchToSpaceND" => "tf.BatchToSpaceND",
+        "Conv2DBackpropInput" => "tf.Conv2DBackpropInput",
         _ => return None,
     })
 }
@@ -273,7 +280,7 @@ fn same_inputs(op: &str) -> Option<&'static str> {
 fn tf_attributes(a: &Attrs<'_>, op: &str) -> Result<Vec<(&'static str, Attribute)>, NodeError> {
     let mut out = Vec::new();
     match op {
-        "tf.Conv2D" | "tf.DepthwiseConv2dNative" | "tf.MaxPool" | "tf.AvgPool" => {
+        "tf.Conv2D" | "tf.DepthwiseConv2dNative" | "tf.Conv2DBackpropInput" | "tf.MaxPool" | "tf.AvgPool" => {
             out.push(("strides", Attribute::Ints(a.ints("strides")?)));
             out.push(("padding", Attribute::String(a.string("padding")?)));
             out.push(("data_format", Attribute::String(a.string("data_format")?)));
@@ -324,8 +331,10 @@ pub(super) fn import_op(
     };
     if let Some(onnx) = same_inputs(op) {
         let attrs = tf_attributes(&a, onnx)?;
-        if onnx == "tf.Conv2D" || onnx == "tf.DepthwiseConv2dNative" || onnx == "tf.BiasAdd" {
-            want(2)?;
+        match onnx {
+            "tf.Conv2D" | "tf.DepthwiseConv2dNative" | "tf.BiasAdd" => want(2)?,
+            "tf.Conv2DBackpropInput" | "tf.SpaceToBatchND" | "tf.BatchToSpaceND" => want(3)?,
+            _ => {}
         }
         return Ok(one(im, onnx, t.into_iter().map(Some).collect(), attrs));
     }
@@ -556,10 +565,29 @@ pub(super) fn import_op(
             ];
             Ok(one(im, "CumSum", vec![Some(t[0]), Some(t[1])], attrs))
         }
-        "While" | "StatelessWhile" | "TensorListReserve" | "TensorListFromTensor" | "TensorListGetItem"
-        | "TensorListSetItem" | "TensorListStack" => Err(NodeError(
-            "loops (the While op and TensorLists of Keras's recurrent layers) are not supported yet".into(),
-        )),
+        // A TensorList is held as one tensor of its stacked items.
+        "TensorListFromTensor" => {
+            want(1)?;
+            Ok(vec![vals[0].clone()])
+        }
+        "TensorListReserve" => {
+            want(2)?;
+            let dtype = a.dtype("element_dtype")?;
+            let attrs = vec![("dtype", Attribute::Int(onnx_code(dtype)))];
+            Ok(one(im, "tf.TensorListReserve", vec![Some(t[0]), Some(t[1])], attrs))
+        }
+        "TensorListGetItem" | "TensorListSetItem" | "TensorListStack" | "TensorListLength" => {
+            if op == "TensorListSetItem" && a.bool("resize_if_index_out_of_bounds")? {
+                return Err(NodeError("resize_if_index_out_of_bounds is not supported".into()));
+            }
+            let onnx = match op {
+                "TensorListGetItem" => "tf.TensorListGetItem",
+                "TensorListSetItem" => "tf.TensorListSetItem",
+                "TensorListStack" => "tf.TensorListStack",
+                _ => "tf.TensorListLength",
+            };
+            Ok(one(im, onnx, t.into_iter().map(Some).collect(), vec![]))
+        }
         op if op.starts_with("CudnnRNN") => Err(NodeError(
             "this model was exported on a machine with a GPU, so its recurrent layers use cuDNN kernels, which run on no CPU (not even TensorFlow's); export it again on a CPU-only machine (CUDA_VISIBLE_DEVICES=\"\") or with use_cudnn=False".into(),
         )),

@@ -254,20 +254,9 @@ async fn metadata_lists_every_signature_def_as_saved_model_cli_shows_it() {
     server.stop().await;
 }
 
-/// The Keras fixtures whose layers the importer cannot run yet, and why.
-const NOT_YET: &[(&str, &str)] = &[
-    ("simple_rnn", "loops (the While op"),
-    ("gru", "loops (the While op"),
-    ("lstm", "loops (the While op"),
-    ("bilstm", "loops (the While op"),
-    ("conv1d_text", "SpaceToBatchND"),
-    ("sep_upsample", "Conv2DBackpropInput"),
-];
-
 /// Every export of tests/fixtures/savedmodels (Keras 3 `model.export()` and
 /// `tf.saved_model.save`, made by scripts/build_keras_savedmodels.py) loads
-/// in process and computes TensorFlow's recorded `serving_default` outputs;
-/// the ones [`NOT_YET`] lists fail to load naming what is missing.
+/// in process and computes TensorFlow's recorded `serving_default` outputs.
 #[test]
 fn keras_exports_compute_tensorflows_outputs() {
     use ferroserve::kernels::KernelRegistry;
@@ -289,11 +278,6 @@ fn keras_exports_compute_tensorflows_outputs() {
         let expected: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap()).unwrap();
         let loaded = Servable::load_saved_model(name, 1, &dir.join(name).join("1"), &tags, &registry);
-        if let Some((_, why)) = NOT_YET.iter().find(|(model, _)| name.rsplit_once('_').unwrap().0 == *model) {
-            let err = loaded.expect_err(name).to_string();
-            assert!(err.contains(why), "{name}: {err}");
-            continue;
-        }
         let servable = loaded.unwrap_or_else(|e| panic!("{name}: {e}"));
         let (_, signature) = servable.signature("").unwrap();
         let mut feeds = Vec::new();
@@ -322,4 +306,76 @@ fn keras_exports_compute_tensorflows_outputs() {
             }
         }
     }
+}
+
+/// A copy of the bundled SavedModel whose `saved_model.pb` `edit` changed.
+fn edited_copy(tag: &str, edit: impl FnOnce(&mut ferroserve::proto::tensorflow::SavedModel)) -> std::path::PathBuf {
+    use prost::Message;
+    let dir = temp_dir(tag);
+    copy_dir(&root().join("examples/models/mnist_savedmodel/1"), &dir);
+    let mut model = ferroserve::savedmodel::meta::read_saved_model(&dir).unwrap();
+    edit(&mut model);
+    std::fs::write(dir.join("saved_model.pb"), model.encode_to_vec()).unwrap();
+    dir
+}
+
+/// Renames the first node of op `from` in the model function to `to`.
+fn rename_op(model: &mut ferroserve::proto::tensorflow::SavedModel, from: &str, to: &str) -> (String, String) {
+    let library = model.meta_graphs[0].graph_def.as_mut().unwrap().library.as_mut().unwrap();
+    for f in &mut library.function {
+        if let Some(node) = f.node_def.iter_mut().find(|n| n.op == from) {
+            node.op = to.to_string();
+            return (f.signature.as_ref().unwrap().name.clone(), node.name.clone());
+        }
+    }
+    panic!("no {from} node");
+}
+
+#[test]
+fn unsupported_ops_tags_and_gpu_exports_fail_the_load_saying_what_and_where() {
+    use ferroserve::kernels::KernelRegistry;
+    use ferroserve::servable::Servable;
+
+    let registry = KernelRegistry::with_all_ops();
+    let serve = ["serve".to_string()];
+    let load = |dir: &Path, tags: &[String]| {
+        Servable::load_saved_model("m", 1, dir, tags, &registry).map(|_| ()).unwrap_err().to_string()
+    };
+
+    let mut at = (String::new(), String::new());
+    let dir = edited_copy("savedmodel-unknown-op", |m| at = rename_op(m, "Relu", "FancyRelu"));
+    let err = load(&dir, &serve);
+    assert!(
+        err.contains("FancyRelu") && err.contains(&at.0) && err.contains(&at.1) && err.contains("not supported"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+
+    let dir = edited_copy("savedmodel-cudnn", |m| {
+        rename_op(m, "Relu", "CudnnRNNV3");
+    });
+    let err = load(&dir, &serve);
+    assert!(err.contains("CudnnRNNV3") && err.contains("export it again on a CPU-only machine"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+
+    let err = load(&root().join("examples/models/mnist_savedmodel/1"), &["serve".into(), "tpu".into()]);
+    assert!(err.contains("Could not find meta graph def matching supplied tags: { serve tpu }"), "{err}");
+
+    // A signature whose input is not a Placeholder cannot be fed.
+    let dir = edited_copy("savedmodel-bad-signature", |m| {
+        let info =
+            m.meta_graphs[0].signature_def.get_mut("serving_default").unwrap().inputs.values_mut().next().unwrap();
+        info.encoding = Some(ferroserve::proto::tensorflow::tensor_info::Encoding::Name("NoOp:0".into()));
+    });
+    let err = load(&dir, &serve);
+    assert!(err.contains("only Placeholders can be fed"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+
+    // Without its checkpoint, the load names the missing index.
+    let dir = temp_dir("savedmodel-no-variables");
+    copy_dir(&root().join("examples/models/mnist_savedmodel/1"), &dir);
+    std::fs::remove_file(dir.join("variables/variables.index")).unwrap();
+    let err = load(&dir, &serve);
+    assert!(err.contains("variables.index") && err.contains("cannot read"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
 }

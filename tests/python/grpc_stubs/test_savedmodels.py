@@ -26,9 +26,7 @@ must end with an error that names ``variables.index`` and version 1 must
 keep serving.
 
 Fixtures whose JSON has no outputs (the export failed when they were built)
-are skipped, and so are the models in ``NOT_YET``: their layers need ops the
-server does not import yet (tests/server/savedmodel.rs checks that their
-load fails naming the op).
+are skipped.
 """
 
 from __future__ import annotations
@@ -55,15 +53,7 @@ from tensorflow_serving.apis import (
 )
 
 FIXTURES_DIR = serverproc.REPO_ROOT / "tests" / "fixtures" / "savedmodels"
-# Models whose SavedModels need ops not imported yet: While loops and
-# TensorLists (recurrent layers), SpaceToBatchND (dilated convolutions),
-# Conv2DBackpropInput (transposed convolutions).
-NOT_YET = {"simple_rnn", "gru", "lstm", "bilstm", "conv1d_text", "sep_upsample"}
-FIXTURES = sorted(
-    path.stem
-    for path in FIXTURES_DIR.glob("*.json")
-    if path.stem.rsplit("_", 1)[0] not in NOT_YET
-)
+FIXTURES = sorted(path.stem for path in FIXTURES_DIR.glob("*.json"))
 VERSION = 1
 RTOL = 1e-4
 ATOL = 1e-5
