@@ -412,3 +412,36 @@ fn unsupported_ops_tags_and_gpu_exports_fail_the_load_saying_what_and_where() {
     assert!(err.contains("variables.index") && err.contains("cannot read"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_metadata_and_predict_on_a_saved_model() {
+    use crate::harness::TestServer;
+
+    let server = TestServer::start_with(vec![saved_model_config()], std::time::Duration::ZERO).await;
+    let (code, _, body) = server.http("GET", "/v1/models/mnist_savedmodel/metadata", b"").await;
+    assert_eq!(code, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let defs = &json["metadata"]["signature_def"]["signature_def"];
+    let init = &defs["__saved_model_init_op"];
+    assert_eq!(init["method_name"], "");
+    assert_eq!(
+        init["outputs"]["__saved_model_init_op"],
+        serde_json::json!({"dtype": "DT_INVALID", "tensor_shape": {"dim": [], "unknown_rank": true}, "name": "NoOp"})
+    );
+    assert_eq!(defs["serving_default"]["inputs"]["image"]["name"], "serving_default_image:0");
+    let pixels = image_pixels(&root().join("examples/digits/7.png"));
+    let rows: Vec<Vec<Vec<f32>>> = pixels.chunks(28).map(|row| row.iter().map(|&p| vec![p]).collect()).collect();
+    let request = serde_json::json!({"instances": [rows]}).to_string();
+    let (code, _, body) = server.http("POST", "/v1/models/mnist_savedmodel:predict", request.as_bytes()).await;
+    assert_eq!(code, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let probabilities: Vec<f32> =
+        json["predictions"][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    assert_eq!(crate::harness::argmax(&probabilities), 7);
+    // A wrong shape is refused before the graph runs, naming the alias.
+    let (code, _, body) =
+        server.http("POST", "/v1/models/mnist_savedmodel:predict", br#"{"instances": [[1.0, 2.0]]}"#).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("image"), "{body}");
+    server.stop().await;
+}
