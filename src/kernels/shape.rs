@@ -8,6 +8,7 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("Flatten", 1, MAX_OPSET, build_flatten);
     reg.register("Reshape", 5, MAX_OPSET, build_reshape);
     reg.register("Transpose", 1, MAX_OPSET, build_transpose);
+    reg.register("tf.Transpose", 1, MAX_OPSET, |_| Ok(Box::new(Transpose { perm: None, perm_input: true })));
     reg.register("Identity", 1, MAX_OPSET, |_| Ok(Box::new(Identity)));
 }
 
@@ -109,26 +110,33 @@ impl Kernel for Reshape {
     }
 }
 
-/// Permutes the dims; the default permutation reverses them.
+/// Permutes the dims; the default permutation reverses them. TensorFlow's
+/// Transpose (`tf.Transpose`) takes the permutation as its second input.
 #[derive(Debug)]
 struct Transpose {
     perm: Option<Vec<usize>>,
+    perm_input: bool,
+}
+
+/// `p` as a permutation, if it is one.
+fn permutation(p: &[i64]) -> Option<Vec<usize>> {
+    let mut seen = vec![false; p.len()];
+    p.iter()
+        .map(|&a| {
+            let a = usize::try_from(a).ok().filter(|&a| a < p.len())?;
+            (!std::mem::replace(&mut seen[a], true)).then_some(a)
+        })
+        .collect()
 }
 
 fn build_transpose(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     let perm = match ctx.node.ints_attr("perm")? {
         None => None,
-        Some(p) => {
-            let mut seen = vec![false; p.len()];
-            for &a in p {
-                if a < 0 || a as usize >= p.len() || std::mem::replace(&mut seen[a as usize], true) {
-                    return Err(BuildError::invalid(ctx.node, format!("perm {p:?} is not a permutation")));
-                }
-            }
-            Some(p.iter().map(|&a| a as usize).collect())
-        }
+        Some(p) => Some(
+            permutation(p).ok_or_else(|| BuildError::invalid(ctx.node, format!("perm {p:?} is not a permutation")))?,
+        ),
     };
-    Ok(Box::new(Transpose { perm }))
+    Ok(Box::new(Transpose { perm, perm_input: false }))
 }
 
 fn permute<T: Clone>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
@@ -159,7 +167,13 @@ impl Kernel for Transpose {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "data")?;
         let rank = x.shape().len();
-        let perm: Vec<usize> = match &self.perm {
+        let given = if self.perm_input {
+            let p = super::movement::int_list(required(inputs, 1, "perm")?, "perm")?;
+            Some(permutation(&p).ok_or_else(|| KernelError(format!("perm {p:?} is not a permutation")))?)
+        } else {
+            None
+        };
+        let perm: Vec<usize> = match given.as_ref().or(self.perm.as_ref()) {
             Some(p) if p.len() == rank => p.clone(),
             Some(p) => {
                 return Err(KernelError(format!("perm {p:?} does not fit input of rank {rank}")));

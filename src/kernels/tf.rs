@@ -29,8 +29,55 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("tf.TensorListSetItem", 1, MAX_OPSET, |_| Ok(Box::new(ListSetItem)));
     reg.register("tf.TensorListStack", 1, MAX_OPSET, |_| Ok(Box::new(ListStack)));
     reg.register("tf.TensorListLength", 1, MAX_OPSET, |_| Ok(Box::new(ListLength)));
+    reg.register("tf.Bitcast", 1, MAX_OPSET, |ctx| {
+        let code = ctx.node.int_attr("to", -1)?;
+        let to = super::onnx_dtype(code)
+            .ok_or_else(|| BuildError::invalid(ctx.node, format!("element type {code} is not supported")))?;
+        Ok(Box::new(Bitcast { to }))
+    });
     reg.register("tf.SpaceToBatchND", 1, MAX_OPSET, |_| Ok(Box::new(SpaceBatch { to_batch: true })));
     reg.register("tf.BatchToSpaceND", 1, MAX_OPSET, |_| Ok(Box::new(SpaceBatch { to_batch: false })));
+}
+
+/// Bitcast between element types of one width (float and int32, double
+/// and int64, int8 and uint8): the bits are kept, the shape too.
+#[derive(Debug)]
+struct Bitcast {
+    to: crate::tensor::DataType,
+}
+
+impl Kernel for Bitcast {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "input")?;
+        let data = match (x.data(), self.to) {
+            (d, to) if d.dtype() == to => d.clone(),
+            (TensorData::Float(v), crate::tensor::DataType::Int32) => {
+                TensorData::Int32(v.iter().map(|f| f.to_bits() as i32).collect())
+            }
+            (TensorData::Int32(v), crate::tensor::DataType::Float) => {
+                TensorData::Float(v.iter().map(|&i| f32::from_bits(i as u32)).collect())
+            }
+            (TensorData::Double(v), crate::tensor::DataType::Int64) => {
+                TensorData::Int64(v.iter().map(|f| f.to_bits() as i64).collect())
+            }
+            (TensorData::Int64(v), crate::tensor::DataType::Double) => {
+                TensorData::Double(v.iter().map(|&i| f64::from_bits(i as u64)).collect())
+            }
+            (TensorData::UInt8(v), crate::tensor::DataType::Int8) => {
+                TensorData::Int8(v.iter().map(|&b| b as i8).collect())
+            }
+            (TensorData::Int8(v), crate::tensor::DataType::UInt8) => {
+                TensorData::UInt8(v.iter().map(|&b| b as u8).collect())
+            }
+            (d, to) => {
+                return Err(KernelError(format!(
+                    "bitcasting {} to {to} is not supported (only between types of one width)",
+                    d.dtype()
+                )));
+            }
+        };
+        Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
+    }
 }
 
 /// SpaceToBatchND (pad the M spatial dims after the batch, then move each
@@ -654,6 +701,16 @@ mod tests {
         assert_eq!(r[0].as_f32().unwrap(), &[2.0, 1.0, 0.0, 5.0, 4.0, 3.0]);
         let ones = run(&node("tf.OnesLike", 1, vec![]), 21, &[&x]).unwrap();
         assert_eq!(ones[0].as_f32().unwrap(), &[1.0; 6]);
+    }
+
+    #[test]
+    fn bitcast_keeps_the_bits() {
+        let x = Tensor::from_f32(vec![2], vec![-0.0, 1.0]).unwrap();
+        let y = run(&node("tf.Bitcast", 1, vec![("to", Attribute::Int(6))]), 21, &[&x]).unwrap().remove(0);
+        assert_eq!(y.data(), &TensorData::Int32(vec![i32::MIN, 0x3f80_0000]));
+        let back = run(&node("tf.Bitcast", 1, vec![("to", Attribute::Int(1))]), 21, &[&y]).unwrap().remove(0);
+        assert_eq!(back.as_f32().unwrap()[0].to_bits(), (-0.0f32).to_bits());
+        assert!(run(&node("tf.Bitcast", 1, vec![("to", Attribute::Int(7))]), 21, &[&x]).is_err());
     }
 
     #[test]

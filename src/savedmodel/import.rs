@@ -155,14 +155,19 @@ pub(super) struct Importer<'a> {
     top: HashMap<&'a str, &'a NodeDef>,
     /// Top-level nodes already imported, and their outputs.
     top_done: HashMap<String, Vec<Val>>,
-    /// The checkpoint and its object graph, opened on first use.
-    bundle: Option<(Bundle, TrackableObjectGraph)>,
+    /// The checkpoint, and the object graph it holds (absent from
+    /// TensorFlow 1 checkpoints), read on first use.
+    bundle: Option<Bundle>,
+    checkpoint: Option<TrackableObjectGraph>,
     /// The constant holding each checkpoint key's value.
     weights: HashMap<String, ValueId>,
     pub(super) graph: Graph,
     /// Int64 copies of int32 constants, by the original's id.
     widened: HashMap<ValueId, ValueId>,
     depth: usize,
+    /// Top-level variables a top-level restore op fills (TensorFlow 1
+    /// graphs), by node name, with the checkpoint key it reads.
+    restored: HashMap<String, String>,
 }
 
 /// Where a node of a function body reads an input from.
@@ -202,10 +207,12 @@ impl<'a> Importer<'a> {
             top: graph_def.node.iter().map(|n| (n.name.as_str(), n)).collect(),
             top_done: HashMap::new(),
             bundle: None,
+            checkpoint: None,
             weights: HashMap::new(),
             graph: Graph { opset: OPSET, ..Graph::default() },
             widened: HashMap::new(),
             depth: 0,
+            restored: restored_variables(&graph_def.node),
         })
     }
 
@@ -300,8 +307,18 @@ impl<'a> Importer<'a> {
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            let outputs = if node.op == "VarHandleOp" {
-                vec![Val::Handle(n.to_string())]
+            let outputs = if matches!(node.op.as_str(), "VarHandleOp" | "VariableV2" | "Variable") {
+                // A TensorFlow 1 graph restores its variables with top-level
+                // ops; a TensorFlow 2 one binds them to the functions that
+                // capture them (the object graph says how).
+                match (self.restored.get(n).cloned(), node.op.as_str()) {
+                    (Some(key), "VarHandleOp") => vec![Val::Resource(key)],
+                    (Some(key), _) => vec![Val::Tensor(self.weight(&key)?)],
+                    (None, "VarHandleOp") => vec![Val::Handle(n.to_string())],
+                    (None, _) => {
+                        return Err(self.error(format!("variable '{n}' is restored by no top-level restore op")));
+                    }
+                }
             } else {
                 self.node(node, inputs, "", "the top-level graph")?
             };
@@ -331,10 +348,17 @@ impl<'a> Importer<'a> {
             // Top-level calls receive their captured variables as handles:
             // the object graph says which checkpoint key each one is.
             if inputs.iter().any(|v| matches!(v, Val::Handle(_))) {
-                let keys = self.captures(&callee)?;
-                let first = inputs.len().saturating_sub(keys.len());
-                for (slot, key) in inputs[first..].iter_mut().zip(keys) {
-                    *slot = Val::Resource(key);
+                let captured = self.captures(&callee)?;
+                let first = inputs.len().saturating_sub(captured.len());
+                for (slot, capture) in inputs[first..].iter_mut().zip(captured) {
+                    *slot = match capture {
+                        meta::Capture::Variable(key) => Val::Resource(key),
+                        meta::Capture::Constant(node) => self
+                            .eval_top(&node)?
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| self.error(format!("captured constant '{node}' has no value")))?,
+                    };
                 }
                 if let Some(Val::Handle(h)) = inputs.iter().find(|v| matches!(v, Val::Handle(_))) {
                     return Err(self.error(format!(
@@ -355,7 +379,7 @@ impl<'a> Importer<'a> {
                     Ok(vec![Val::Tensor(self.weight(&key)?)])
                 }
                 Some(Val::Handle(h)) => Err(self.error(format!(
-                    "{function}, node '{}': variable '{h}' is read outside a function; graphs that restore variables through a saver (TensorFlow 1 exports) are not supported",
+                    "{function}, node '{}': variable '{h}' is read outside a function, but no top-level restore op fills it",
                     node.name
                 ))),
                 _ => Err(self.error(format!("{function}, node '{}': ReadVariableOp needs a variable", node.name))),
@@ -594,21 +618,24 @@ impl<'a> Importer<'a> {
         }
     }
 
-    /// The checkpoint keys of the variables `function` captures.
-    fn captures(&mut self, function: &str) -> Result<Vec<String>, SavedModelError> {
-        self.open_bundle()?;
-        let (_, checkpoint) = self.bundle.as_ref().expect("opened");
-        meta::captures(self.meta, checkpoint, function, &self.pb)
+    /// What `function` captures: checkpoint keys and constants.
+    fn captures(&mut self, function: &str) -> Result<Vec<meta::Capture>, SavedModelError> {
+        if self.checkpoint.is_none() {
+            let variables = self.dir.join("variables");
+            let checkpoint = meta::checkpoint_object_graph(self.bundle()?, &variables)?;
+            self.checkpoint = Some(checkpoint);
+        }
+        meta::captures(self.meta, self.checkpoint.as_ref().expect("read above"), function, &self.pb)
     }
 
-    fn open_bundle(&mut self) -> Result<(), SavedModelError> {
+    /// The checkpoint, opened on first use.
+    fn bundle(&mut self) -> Result<&Bundle, SavedModelError> {
         if self.bundle.is_none() {
             let bundle = Bundle::open(&self.dir.join("variables").join("variables"))
                 .map_err(|e| SavedModelError { path: e.path, message: e.message })?;
-            let checkpoint = meta::checkpoint_object_graph(&bundle, &self.dir.join("variables"))?;
-            self.bundle = Some((bundle, checkpoint));
+            self.bundle = Some(bundle);
         }
-        Ok(())
+        Ok(self.bundle.as_ref().expect("opened above"))
     }
 
     /// The constant holding the value of checkpoint key `key`, read once.
@@ -616,9 +643,7 @@ impl<'a> Importer<'a> {
         if let Some(&id) = self.weights.get(key) {
             return Ok(id);
         }
-        self.open_bundle()?;
-        let (bundle, _) = self.bundle.as_ref().expect("opened");
-        let tensor = bundle.read(key).map_err(|e| SavedModelError { path: e.path, message: e.message })?;
+        let tensor = self.bundle()?.read(key).map_err(|e| SavedModelError { path: e.path, message: e.message })?;
         let id = self.constant(key, tensor);
         self.weights.insert(key.to_string(), id);
         Ok(id)
@@ -697,6 +722,47 @@ impl<'a> Importer<'a> {
             _ => Err(NodeError("it has no tensor value".into())),
         }
     }
+}
+
+/// The variables a top-level saver restores, with their checkpoint keys:
+/// every `Assign` (reference variables) or `AssignVariableOp` (resource
+/// variables) whose value is, through Identity ops, output `k` of a
+/// `RestoreV2` reads the `k`-th of that op's constant `tensor_names`. This is
+/// how TensorFlow 1 graphs (and TensorFlow Serving's session loading) tie a
+/// variable to its key.
+fn restored_variables(nodes: &[NodeDef]) -> HashMap<String, String> {
+    let by_name: HashMap<&str, &NodeDef> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let names_of = |restore: &NodeDef| -> Option<Vec<String>> {
+        let names = by_name.get(split_top_ref(restore.input.get(1)?).0)?;
+        match names.attr.get("value").and_then(|a| a.value.as_ref()) {
+            Some(attr_value::Value::Tensor(t)) => match from_proto(t).ok()?.into_data() {
+                crate::tensor::TensorData::String(v) => {
+                    Some(v.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect())
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    let mut out = HashMap::new();
+    for node in nodes.iter().filter(|n| matches!(n.op.as_str(), "Assign" | "AssignVariableOp")) {
+        let (Some(variable), Some(value)) = (node.input.first(), node.input.get(1)) else { continue };
+        let mut source = split_top_ref(value);
+        // Follow Identity ops back to the restore (bounded: no cycles).
+        for _ in 0..8 {
+            match by_name.get(source.0) {
+                Some(n) if n.op == "Identity" && !n.input.is_empty() => source = split_top_ref(&n.input[0]),
+                _ => break,
+            }
+        }
+        let Some(restore) = by_name.get(source.0).filter(|n| matches!(n.op.as_str(), "RestoreV2" | "Restore")) else {
+            continue;
+        };
+        if let Some(key) = names_of(restore).and_then(|names| names.get(source.1).cloned()) {
+            out.insert(split_top_ref(variable).0.to_string(), key);
+        }
+    }
+    out
 }
 
 /// `node:k` (or `node`, `^node`) as the node name and flat output index.

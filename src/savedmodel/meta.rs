@@ -113,7 +113,16 @@ pub struct CallSite {
     pub node: String,
     pub function: String,
     pub inputs: Vec<String>,
-    pub captures: Vec<String>,
+    pub captures: Vec<Capture>,
+}
+
+/// What a function captures, in the order of its trailing inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Capture {
+    /// A variable: the checkpoint key of its value.
+    Variable(String),
+    /// A constant: the top-level Const node holding it.
+    Constant(String),
 }
 
 /// The call behind signature `name` and the checkpoint keys of what it
@@ -158,19 +167,20 @@ pub fn call_site(
     Ok(CallSite { node: node_name.to_string(), function, inputs: node.input.clone(), captures })
 }
 
-/// The checkpoint keys of the variables `function` captures, in the order
-/// of its trailing inputs: its `bound_inputs` are SavedObjectGraph node ids,
-/// and the checkpoint's object graph (same ids) names each one's key.
+/// What `function` captures, in the order of its trailing inputs: its
+/// `bound_inputs` are SavedObjectGraph node ids; a variable's checkpoint key
+/// comes from the checkpoint's object graph (same ids), a constant names its
+/// top-level Const node.
 ///
 /// # Errors
-/// When there is no object graph, a capture is something other than a
-/// variable, or the checkpoint has no value for one.
+/// When there is no object graph, a capture is neither a variable nor a
+/// constant, or the checkpoint has no value for a variable.
 pub fn captures(
     meta: &MetaGraphDef,
     checkpoint: &TrackableObjectGraph,
     function: &str,
     path: &Path,
-) -> Result<Vec<String>, SavedModelError> {
+) -> Result<Vec<Capture>, SavedModelError> {
     let objects = meta.object_graph_def.as_ref().ok_or_else(|| error(path, "the MetaGraphDef has no object graph"))?;
     let bound = objects.concrete_functions.get(function).map(|f| f.bound_inputs.clone()).unwrap_or_default();
     let mut captures = Vec::with_capacity(bound.len());
@@ -178,16 +188,19 @@ pub fn captures(
         let object = usize::try_from(id).ok().and_then(|i| objects.nodes.get(i));
         match object.and_then(|o| o.kind.as_ref()) {
             Some(saved_object::Kind::Variable(_)) => {}
+            Some(saved_object::Kind::Constant(c)) => {
+                captures.push(Capture::Constant(c.operation.clone()));
+                continue;
+            }
             other => {
                 return Err(error(
                     path,
                     format!(
-                        "function '{function}' captures object {id}, which is {}; only variables are supported",
+                        "function '{function}' captures object {id}, which is {}; only variables and constants are supported",
                         match other {
-                            Some(saved_object::Kind::Constant(_)) => "a constant",
-                            Some(saved_object::Kind::Resource(_)) => "a resource (a table or similar)",
+                            Some(saved_object::Kind::Resource(_)) => "a resource (a lookup table or similar)",
                             Some(saved_object::Kind::CapturedTensor(_)) => "a captured tensor",
-                            Some(_) => "not a variable",
+                            Some(_) => "neither a variable nor a constant",
                             None => "missing",
                         }
                     ),
@@ -200,7 +213,7 @@ pub fn captures(
             .and_then(|n| n.attributes.iter().find(|a| a.name == "VARIABLE_VALUE"))
             .map(|a| a.checkpoint_key.clone())
             .ok_or_else(|| error(path, format!("the checkpoint has no value for variable object {id}")))?;
-        captures.push(key);
+        captures.push(Capture::Variable(key));
     }
     Ok(captures)
 }

@@ -88,6 +88,10 @@ const DEFAULTS: &[(&str, &str, Default)] = &[
     ("Cumsum", "reverse", Default::Bool(false)),
     ("MaxPool", "T", Default::Type(DT_FLOAT)),
     ("TensorListSetItem", "resize_if_index_out_of_bounds", Default::Bool(false)),
+    ("ResizeBilinear", "align_corners", Default::Bool(false)),
+    ("ResizeBilinear", "half_pixel_centers", Default::Bool(false)),
+    ("ResizeNearestNeighbor", "align_corners", Default::Bool(false)),
+    ("ResizeNearestNeighbor", "half_pixel_centers", Default::Bool(false)),
 ];
 
 /// The flat index of output arg `arg`'s first element, for ops with more
@@ -267,7 +271,7 @@ fn same_inputs(op: &str) -> Option<&'static str> {
         "DepthwiseConv2dNative" => "tf.DepthwiseConv2dNative",
         "MaxPool" => "tf.MaxPool",
         "AvgPool" => "tf.AvgPool",
-        "BiasAdd" | "BiasAddV1" => "tf.BiasAdd",
+        "BiasAddV1" => "Add",
         "SpaceToBatchND" => "tf.SpaceToBatchND",
         "BatchToSpaceND" => "tf.BatchToSpaceND",
         "Conv2DBackpropInput" => "tf.Conv2DBackpropInput",
@@ -292,11 +296,6 @@ fn tf_attributes(a: &Attrs<'_>, op: &str) -> Result<Vec<(&'static str, Attribute
             if op != "tf.AvgPool" {
                 out.push(("explicit_paddings", Attribute::Ints(a.ints("explicit_paddings")?)));
             }
-        }
-        "tf.BiasAdd" => {
-            // BiasAddV1 has no data_format: it is always NHWC.
-            let format = if a.node.op == "BiasAddV1" { "NHWC".to_string() } else { a.string("data_format")? };
-            out.push(("data_format", Attribute::String(format)));
         }
         "tf.StridedSlice" => {
             for m in ["begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask"] {
@@ -332,7 +331,7 @@ pub(super) fn import_op(
     if let Some(onnx) = same_inputs(op) {
         let attrs = tf_attributes(&a, onnx)?;
         match onnx {
-            "tf.Conv2D" | "tf.DepthwiseConv2dNative" | "tf.BiasAdd" => want(2)?,
+            "tf.Conv2D" | "tf.DepthwiseConv2dNative" => want(2)?,
             "tf.Conv2DBackpropInput" | "tf.SpaceToBatchND" | "tf.BatchToSpaceND" => want(3)?,
             _ => {}
         }
@@ -385,6 +384,15 @@ pub(super) fn import_op(
         "Softmax" | "LogSoftmax" => {
             want(1)?;
             Ok(one(im, op, vec![Some(t[0])], vec![("axis", Attribute::Int(-1))]))
+        }
+        "Bitcast" => {
+            want(1)?;
+            let to = a.dtype("type")?;
+            Ok(one(im, "tf.Bitcast", vec![Some(t[0])], vec![("to", Attribute::Int(onnx_code(to)))]))
+        }
+        "BitwiseAnd" | "BitwiseOr" | "BitwiseXor" => {
+            want(2)?;
+            Ok(one(im, op, vec![Some(t[0]), Some(t[1])], vec![]))
         }
         "Cast" => {
             want(1)?;
@@ -457,8 +465,11 @@ pub(super) fn import_op(
         }
         "Transpose" => {
             want(2)?;
-            let perm = const_ints(im, t[1], "the permutation")?;
-            Ok(one(im, "Transpose", vec![Some(t[0])], vec![("perm", Attribute::Ints(perm))]))
+            match const_ints(im, t[1], "the permutation") {
+                Ok(perm) => Ok(one(im, "Transpose", vec![Some(t[0])], vec![("perm", Attribute::Ints(perm))])),
+                // Tensordot computes its permutation from the input's rank.
+                Err(_) => Ok(one(im, "tf.Transpose", vec![Some(t[0]), Some(t[1])], vec![])),
+            }
         }
         "Squeeze" => {
             want(1)?;
@@ -481,6 +492,42 @@ pub(super) fn import_op(
             }
             let s = im.emit(&format!("{name}/int64"), op, vec![Some(t[0])], 1, vec![])[0];
             Ok(one(im, "Cast", vec![Some(s)], vec![("to", Attribute::Int(onnx_code(out_type)))]))
+        }
+        "BiasAdd" => {
+            want(2)?;
+            // Channels last, the bias broadcasts as Add broadcasts (any
+            // float type); channels first needs the channel axis found.
+            if a.string("data_format")? == "NHWC" {
+                Ok(one(im, "Add", vec![Some(t[0]), Some(t[1])], vec![]))
+            } else {
+                let attrs = vec![("data_format", Attribute::String(a.string("data_format")?))];
+                Ok(one(im, "tf.BiasAdd", vec![Some(t[0]), Some(t[1])], attrs))
+            }
+        }
+        "ResizeBilinear" | "ResizeNearestNeighbor" => {
+            want(2)?;
+            let nearest = op == "ResizeNearestNeighbor";
+            let (align, half) = (a.bool("align_corners")?, a.bool("half_pixel_centers")?);
+            let transform = match (align, half) {
+                (true, _) => "align_corners",
+                (false, true) => "half_pixel",
+                (false, false) => "asymmetric",
+            };
+            let mut attrs = vec![
+                ("axes", Attribute::Ints(vec![1, 2])),
+                ("mode", Attribute::String(if nearest { "nearest" } else { "linear" }.into())),
+                ("coordinate_transformation_mode", Attribute::String(transform.into())),
+            ];
+            if nearest {
+                // TensorFlow picks floor((x + 0.5)·in/out) with half-pixel
+                // centers (round half up on ONNX's half-pixel coordinate),
+                // rounds half away from zero with align_corners, and floors
+                // otherwise.
+                let rounding = if align || half { "round_prefer_ceil" } else { "floor" };
+                attrs.push(("nearest_mode", Attribute::String(rounding.into())));
+            }
+            let sizes = im.int64(name, t[1]);
+            Ok(one(im, "Resize", vec![Some(t[0]), None, None, Some(sizes)], attrs))
         }
         "Pack" => Ok(one(im, "tf.Pack", t.into_iter().map(Some).collect(), vec![("axis", Attribute::Int(a.int("axis")?))])),
         "Unpack" => {

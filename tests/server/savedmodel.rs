@@ -134,7 +134,14 @@ fn the_serving_signature_and_its_captured_variables_resolve_through_the_object_g
     assert!(call.function.starts_with("__inference_signature_wrapper"), "{}", call.function);
     assert_eq!(call.captures.len(), 4, "{:?}", call.captures);
     assert_eq!(call.inputs.len(), 1 + call.captures.len(), "the image, then the captures");
-    let shapes: Vec<Vec<usize>> = call.captures.iter().map(|k| bundle.read(k).unwrap().shape().to_vec()).collect();
+    let shapes: Vec<Vec<usize>> = call
+        .captures
+        .iter()
+        .map(|c| match c {
+            ferroserve::savedmodel::meta::Capture::Variable(k) => bundle.read(k).unwrap().shape().to_vec(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
     assert_eq!(shapes, [vec![3, 3, 1, 32], vec![32], vec![5408, 10], vec![10]]);
     assert!(call_site(&meta, &objects, "nope", &dir).unwrap_err().to_string().contains("no signature 'nope'"));
 }
@@ -255,30 +262,33 @@ async fn metadata_lists_every_signature_def_as_saved_model_cli_shows_it() {
 }
 
 /// Every export of tests/fixtures/savedmodels (Keras 3 `model.export()` and
-/// `tf.saved_model.save`, made by scripts/build_keras_savedmodels.py) loads
-/// in process and computes TensorFlow's recorded `serving_default` outputs.
-/// `FERROSERVE_SAVEDMODEL_FIXTURES=DIR` checks another directory of the same
-/// layout instead (`scripts/build_keras_zoo.py` writes one), listing every
-/// export that fails.
+/// `tf.saved_model.save`, made by scripts/build_keras_savedmodels.py) and of
+/// tests/fixtures/savedmodels_zoo (more architectures, tf_keras exports too)
+/// loads in process and computes TensorFlow's recorded `serving_default`
+/// outputs. `FERROSERVE_SAVEDMODEL_FIXTURES=DIR` checks another directory of
+/// the same layout instead (`scripts/build_keras_zoo.py` writes one),
+/// listing every export that fails.
 #[test]
 fn keras_exports_compute_tensorflows_outputs() {
-    let (dir, committed) = match std::env::var_os("FERROSERVE_SAVEDMODEL_FIXTURES") {
-        Some(d) => (std::path::PathBuf::from(d), false),
-        None => (root().join("tests/fixtures/savedmodels"), true),
+    let dirs = match std::env::var_os("FERROSERVE_SAVEDMODEL_FIXTURES") {
+        Some(d) => vec![(std::path::PathBuf::from(d), 0)],
+        None => {
+            vec![(root().join("tests/fixtures/savedmodels"), 20), (root().join("tests/fixtures/savedmodels_zoo"), 22)]
+        }
     };
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    if committed {
-        assert!(names.len() >= 20, "{names:?}");
+    for (dir, at_least) in dirs {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(names.len() >= at_least, "{}: {names:?}", dir.display());
+        let failures: Vec<String> =
+            names.iter().filter_map(|name| check_export(&dir, name).err().map(|e| format!("{name}: {e}"))).collect();
+        assert!(failures.is_empty(), "{} of {} exports fail:\n{}", failures.len(), names.len(), failures.join("\n"));
     }
-    let failures: Vec<String> =
-        names.iter().filter_map(|name| check_export(&dir, name).err().map(|e| format!("{name}: {e}"))).collect();
-    assert!(failures.is_empty(), "{} of {} exports fail:\n{}", failures.len(), names.len(), failures.join("\n"));
 }
 
 /// Loads export `name` of `dir` and compares its outputs with TensorFlow's.
