@@ -1,6 +1,7 @@
-//! TensorFlow's channels-last operators, run in their own layout: Conv2D,
-//! DepthwiseConv2dNative, MaxPool, AvgPool, BiasAdd and FusedBatchNorm on
-//! NHWC tensors with HWIO filters, as a SavedModel's graph has them. Nothing
+//! TensorFlow's channels-last operators, run in their own layout: Conv2D and
+//! Conv3D, DepthwiseConv2dNative, Conv2DBackpropInput, MaxPool and AvgPool
+//! (2-D and 3-D), BiasAdd and FusedBatchNorm on NHWC (NDHWC) tensors with
+//! HWIO filters, as a SavedModel's graph has them. Nothing
 //! is transposed: a convolution is a matrix product of the input's patches
 //! (each a contiguous run of `kh·kw·c` values) with the filter as stored.
 //!
@@ -17,16 +18,19 @@ use crate::graph::Node;
 use crate::tensor::Tensor;
 
 pub fn register(reg: &mut KernelRegistry) {
-    reg.register("tf.Conv2D", 1, MAX_OPSET, |ctx| Ok(Box::new(Conv2d { window: tf_window(ctx.node, None)? })));
+    reg.register("tf.Conv2D", 1, MAX_OPSET, |ctx| Ok(Box::new(Conv { window: tf_window(ctx.node, 2, None)? })));
+    reg.register("tf.Conv3D", 1, MAX_OPSET, |ctx| Ok(Box::new(Conv { window: tf_window(ctx.node, 3, None)? })));
     reg.register("tf.DepthwiseConv2dNative", 1, MAX_OPSET, |ctx| {
-        Ok(Box::new(Depthwise { window: tf_window(ctx.node, None)? }))
+        Ok(Box::new(Depthwise { window: tf_window(ctx.node, 2, None)? }))
     });
-    reg.register("tf.MaxPool", 1, MAX_OPSET, |ctx| build_pool(ctx, PoolKind::Max));
-    reg.register("tf.AvgPool", 1, MAX_OPSET, |ctx| build_pool(ctx, PoolKind::Avg));
+    reg.register("tf.MaxPool", 1, MAX_OPSET, |ctx| build_pool(ctx, PoolKind::Max, 2));
+    reg.register("tf.AvgPool", 1, MAX_OPSET, |ctx| build_pool(ctx, PoolKind::Avg, 2));
+    reg.register("tf.MaxPool3D", 1, MAX_OPSET, |ctx| build_pool(ctx, PoolKind::Max, 3));
+    reg.register("tf.AvgPool3D", 1, MAX_OPSET, |ctx| build_pool(ctx, PoolKind::Avg, 3));
     reg.register("tf.BiasAdd", 1, MAX_OPSET, |ctx| Ok(Box::new(BiasAdd { channels_last: channels_last(ctx.node)? })));
     reg.register("tf.FusedBatchNorm", 1, MAX_OPSET, build_batch_norm);
     reg.register("tf.Conv2DBackpropInput", 1, MAX_OPSET, |ctx| {
-        Ok(Box::new(ConvBackpropInput { window: tf_window(ctx.node, None)? }))
+        Ok(Box::new(ConvBackpropInput { window: tf_window(ctx.node, 2, None)? }))
     });
 }
 
@@ -39,62 +43,87 @@ fn channels_last(node: &Node) -> Result<bool, BuildError> {
     }
 }
 
-/// A four-element NHWC list attribute as its (height, width) pair; the batch
-/// and channel entries must be 1.
-fn spatial_pair(node: &Node, name: &str) -> Result<Option<[usize; 2]>, BuildError> {
+/// A channels-last list attribute (`[1, h, w, 1]`, or `[1, d, h, w, 1]` in
+/// 3-D) as its spatial entries; the batch and channel entries must be 1.
+fn spatial_list(node: &Node, name: &str, rank: usize) -> Result<Option<Vec<usize>>, BuildError> {
     match node.ints_attr(name)? {
         None => Ok(None),
-        Some(&[1, h, w, 1]) if h >= 1 && w >= 1 => Ok(Some([h as usize, w as usize])),
+        Some(v) if v.len() == rank + 2 && v[0] == 1 && v[rank + 1] == 1 && v.iter().all(|&x| x >= 1) => {
+            Ok(Some(v[1..=rank].iter().map(|&x| x as usize).collect()))
+        }
         Some(v) => Err(BuildError::invalid(
             node,
-            format!("attribute '{name}' must be [1, height, width, 1] with positive sizes, got {v:?}"),
+            format!("attribute '{name}' must be [1, {rank} positive sizes, 1], got {v:?}"),
         )),
     }
 }
 
-/// The window of a channels-last node: strides, dilations and padding from
-/// TensorFlow's attributes; `kernel` for pooling (a convolution's comes
-/// from its filter).
-fn tf_window(node: &Node, kernel: Option<Vec<usize>>) -> Result<Window, BuildError> {
+/// The window of a channels-last node with `rank` spatial dims: strides,
+/// dilations and padding from TensorFlow's attributes; `kernel` for pooling
+/// (a convolution's comes from its filter).
+fn tf_window(node: &Node, rank: usize, kernel_attr: Option<&str>) -> Result<Window, BuildError> {
     if !channels_last(node)? {
         return Err(BuildError::invalid(
             node,
             "data_format NCHW is not supported for this operator; TensorFlow's CPU kernels and Keras use NHWC",
         ));
     }
-    let strides =
-        spatial_pair(node, "strides")?.ok_or_else(|| BuildError::invalid(node, "attribute 'strides' is required"))?;
-    let dilations = spatial_pair(node, "dilations")?.unwrap_or([1, 1]);
+    let kernel = match kernel_attr {
+        Some(name) => Some(
+            spatial_list(node, name, rank)?
+                .ok_or_else(|| BuildError::invalid(node, format!("attribute '{name}' is required")))?,
+        ),
+        None => None,
+    };
+    let strides = spatial_list(node, "strides", rank)?
+        .ok_or_else(|| BuildError::invalid(node, "attribute 'strides' is required"))?;
+    let dilations = spatial_list(node, "dilations", rank)?.unwrap_or_else(|| vec![1; rank]);
     let (auto_pad, pads) = match node.string_attr("padding")? {
-        Some("VALID") => (AutoPad::Valid, vec![0; 4]),
+        Some("VALID") => (AutoPad::Valid, vec![0; 2 * rank]),
         // TensorFlow's SAME puts the odd pixel at the end, as ONNX's SAME_UPPER.
-        Some("SAME") => (AutoPad::SameUpper, vec![0; 4]),
-        Some("EXPLICIT") => match node.ints_attr("explicit_paddings")? {
-            Some(&[0, 0, top, bottom, left, right, 0, 0]) if [top, bottom, left, right].iter().all(|&p| p >= 0) => {
-                (AutoPad::NotSet, [top, left, bottom, right].iter().map(|&p| p as usize).collect())
+        Some("SAME") => (AutoPad::SameUpper, vec![0; 2 * rank]),
+        Some("EXPLICIT") => {
+            // [before, after] per dim, batch and channels 0; as begins then ends.
+            let p = node.ints_attr("explicit_paddings")?.unwrap_or(&[]);
+            let spatial = p.get(2..2 + 2 * rank).filter(|_| p.len() == 2 * rank + 4);
+            match spatial {
+                Some(sp) if sp.iter().all(|&x| x >= 0) && p[..2] == [0, 0] && p[2 + 2 * rank..] == [0, 0] => {
+                    let pads: Vec<usize> =
+                        sp.iter().step_by(2).chain(sp.iter().skip(1).step_by(2)).map(|&x| x as usize).collect();
+                    (AutoPad::NotSet, pads)
+                }
+                _ => {
+                    return Err(BuildError::invalid(
+                        node,
+                        format!(
+                            "padding EXPLICIT needs explicit_paddings [0, 0, (before, after) per spatial dim, 0, 0], got {p:?}"
+                        ),
+                    ));
+                }
             }
-            other => {
-                return Err(BuildError::invalid(
-                    node,
-                    format!(
-                        "padding EXPLICIT needs explicit_paddings [0, 0, top, bottom, left, right, 0, 0], got {other:?}"
-                    ),
-                ));
-            }
-        },
+        }
         other => {
             return Err(BuildError::invalid(node, format!("padding must be VALID, SAME or EXPLICIT, got {other:?}")));
         }
     };
-    Ok(Window {
-        rank: 2,
-        kernel,
-        strides: strides.to_vec(),
-        dilations: dilations.to_vec(),
-        pads,
-        auto_pad,
-        ceil_mode: false,
-    })
+    Ok(Window { rank, kernel, strides, dilations, pads, auto_pad, ceil_mode: false })
+}
+
+/// A channels-last input's batch, spatial dims and channels.
+fn channels_last_dims(t: &Tensor, rank: usize, what: &str) -> Result<(usize, Vec<usize>, usize), KernelError> {
+    let s = t.shape();
+    if s.len() != rank + 2 {
+        return Err(KernelError(format!("{what} must have rank {} (channels last), got shape {s:?}", rank + 2)));
+    }
+    Ok((s[0], s[1..=rank].to_vec(), s[rank + 1]))
+}
+
+/// Row-major coordinates of `index` in `dims`, into `out`.
+fn unravel(mut index: usize, dims: &[usize], out: &mut [usize]) {
+    for (o, &d) in out.iter_mut().zip(dims).rev() {
+        *o = index % d.max(1);
+        index /= d.max(1);
+    }
 }
 
 /// An NHWC input's dims.
@@ -113,19 +142,25 @@ fn source(axis: &Axis, out: usize, tap: usize) -> Option<usize> {
 /// Output pixels per patch matrix: bounds the scratch memory of one block.
 const PATCH_FLOATS: usize = 1 << 20;
 
+/// Conv2D and Conv3D: channels-last input, filter [k..., in/groups, out].
 #[derive(Debug)]
-struct Conv2d {
+struct Conv {
     window: Window,
 }
 
-impl Kernel for Conv2d {
+/// The deepest spatial rank of the channels-last convolutions and pools.
+const MAX_RANK: usize = 3;
+
+impl Kernel for Conv {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let rank = self.window.rank;
         let (xt, ft) = (required(inputs, 0, "input")?, required(inputs, 1, "filter")?);
-        let [n, h, w, c] = nhwc(xt, "input")?;
-        let [kh, kw, ci, co] = match *ft.shape() {
-            [a, b, c, d] => [a, b, c, d],
-            ref s => return Err(KernelError(format!("filter must have rank 4 (HWIO), got shape {s:?}"))),
-        };
+        let (n, spatial, c) = channels_last_dims(xt, rank, "input")?;
+        let fs = ft.shape();
+        if fs.len() != rank + 2 {
+            return Err(KernelError(format!("filter must have rank {} ([k..., in, out]), got shape {fs:?}", rank + 2)));
+        }
+        let (ksize, ci, co) = (&fs[..rank], fs[rank], fs[rank + 1]);
         if ci == 0 || c % ci != 0 || co % (c / ci).max(1) != 0 {
             return Err(KernelError(format!(
                 "filter in-channels {ci} must divide the input's {c} channels, and the groups ({}) its {co} out-channels",
@@ -134,16 +169,23 @@ impl Kernel for Conv2d {
         }
         let groups = c / ci;
         let (x, f) = (floats(xt, "input")?, floats(ft, "filter")?);
-        let (ah, aw) = (self.window.axis(0, h, kh)?, self.window.axis(1, w, kw)?);
-        let (oh, ow) = (ah.output, aw.output);
-        let mut out = vec![0.0f32; n * oh * ow * co];
-        let pointwise = kh == 1 && kw == 1 && oh == h && ow == w && ah.stride == 1 && aw.stride == 1;
+        let axes: Vec<Axis> = (0..rank).map(|d| self.window.axis(d, spatial[d], ksize[d])).collect::<Result<_, _>>()?;
+        let out_spatial: Vec<usize> = axes.iter().map(|a| a.output).collect();
+        let per_image: usize = out_spatial.iter().product();
+        let in_pixels: usize = spatial.iter().product();
+        let mut out_shape = vec![n];
+        out_shape.extend(&out_spatial);
+        out_shape.push(co);
+        let mut out = vec![0.0f32; n * per_image * co];
+        let pointwise = ksize.iter().all(|&k| k == 1) && out_spatial == spatial && axes.iter().all(|a| a.stride == 1);
         if groups == 1 && pointwise {
-            matmul_f32(x, f, &mut out, n * h * w, c, co);
-            return Ok(vec![Tensor::from_f32(vec![n, oh, ow, co], out)?]);
+            matmul_f32(x, f, &mut out, n * in_pixels, c, co);
+            return Ok(vec![Tensor::from_f32(out_shape, out)?]);
         }
-        let kdim = kh * kw * ci;
+        let taps: usize = ksize.iter().product();
+        let kdim = taps * ci;
         let og = co / groups;
+        let pixel_strides = crate::tensor::strides(&spatial);
         // Each group's filter as a [kdim, og] matrix.
         let filters: Vec<Vec<f32>> = if groups == 1 {
             Vec::new()
@@ -152,26 +194,25 @@ impl Kernel for Conv2d {
                 .map(|g| f.chunks_exact(co).flat_map(|row| row[g * og..(g + 1) * og].iter().copied()).collect())
                 .collect()
         };
-        let block_rows = (PATCH_FLOATS / (ow * kdim).max(1)).clamp(1, oh.max(1));
+        let block = (PATCH_FLOATS / kdim.max(1)).clamp(1, per_image.max(1));
         let mut patches = Vec::new();
         let mut product = Vec::new();
         for b in 0..n {
-            let image = &x[b * h * w * c..(b + 1) * h * w * c];
-            for row0 in (0..oh).step_by(block_rows) {
-                let rows = block_rows.min(oh - row0);
-                let pixels = rows * ow;
-                let out_block = &mut out[((b * oh + row0) * ow) * co..((b * oh + row0) * ow + pixels) * co];
+            let image = &x[b * in_pixels * c..(b + 1) * in_pixels * c];
+            for first in (0..per_image).step_by(block) {
+                let pixels = block.min(per_image - first);
+                let out_block = &mut out[(b * per_image + first) * co..(b * per_image + first + pixels) * co];
                 for g in 0..groups {
                     patches.clear();
                     patches.resize(pixels * kdim, 0.0f32);
-                    patches.par_chunks_mut(kdim).enumerate().for_each(|(p, patch)| {
-                        let (oy, ox) = (row0 + p / ow, p % ow);
-                        for ky in 0..kh {
-                            let Some(iy) = source(&ah, oy, ky) else { continue };
-                            for kx in 0..kw {
-                                let Some(ix) = source(&aw, ox, kx) else { continue };
-                                let at = (iy * w + ix) * c + g * ci;
-                                patch[(ky * kw + kx) * ci..][..ci].copy_from_slice(&image[at..at + ci]);
+                    patches.par_chunks_mut(kdim).enumerate().for_each(|(q, patch)| {
+                        let (mut at_out, mut at_tap) = ([0usize; MAX_RANK], [0usize; MAX_RANK]);
+                        unravel(first + q, &out_spatial, &mut at_out[..rank]);
+                        for t in 0..taps {
+                            unravel(t, ksize, &mut at_tap[..rank]);
+                            if let Some(at) = tap_source(&axes, &at_out[..rank], &at_tap[..rank], &pixel_strides) {
+                                let from = at * c + g * ci;
+                                patch[t * ci..(t + 1) * ci].copy_from_slice(&image[from..from + ci]);
                             }
                         }
                     });
@@ -188,8 +229,18 @@ impl Kernel for Conv2d {
                 }
             }
         }
-        Ok(vec![Tensor::from_f32(vec![n, oh, ow, co], out)?])
+        Ok(vec![Tensor::from_f32(out_shape, out)?])
     }
+}
+
+/// The input pixel (flat index over the spatial dims) that tap `tap` of
+/// output pixel `out` reads, or `None` when it falls in the padding.
+fn tap_source(axes: &[Axis], out: &[usize], tap: &[usize], pixel_strides: &[usize]) -> Option<usize> {
+    let mut at = 0;
+    for d in 0..axes.len() {
+        at += source(&axes[d], out[d], tap[d])? * pixel_strides[d];
+    }
+    Some(at)
 }
 
 /// Conv2DBackpropInput (Keras's Conv2DTranspose): the gradient of a Conv2D
@@ -331,55 +382,58 @@ struct Pool {
     kind: PoolKind,
 }
 
-fn build_pool(ctx: &BuildContext<'_>, kind: PoolKind) -> Result<Box<dyn Kernel>, BuildError> {
-    let kernel = spatial_pair(ctx.node, "ksize")?
-        .ok_or_else(|| BuildError::invalid(ctx.node, "attribute 'ksize' is required"))?;
-    Ok(Box::new(Pool { window: tf_window(ctx.node, Some(kernel.to_vec()))?, kind }))
+fn build_pool(ctx: &BuildContext<'_>, kind: PoolKind, rank: usize) -> Result<Box<dyn Kernel>, BuildError> {
+    Ok(Box::new(Pool { window: tf_window(ctx.node, rank, Some("ksize"))?, kind }))
 }
 
 impl Kernel for Pool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let rank = self.window.rank;
         let xt = required(inputs, 0, "input")?;
-        let [n, h, w, c] = nhwc(xt, "input")?;
+        let (n, spatial, c) = channels_last_dims(xt, rank, "input")?;
         let x = floats(xt, "input")?;
-        let [kh, kw] = match self.window.kernel.as_deref() {
-            Some(&[a, b]) => [a, b],
-            _ => return Err(KernelError("pooling window is not 2-D".into())),
-        };
-        let (ah, aw) = (self.window.axis(0, h, kh)?, self.window.axis(1, w, kw)?);
-        let (oh, ow) = (ah.output, aw.output);
-        let mut out = vec![0.0f32; n * oh * ow * c];
-        if c > 0 {
-            out.par_chunks_mut(ow * c).enumerate().for_each(|(row, out_row)| {
-                let (b, oy) = (row / oh, row % oh);
-                for (ox, acc) in out_row.chunks_exact_mut(c).enumerate() {
-                    acc.fill(if self.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 });
-                    let mut count = 0usize;
-                    for ky in 0..kh {
-                        let Some(iy) = source(&ah, oy, ky) else { continue };
-                        for kx in 0..kw {
-                            let Some(ix) = source(&aw, ox, kx) else { continue };
-                            let xin = &x[((b * h + iy) * w + ix) * c..][..c];
-                            count += 1;
-                            match self.kind {
-                                PoolKind::Max => acc.iter_mut().zip(xin).for_each(|(a, &v)| {
-                                    // NaN wins, as in TensorFlow's kernel.
-                                    if v > *a || v.is_nan() {
-                                        *a = v;
-                                    }
-                                }),
-                                PoolKind::Avg => acc.iter_mut().zip(xin).for_each(|(a, &v)| *a += v),
+        let ksize = self.window.kernel.clone().unwrap_or_default();
+        let axes: Vec<Axis> = (0..rank).map(|d| self.window.axis(d, spatial[d], ksize[d])).collect::<Result<_, _>>()?;
+        let out_spatial: Vec<usize> = axes.iter().map(|a| a.output).collect();
+        let per_image: usize = out_spatial.iter().product();
+        let in_pixels: usize = spatial.iter().product();
+        let taps: usize = ksize.iter().product();
+        let pixel_strides = crate::tensor::strides(&spatial);
+        let mut out_shape = vec![n];
+        out_shape.extend(&out_spatial);
+        out_shape.push(c);
+        let mut out = vec![0.0f32; n * per_image * c];
+        if c > 0 && per_image > 0 {
+            out.par_chunks_mut(c).enumerate().for_each(|(pixel, acc)| {
+                let (b, q) = (pixel / per_image, pixel % per_image);
+                let (mut at_out, mut at_tap) = ([0usize; MAX_RANK], [0usize; MAX_RANK]);
+                unravel(q, &out_spatial, &mut at_out[..rank]);
+                acc.fill(if self.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 });
+                let mut count = 0usize;
+                for t in 0..taps {
+                    unravel(t, &ksize, &mut at_tap[..rank]);
+                    let Some(at) = tap_source(&axes, &at_out[..rank], &at_tap[..rank], &pixel_strides) else {
+                        continue;
+                    };
+                    let xin = &x[(b * in_pixels + at) * c..][..c];
+                    count += 1;
+                    match self.kind {
+                        PoolKind::Max => acc.iter_mut().zip(xin).for_each(|(a, &v)| {
+                            // NaN wins, as in TensorFlow's kernel.
+                            if v > *a || v.is_nan() {
+                                *a = v;
                             }
-                        }
+                        }),
+                        PoolKind::Avg => acc.iter_mut().zip(xin).for_each(|(a, &v)| *a += v),
                     }
-                    if self.kind == PoolKind::Avg && count > 0 {
-                        let d = count as f32;
-                        acc.iter_mut().for_each(|a| *a /= d);
-                    }
+                }
+                if self.kind == PoolKind::Avg && count > 0 {
+                    let d = count as f32;
+                    acc.iter_mut().for_each(|a| *a /= d);
                 }
             });
         }
-        Ok(vec![Tensor::from_f32(vec![n, oh, ow, c], out)?])
+        Ok(vec![Tensor::from_f32(out_shape, out)?])
     }
 }
 
@@ -535,7 +589,7 @@ mod tests {
             let f = Tensor::from_f32(vec![3, 2, 4, 3], random_floats(3 * 2 * 4 * 3, 5)).unwrap();
             let n = node("tf.Conv2DBackpropInput", 3, conv_attrs(strides, padding, [1, 1]));
             // The forward conv's output size for this input size.
-            let window = tf_window(&n, None).unwrap();
+            let window = tf_window(&n, 2, None).unwrap();
             let (oh, ow) = (window.axis(0, size[0], 3).unwrap().output, window.axis(1, size[1], 2).unwrap().output);
             let g = Tensor::from_f32(vec![2, oh, ow, 3], random_floats(2 * oh * ow * 3, 6)).unwrap();
             let sizes = Tensor::new(vec![4], TensorData::Int32(vec![2, size[0] as i32, size[1] as i32, 4])).unwrap();

@@ -46,6 +46,10 @@ const DEFAULTS: &[(&str, &str, Default)] = &[
     ("MaxPool", "data_format", Default::Str("NHWC")),
     ("MaxPool", "explicit_paddings", Default::Ints(&[])),
     ("AvgPool", "data_format", Default::Str("NHWC")),
+    ("Conv3D", "data_format", Default::Str("NDHWC")),
+    ("Conv3D", "dilations", Default::Ints(&[1, 1, 1, 1, 1])),
+    ("MaxPool3D", "data_format", Default::Str("NDHWC")),
+    ("AvgPool3D", "data_format", Default::Str("NDHWC")),
     ("BiasAdd", "data_format", Default::Str("NHWC")),
     ("FusedBatchNorm", "epsilon", Default::Float(1e-4)),
     ("FusedBatchNorm", "data_format", Default::Str("NHWC")),
@@ -271,6 +275,9 @@ fn same_inputs(op: &str) -> Option<&'static str> {
         "DepthwiseConv2dNative" => "tf.DepthwiseConv2dNative",
         "MaxPool" => "tf.MaxPool",
         "AvgPool" => "tf.AvgPool",
+        "Conv3D" => "tf.Conv3D",
+        "MaxPool3D" => "tf.MaxPool3D",
+        "AvgPool3D" => "tf.AvgPool3D",
         "BiasAddV1" => "Add",
         "SpaceToBatchND" => "tf.SpaceToBatchND",
         "BatchToSpaceND" => "tf.BatchToSpaceND",
@@ -284,16 +291,23 @@ fn same_inputs(op: &str) -> Option<&'static str> {
 fn tf_attributes(a: &Attrs<'_>, op: &str) -> Result<Vec<(&'static str, Attribute)>, NodeError> {
     let mut out = Vec::new();
     match op {
-        "tf.Conv2D" | "tf.DepthwiseConv2dNative" | "tf.Conv2DBackpropInput" | "tf.MaxPool" | "tf.AvgPool" => {
+        "tf.Conv2D"
+        | "tf.Conv3D"
+        | "tf.DepthwiseConv2dNative"
+        | "tf.Conv2DBackpropInput"
+        | "tf.MaxPool"
+        | "tf.AvgPool"
+        | "tf.MaxPool3D"
+        | "tf.AvgPool3D" => {
             out.push(("strides", Attribute::Ints(a.ints("strides")?)));
             out.push(("padding", Attribute::String(a.string("padding")?)));
             out.push(("data_format", Attribute::String(a.string("data_format")?)));
-            if op == "tf.MaxPool" || op == "tf.AvgPool" {
+            if op.contains("Pool") {
                 out.push(("ksize", Attribute::Ints(a.ints("ksize")?)));
             } else {
                 out.push(("dilations", Attribute::Ints(a.ints("dilations")?)));
             }
-            if op != "tf.AvgPool" {
+            if matches!(op, "tf.Conv2D" | "tf.DepthwiseConv2dNative" | "tf.Conv2DBackpropInput" | "tf.MaxPool") {
                 out.push(("explicit_paddings", Attribute::Ints(a.ints("explicit_paddings")?)));
             }
         }
