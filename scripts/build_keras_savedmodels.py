@@ -722,7 +722,7 @@ the same package versions the JSON files come out the same; the SavedModel
 files may differ in bytes (`fingerprint.pb` holds a random uuid, and
 `model.export` orders the `_all_variables/N` copies of the weights by object
 address). The test
-`tests/python/grpc_stubs/test_savedmodels.py` serves every fixture and checks
+`tests/python/official/test_savedmodels.py` serves every fixture and checks
 its signatures and outputs.
 """)
     print(f"wrote {rel(README_PATH)}")

@@ -262,9 +262,10 @@ async fn metadata_lists_every_signature_def_as_saved_model_cli_shows_it() {
 }
 
 /// Every export of tests/fixtures/savedmodels (Keras 3 `model.export()` and
-/// `tf.saved_model.save`, made by scripts/build_keras_savedmodels.py) and of
+/// `tf.saved_model.save`, made by scripts/build_keras_savedmodels.py), of
 /// tests/fixtures/savedmodels_zoo (more architectures, tf_keras exports too)
-/// loads in process and computes TensorFlow's recorded `serving_default`
+/// and of tests/fixtures/savedmodels_tf1 (TensorFlow 1 graphs whose
+/// variables a top-level saver restores) loads in process and computes TensorFlow's recorded `serving_default`
 /// outputs. `FERROSERVE_SAVEDMODEL_FIXTURES=DIR` checks another directory of
 /// the same layout instead (`scripts/build_keras_zoo.py` writes one),
 /// listing every export that fails.
@@ -295,7 +296,6 @@ fn keras_exports_compute_tensorflows_outputs() {
 fn check_export(dir: &Path, name: &str) -> Result<(), String> {
     use ferroserve::kernels::KernelRegistry;
     use ferroserve::servable::Servable;
-    use ferroserve::tensor::{Tensor, TensorData};
 
     let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).map_err(|e| e.to_string())?;
     let expected: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
@@ -306,12 +306,32 @@ fn check_export(dir: &Path, name: &str) -> Result<(), String> {
     let servable =
         Servable::load_saved_model(name, 1, &dir.join(name).join("1"), &tags, &KernelRegistry::with_all_ops())
             .map_err(|e| e.to_string())?;
-    let (_, signature) = servable.signature("").map_err(|e| e.to_string())?;
+    // serving_default's outputs, and those other signatures recorded for the
+    // same inputs.
+    let mut checks = vec![("serving_default".to_string(), &expected["outputs"])];
+    if let Some(more) = expected.get("signature_outputs").and_then(|m| m.as_object()) {
+        checks.extend(more.iter().map(|(key, outputs)| (key.clone(), outputs)));
+    }
+    for (key, outputs) in checks {
+        check_signature(&servable, &key, &expected["inputs"], outputs).map_err(|e| format!("{key}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn check_signature(
+    servable: &ferroserve::servable::Servable,
+    key: &str,
+    inputs: &serde_json::Value,
+    outputs: &serde_json::Value,
+) -> Result<(), String> {
+    use ferroserve::tensor::{Tensor, TensorData};
+
+    let (_, signature) = servable.signature(key).map_err(|e| e.to_string())?;
     let dims = |v: &serde_json::Value| -> Vec<usize> {
         v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()
     };
     let mut feeds = Vec::new();
-    for (alias, input) in expected["inputs"].as_object().unwrap() {
+    for (alias, input) in inputs.as_object().unwrap() {
         let values = input["values"].as_array().unwrap();
         let data = match input["dtype"].as_str().unwrap() {
             "float32" => TensorData::Float(values.iter().map(|v| v.as_f64().unwrap() as f32).collect()),
@@ -324,7 +344,7 @@ fn check_export(dir: &Path, name: &str) -> Result<(), String> {
         let spec = signature.inputs.get(alias).ok_or_else(|| format!("no input '{alias}'"))?;
         feeds.push((spec.value, Tensor::new(dims(input), data).map_err(|e| e.to_string())?));
     }
-    let outputs: Vec<(&String, &serde_json::Value)> = expected["outputs"].as_object().unwrap().iter().collect();
+    let outputs: Vec<(&String, &serde_json::Value)> = outputs.as_object().unwrap().iter().collect();
     let fetches: Vec<usize> = outputs
         .iter()
         .map(|(alias, _)| signature.outputs.get(*alias).map(|s| s.value).ok_or_else(|| format!("no output '{alias}'")))

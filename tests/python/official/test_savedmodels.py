@@ -1,21 +1,35 @@
-"""Keras 3 SavedModels (model_platform "tensorflow") through the server.
+"""SavedModels (model_platform "tensorflow") through the server.
 
-``scripts/build_keras_savedmodels.py`` writes small random-weight Keras models
-to ``tests/fixtures/savedmodels/``, each exported with ``model.export`` and
-with ``tf.saved_model.save``, as ``<fixture>/1/`` plus ``<fixture>.json``: the
+Three fixture directories hold small random-weight models exported as
+SavedModels, each as ``<fixture>/1/`` plus ``<fixture>.json`` (the
 SignatureDefs of the ``serve`` MetaGraphDef, an input batch for
-``serving_default`` and TensorFlow's own outputs for it. One server loads
-every fixture from one model config file (model name = fixture name). For
-each fixture:
+``serving_default`` and TensorFlow's own outputs for it):
 
-- Predict on ``serving_default`` with the recorded batch (int32 inputs in
-  ``int_val``, float inputs in ``tensor_content``) must return every recorded
-  output with the same shape, within rtol 1e-4 / atol 1e-5 of TensorFlow;
+- ``tests/fixtures/savedmodels/`` (``scripts/build_keras_savedmodels.py``):
+  Keras 3 models, each exported with ``model.export`` and with
+  ``tf.saved_model.save``;
+- ``tests/fixtures/savedmodels_zoo/`` (``scripts/build_keras_zoo.py``): more
+  Keras 3 exports and tf_keras (Keras 2) saves, with float32, float64, int32,
+  int64 and uint8 inputs and float32, float64 and int32 outputs;
+- ``tests/fixtures/savedmodels_tf1/`` (``scripts/build_tf1_savedmodels.py``):
+  TensorFlow 1 graphs whose variables a top-level saver restores, the kind
+  older deployments serve.
+
+Fixture names are unique across the three. One server loads every fixture
+from one model config file (model name = fixture name). Requests and answers
+go through the official ``tensorflow-serving-api`` stubs, with tensors built
+by ``tf.make_tensor_proto`` (in the signature's dtype) and read by
+``tf.make_ndarray``, as a TensorFlow Serving user does. For each fixture:
+
+- Predict on ``serving_default`` with the recorded batch must return every
+  recorded output with the same dtype and shape: float outputs within
+  rtol 1e-4 / atol 1e-5 of TensorFlow, integer outputs exactly equal;
 - GetModelMetadata (``signature_def``) must return exactly the recorded
-  SignatureDefs, ``__saved_model_init_op`` and Keras' duplicate ``serve``
-  included: the same keys, method names, and per alias the same tensor name,
-  dtype and shape (unknown rank where the JSON says null), since TensorFlow
-  Serving returns the MetaGraphDef's signature map as it is stored;
+  SignatureDefs, ``__saved_model_init_op`` included (and the duplicate
+  ``serve`` that ``model.export`` writes): the same keys, method names, and
+  per alias the same tensor name, dtype and shape (unknown rank where the
+  JSON says null), since TensorFlow Serving returns the MetaGraphDef's
+  signature map as it is stored;
 - GetModelStatus must show version 1 AVAILABLE.
 
 A second server starts on a copy of ``mnist_cnn_export`` and then sees a
@@ -41,8 +55,9 @@ import grpc
 import numpy as np
 import pytest
 import serverproc
-from predict_util import RPC_TIMEOUT_S, SIGNATURE_NAME
-from tensorflow.core.framework import tensor_pb2, types_pb2
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import error_codes_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -51,10 +66,33 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+from tensorflow_serving.config import model_server_config_pb2
 
-FIXTURES_DIR = serverproc.REPO_ROOT / "tests" / "fixtures" / "savedmodels"
-FIXTURES = sorted(path.stem for path in FIXTURES_DIR.glob("*.json"))
+FIXTURE_DIRS = (
+    serverproc.REPO_ROOT / "tests" / "fixtures" / "savedmodels",
+    serverproc.REPO_ROOT / "tests" / "fixtures" / "savedmodels_zoo",
+    serverproc.REPO_ROOT / "tests" / "fixtures" / "savedmodels_tf1",
+)
+
+
+def _find_fixtures() -> dict[str, Path]:
+    """Fixture name -> the directory holding ``<name>.json`` and ``<name>/``."""
+    found: dict[str, Path] = {}
+    for directory in FIXTURE_DIRS:
+        for path in sorted(directory.glob("*.json")):
+            if path.stem in found:
+                raise AssertionError(
+                    f"fixture {path.stem} is in both {found[path.stem]} and {directory}"
+                )
+            found[path.stem] = directory
+    return dict(sorted(found.items()))
+
+
+FIXTURE_HOMES = _find_fixtures()
+FIXTURES = list(FIXTURE_HOMES)
+SIGNATURE_NAME = "serving_default"
 VERSION = 1
+RPC_TIMEOUT_S = 10.0
 RTOL = 1e-4
 ATOL = 1e-5
 SIGNATURE_DEF_MAP_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
@@ -73,8 +111,13 @@ LIFECYCLE_FLAGS = (
 VersionStatus = get_model_status_pb2.ModelVersionStatus
 
 
+def model_dir(name: str) -> Path:
+    """The fixture's base path (holding version ``1/``)."""
+    return FIXTURE_HOMES[name] / name
+
+
 def expectations(name: str) -> dict:
-    return json.loads((FIXTURES_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    return json.loads((FIXTURE_HOMES[name] / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def exported(doc: dict) -> dict:
@@ -88,40 +131,6 @@ def exported(doc: dict) -> dict:
 
 
 # --- tensors ---------------------------------------------------------------------
-
-
-def to_tensor_proto(array: np.ndarray, dtype: str) -> tensor_pb2.TensorProto:
-    """``array`` as a TensorProto of the signature's ``dtype`` ("DT_FLOAT", ...).
-
-    Floats go into ``tensor_content`` as little-endian bytes, int32 values
-    into ``int_val``.
-    """
-    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DataType.Value(dtype))
-    for size in array.shape:
-        tensor.tensor_shape.dim.add(size=size)
-    if dtype == "DT_FLOAT":
-        tensor.tensor_content = np.ascontiguousarray(array, dtype="<f4").tobytes()
-    elif dtype == "DT_INT32":
-        tensor.int_val.extend(int(v) for v in array.ravel())
-    else:
-        raise AssertionError(f"no encoding for {dtype} inputs")
-    return tensor
-
-
-def from_tensor_proto(tensor: tensor_pb2.TensorProto) -> np.ndarray:
-    """A DT_FLOAT or DT_INT32 TensorProto as an array, from either encoding."""
-    shape = [dim.size for dim in tensor.tensor_shape.dim]
-    if tensor.dtype == types_pb2.DT_FLOAT:
-        wire, values = "<f4", tensor.float_val
-    elif tensor.dtype == types_pb2.DT_INT32:
-        wire, values = "<i4", tensor.int_val
-    else:
-        raise AssertionError(f"unexpected dtype {types_pb2.DataType.Name(tensor.dtype)}")
-    if tensor.tensor_content:
-        array = np.frombuffer(tensor.tensor_content, dtype=wire)
-    else:
-        array = np.asarray(values, dtype=wire)
-    return array.reshape(shape)
 
 
 def recorded_array(entry: dict) -> np.ndarray:
@@ -138,33 +147,36 @@ def predict_request(name: str, doc: dict, version: int | None = None) -> predict
     if version is not None:
         request.model_spec.version.value = version
     for alias, entry in doc["inputs"].items():
+        dtype = tf.dtypes.as_dtype(types_pb2.DataType.Value(signature_inputs[alias]["dtype"]))
         array = recorded_array(entry)
-        dtype = signature_inputs[alias]["dtype"]
-        request.inputs[alias].CopyFrom(to_tensor_proto(array, dtype))
+        assert array.dtype == dtype.as_numpy_dtype, (
+            f"{name}: input {alias} is recorded as {array.dtype}, the signature says {dtype.name}"
+        )
+        request.inputs[alias].CopyFrom(tf.make_tensor_proto(array, dtype=dtype))
     return request
 
 
 def check_outputs(name: str, doc: dict, response: predict_pb2.PredictResponse) -> None:
-    """Every recorded output, same dtype and shape, close to TensorFlow's values."""
-    outputs = {alias: from_tensor_proto(t) for alias, t in response.outputs.items()}
-    assert sorted(outputs) == sorted(doc["outputs"]), name
+    """Every recorded output, same dtype and shape; floats close to TensorFlow's
+    values, integers equal to them."""
+    assert sorted(response.outputs) == sorted(doc["outputs"]), name
     for alias, entry in doc["outputs"].items():
         want = recorded_array(entry)
-        got = outputs[alias]
+        got = tf.make_ndarray(response.outputs[alias])
         assert got.dtype == want.dtype and got.shape == want.shape, (
             f"{name}: output {alias} is {got.dtype}{list(got.shape)}, "
             f"TensorFlow gave {want.dtype}{list(want.shape)}"
         )
-        np.testing.assert_allclose(
-            got, want, rtol=RTOL, atol=ATOL, err_msg=f"{name}: output {alias}"
-        )
+        if np.issubdtype(want.dtype, np.floating):
+            np.testing.assert_allclose(
+                got, want, rtol=RTOL, atol=ATOL, err_msg=f"{name}: output {alias}"
+            )
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=f"{name}: output {alias}")
 
 
 def write_model_config(path: Path, models: dict[str, Path]) -> Path:
     """A text-format ModelServerConfig: name -> base path, platform tensorflow."""
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
     config = model_server_config_pb2.ModelServerConfig()
     for name, base_path in models.items():
         config.model_config_list.config.add(
@@ -187,11 +199,9 @@ def version_statuses(models, name: str) -> dict[int, VersionStatus]:
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
     """(PredictionService, ModelService) stubs of a server loading every fixture."""
-    served = {
-        name: FIXTURES_DIR / name for name in FIXTURES if (FIXTURES_DIR / name).is_dir()
-    }
+    served = {name: model_dir(name) for name in FIXTURES if model_dir(name).is_dir()}
     if not served:
-        pytest.fail(f"no SavedModel directories under {FIXTURES_DIR}")
+        pytest.fail(f"no SavedModel directories under {', '.join(map(str, FIXTURE_DIRS))}")
     config_path = write_model_config(
         tmp_path_factory.mktemp("savedmodels_config") / "models.config", served
     )
@@ -317,7 +327,7 @@ def wait_for_failed_load(models, name: str, version: int, log_path: Path) -> Ver
 def test_corrupted_variables_index_keeps_version_1_serving(tmp_path):
     name = CORRUPTED_FIXTURE
     doc = exported(expectations(name))
-    source = FIXTURES_DIR / name / str(VERSION)
+    source = model_dir(name) / str(VERSION)
     base = tmp_path / name
     shutil.copytree(source, base / "1")
     config_path = write_model_config(tmp_path / "models.config", {name: base})
