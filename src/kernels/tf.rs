@@ -29,6 +29,15 @@ pub fn register(reg: &mut KernelRegistry) {
     reg.register("tf.TensorListSetItem", 1, MAX_OPSET, |_| Ok(Box::new(ListSetItem)));
     reg.register("tf.TensorListStack", 1, MAX_OPSET, |_| Ok(Box::new(ListStack)));
     reg.register("tf.TensorListLength", 1, MAX_OPSET, |_| Ok(Box::new(ListLength)));
+    reg.register("tf.LookupTableFind", 1, MAX_OPSET, build_lookup);
+    reg.register("tf.StringToHashBucketFast", 1, MAX_OPSET, |ctx| {
+        let n = ctx.node.int_attr("num_buckets", 0)?;
+        let buckets = u64::try_from(n)
+            .ok()
+            .filter(|&b| b > 0)
+            .ok_or_else(|| BuildError::invalid(ctx.node, format!("num_buckets must be positive, got {n}")))?;
+        Ok(Box::new(HashBucket { buckets }))
+    });
     reg.register("tf.Bitcast", 1, MAX_OPSET, |ctx| {
         let code = ctx.node.int_attr("to", -1)?;
         let to = super::onnx_dtype(code)
@@ -37,6 +46,104 @@ pub fn register(reg: &mut KernelRegistry) {
     });
     reg.register("tf.SpaceToBatchND", 1, MAX_OPSET, |_| Ok(Box::new(SpaceBatch { to_batch: true })));
     reg.register("tf.BatchToSpaceND", 1, MAX_OPSET, |_| Ok(Box::new(SpaceBatch { to_batch: false })));
+}
+
+/// A key of a lookup table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Bytes(Vec<u8>),
+    Int(i64),
+}
+
+/// The keys of a tensor, for string and integer tensors.
+fn keys_of(t: &Tensor) -> Option<Vec<Key>> {
+    Some(match t.data() {
+        TensorData::String(v) => v.iter().map(|b| Key::Bytes(b.clone())).collect(),
+        TensorData::Int64(v) => v.iter().map(|&i| Key::Int(i)).collect(),
+        TensorData::Int32(v) => v.iter().map(|&i| Key::Int(i64::from(i))).collect(),
+        _ => return None,
+    })
+}
+
+/// LookupTableFindV2 on a table whose keys and values the model fixes
+/// (Keras's StringLookup and IntegerLookup): each key's value, or the
+/// default for keys the table lacks.
+#[derive(Debug)]
+struct Lookup {
+    index: std::collections::HashMap<Key, usize>,
+    values: Tensor,
+    key_dtype: crate::tensor::DataType,
+}
+
+fn build_lookup(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let tensor = |name: &str| match ctx.node.attributes.get(name) {
+        Some(crate::graph::Attribute::Tensor(t)) => Ok(t.clone()),
+        _ => Err(BuildError::invalid(ctx.node, format!("attribute '{name}' must be a tensor"))),
+    };
+    let (keys, values) = (tensor("keys")?, tensor("values")?);
+    let list = keys_of(&keys).ok_or_else(|| {
+        BuildError::invalid(ctx.node, format!("table keys of type {} are not supported", keys.dtype()))
+    })?;
+    if list.len() != values.len() {
+        return Err(BuildError::invalid(ctx.node, "the table has a different number of keys and values"));
+    }
+    // TensorFlow's import keeps the last value of a repeated key.
+    let index = list.into_iter().enumerate().map(|(i, k)| (k, i)).collect();
+    Ok(Box::new(Lookup { index, values, key_dtype: keys.dtype() }))
+}
+
+impl Kernel for Lookup {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let keys = required(inputs, 0, "keys")?;
+        let default = required(inputs, 1, "default_value")?;
+        let same_kind = |a: crate::tensor::DataType| {
+            a == self.key_dtype
+                || matches!(
+                    (a, self.key_dtype),
+                    (
+                        crate::tensor::DataType::Int32 | crate::tensor::DataType::Int64,
+                        crate::tensor::DataType::Int32 | crate::tensor::DataType::Int64
+                    )
+                )
+        };
+        if !same_kind(keys.dtype()) {
+            return Err(KernelError(format!(
+                "the table's keys are {}, but the lookup gives {}",
+                self.key_dtype,
+                keys.dtype()
+            )));
+        }
+        if default.dtype() != self.values.dtype() || default.len() != 1 {
+            return Err(KernelError(format!(
+                "the default value must be one {} (the table's value type), got {} {:?}",
+                self.values.dtype(),
+                default.dtype(),
+                default.shape()
+            )));
+        }
+        let missing = self.values.len();
+        let idx: Vec<usize> =
+            keys_of(keys).unwrap_or_default().iter().map(|k| self.index.get(k).copied().unwrap_or(missing)).collect();
+        let mut data = self.values.data().clone();
+        data.extend_from(default.data(), 0..1);
+        Ok(vec![Tensor::new(keys.shape().to_vec(), data.select(&idx))?])
+    }
+}
+
+/// StringToHashBucketFast: each string's 64-bit FarmHash fingerprint (as
+/// TensorFlow's `Fingerprint64`) modulo the bucket count.
+#[derive(Debug)]
+struct HashBucket {
+    buckets: u64,
+}
+
+impl Kernel for HashBucket {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let x = required(inputs, 0, "input")?;
+        let strings = x.as_strings().ok_or_else(|| KernelError(format!("input must be strings, got {}", x.dtype())))?;
+        let out = strings.iter().map(|s| (farmhash::fingerprint64(s) % self.buckets) as i64).collect();
+        Ok(vec![Tensor::new(x.shape().to_vec(), TensorData::Int64(out))?])
+    }
 }
 
 /// Bitcast between element types of one width (float and int32, double
@@ -701,6 +808,32 @@ mod tests {
         assert_eq!(r[0].as_f32().unwrap(), &[2.0, 1.0, 0.0, 5.0, 4.0, 3.0]);
         let ones = run(&node("tf.OnesLike", 1, vec![]), 21, &[&x]).unwrap();
         assert_eq!(ones[0].as_f32().unwrap(), &[1.0; 6]);
+    }
+
+    #[test]
+    fn lookups_and_hash_buckets() {
+        let strings = |v: &[&str]| {
+            Tensor::new(vec![v.len()], TensorData::String(v.iter().map(|s| s.as_bytes().to_vec()).collect())).unwrap()
+        };
+        let table = node(
+            "tf.LookupTableFind",
+            2,
+            vec![
+                ("keys", Attribute::Tensor(strings(&["red", "green"]))),
+                ("values", Attribute::Tensor(Tensor::from_i64(vec![2], vec![1, 2]).unwrap())),
+            ],
+        );
+        let default = Tensor::from_i64(vec![], vec![0]).unwrap();
+        let got = run(&table, 21, &[&strings(&["green", "blue", "red"]), &default]).unwrap().remove(0);
+        assert_eq!(got.data(), &TensorData::Int64(vec![2, 0, 1]));
+        let wrong = Tensor::from_f32(vec![1], vec![0.0]).unwrap();
+        assert!(run(&table, 21, &[&wrong, &default]).is_err());
+        // TensorFlow: tf.strings.to_hash_bucket_fast(["hello", ""], 10) = [8, 0]...
+        let hash = node("tf.StringToHashBucketFast", 1, vec![("num_buckets", Attribute::Int(1 << 30))]);
+        let got = run(&hash, 21, &[&strings(&["", "a"])]).unwrap().remove(0);
+        let want: Vec<i64> =
+            [b"".as_slice(), b"a"].iter().map(|s| (farmhash::fingerprint64(s) % (1 << 30)) as i64).collect();
+        assert_eq!(got.data(), &TensorData::Int64(want));
     }
 
     #[test]

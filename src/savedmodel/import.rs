@@ -74,6 +74,8 @@ pub(super) enum Val {
     /// A top-level variable handle not (yet) bound to a checkpoint key: only
     /// a function call that captures it gives it one.
     Handle(String),
+    /// A top-level lookup table, by node name.
+    Table(String),
 }
 
 /// Reads the SavedModel in `dir` and imports every signature of the
@@ -307,7 +309,11 @@ impl<'a> Importer<'a> {
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            let outputs = if matches!(node.op.as_str(), "VarHandleOp" | "VariableV2" | "Variable") {
+            let outputs = if matches!(node.op.as_str(), "HashTableV2" | "HashTable") {
+                // A lookup table: its contents come from the init op (see
+                // `table_contents`) when a lookup reads it.
+                vec![Val::Table(n.to_string())]
+            } else if matches!(node.op.as_str(), "VarHandleOp" | "VariableV2" | "Variable") {
                 // A TensorFlow 1 graph restores its variables with top-level
                 // ops; a TensorFlow 2 one binds them to the functions that
                 // capture them (the object graph says how).
@@ -352,6 +358,7 @@ impl<'a> Importer<'a> {
                 let first = inputs.len().saturating_sub(captured.len());
                 for (slot, capture) in inputs[first..].iter_mut().zip(captured) {
                     *slot = match capture {
+                        meta::Capture::Resource => slot.clone(),
                         meta::Capture::Variable(key) => Val::Resource(key),
                         meta::Capture::Constant(node) => self
                             .eval_top(&node)?
@@ -371,6 +378,9 @@ impl<'a> Importer<'a> {
         }
         if matches!(node.op.as_str(), "While" | "StatelessWhile") {
             return self.while_loop(node, inputs, &name, function);
+        }
+        if matches!(node.op.as_str(), "LookupTableFindV2" | "LookupTableSizeV2") {
+            return self.lookup(node, &inputs, &name, function);
         }
         if node.op == "ReadVariableOp" {
             return match inputs.first() {
@@ -493,6 +503,7 @@ impl<'a> Importer<'a> {
             match (before, after) {
                 (Val::Tensor(_), Val::Tensor(id)) => outputs.push(*id),
                 (Val::Resource(a), Val::Resource(b)) if a == b => {}
+                (Val::Table(a), Val::Table(b)) if a == b => {}
                 _ => {
                     return Err(self.error(format!(
                         "{function}, node '{node}': loop variable {k} changes from {before:?} to {after:?}; only tensors may change in a loop"
@@ -507,6 +518,93 @@ impl<'a> Importer<'a> {
         }
         self.graph.outputs = outputs;
         Ok(())
+    }
+
+    /// A lookup in a table the init op fills with constants: the keys and
+    /// values become attributes of a `tf.LookupTableFind` node.
+    fn lookup(
+        &mut self,
+        node: &NodeDef,
+        inputs: &[Val],
+        name: &str,
+        function: &str,
+    ) -> Result<Vec<Val>, SavedModelError> {
+        let at = |what: &str| format!("function '{function}', node '{}' ({}): {what}", node.name, node.op);
+        let table = match inputs.first() {
+            Some(Val::Table(t)) => t.clone(),
+            _ => return Err(self.error(at("the table is not a top-level HashTableV2"))),
+        };
+        let (keys, values) = self.table_contents(&table)?;
+        if node.op == "LookupTableSizeV2" {
+            let size = Tensor::from_i64(vec![], vec![keys.len() as i64]).expect("scalar");
+            return Ok(vec![Val::Tensor(self.constant(name, size))]);
+        }
+        let operands: Vec<Option<ValueId>> = inputs[1..]
+            .iter()
+            .map(|v| match v {
+                Val::Tensor(id) => Ok(Some(*id)),
+                _ => Err(self.error(at("the keys and the default value must be tensors"))),
+            })
+            .collect::<Result<_, _>>()?;
+        if operands.len() != 2 {
+            return Err(self.error(at("needs a table, keys and a default value")));
+        }
+        let attrs = vec![("keys", Attribute::Tensor(keys)), ("values", Attribute::Tensor(values))];
+        Ok(vec![Val::Tensor(self.emit(name, "tf.LookupTableFind", operands, 1, attrs)[0])])
+    }
+
+    /// The keys and values the init op imports into top-level table
+    /// `table`: a top-level call whose function runs `LookupTableImportV2`
+    /// (or `InitializeTableV2`) on the table, with constant keys and values
+    /// (passed in from top-level Consts or made inside the function).
+    fn table_contents(&mut self, table: &str) -> Result<(Tensor, Tensor), SavedModelError> {
+        let calls: Vec<&NodeDef> = self
+            .top
+            .values()
+            .filter(|n| matches!(n.op.as_str(), "StatefulPartitionedCall" | "PartitionedCall"))
+            .copied()
+            .collect();
+        for call in calls {
+            let Some(attr_value::Value::Func(f)) = call.attr.get("f").and_then(|a| a.value.as_ref()) else { continue };
+            let Some(fdef) = self.library.get(f.name.as_str()).copied() else { continue };
+            let Some(signature) = fdef.signature.as_ref() else { continue };
+            let arg_input = |arg: &str| -> Option<&str> {
+                let k = signature.input_arg.iter().position(|a| a.name == arg)?;
+                call.input.get(k).map(|i| split_top_ref(i).0)
+            };
+            for init in
+                fdef.node_def.iter().filter(|n| matches!(n.op.as_str(), "LookupTableImportV2" | "InitializeTableV2"))
+            {
+                if init.input.first().and_then(|h| arg_input(h)) != Some(table) {
+                    continue;
+                }
+                let operand = |k: usize| -> Result<Tensor, SavedModelError> {
+                    let r = init.input.get(k).map(String::as_str).unwrap_or_default();
+                    let node = match parse_body_ref(r) {
+                        Source::Arg(a) => arg_input(a).and_then(|n| self.top.get(n).copied()),
+                        Source::Node(n, _) => fdef.node_def.iter().find(|d| d.name == n),
+                    };
+                    match node {
+                        Some(c) if c.op == "Const" => self.const_tensor(c).map_err(|NodeError(m)| self.error(m)),
+                        _ => Err(self.error(format!(
+                            "table '{table}' is filled from '{r}', which is not a constant (tables read from files, as TextVectorization's, are not supported)"
+                        ))),
+                    }
+                };
+                let (keys, values) = (operand(1)?, operand(2)?);
+                if keys.len() != values.len() {
+                    return Err(self.error(format!(
+                        "table '{table}' gets {} keys but {} values",
+                        keys.len(),
+                        values.len()
+                    )));
+                }
+                return Ok((keys, values));
+            }
+        }
+        Err(self.error(format!(
+            "no init op fills lookup table '{table}' with constants (tables read from files, as TextVectorization's, are not supported)"
+        )))
     }
 
     /// Inlines function `name` called with `args`; returns its outputs.

@@ -123,6 +123,8 @@ pub enum Capture {
     Variable(String),
     /// A constant: the top-level Const node holding it.
     Constant(String),
+    /// A resource such as a lookup table: the call passes its own handle.
+    Resource,
 }
 
 /// The call behind signature `name` and the checkpoint keys of what it
@@ -170,7 +172,8 @@ pub fn call_site(
 /// What `function` captures, in the order of its trailing inputs: its
 /// `bound_inputs` are SavedObjectGraph node ids; a variable's checkpoint key
 /// comes from the checkpoint's object graph (same ids), a constant names its
-/// top-level Const node.
+/// top-level Const node, and a resource (a lookup table) is the call's own
+/// input.
 ///
 /// # Errors
 /// When there is no object graph, a capture is neither a variable nor a
@@ -192,13 +195,16 @@ pub fn captures(
                 captures.push(Capture::Constant(c.operation.clone()));
                 continue;
             }
+            Some(saved_object::Kind::Resource(_)) => {
+                captures.push(Capture::Resource);
+                continue;
+            }
             other => {
                 return Err(error(
                     path,
                     format!(
-                        "function '{function}' captures object {id}, which is {}; only variables and constants are supported",
+                        "function '{function}' captures object {id}, which is {}; only variables, constants and lookup tables are supported",
                         match other {
-                            Some(saved_object::Kind::Resource(_)) => "a resource (a lookup table or similar)",
                             Some(saved_object::Kind::CapturedTensor(_)) => "a captured tensor",
                             Some(_) => "neither a variable nor a constant",
                             None => "missing",

@@ -399,6 +399,11 @@ pub(super) fn import_op(
             want(1)?;
             Ok(one(im, op, vec![Some(t[0])], vec![("axis", Attribute::Int(-1))]))
         }
+        "StringToHashBucketFast" => {
+            want(1)?;
+            let attrs = vec![("num_buckets", Attribute::Int(a.int("num_buckets")?))];
+            Ok(one(im, "tf.StringToHashBucketFast", vec![Some(t[0])], attrs))
+        }
         "Bitcast" => {
             want(1)?;
             let to = a.dtype("type")?;

@@ -339,6 +339,7 @@ fn check_signature(
             "int32" => TensorData::Int32(values.iter().map(|v| v.as_i64().unwrap() as i32).collect()),
             "int64" => TensorData::Int64(values.iter().map(|v| v.as_i64().unwrap()).collect()),
             "uint8" => TensorData::UInt8(values.iter().map(|v| v.as_u64().unwrap() as u8).collect()),
+            "string" => TensorData::String(values.iter().map(|v| v.as_str().unwrap().as_bytes().to_vec()).collect()),
             other => return Err(format!("input dtype {other}")),
         };
         let spec = signature.inputs.get(alias).ok_or_else(|| format!("no input '{alias}'"))?;

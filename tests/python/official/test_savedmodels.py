@@ -134,6 +134,11 @@ def exported(doc: dict) -> dict:
 
 
 def recorded_array(entry: dict) -> np.ndarray:
+    """The recorded values; strings as bytes (numpy's ``object`` arrays, as
+    ``tf.make_ndarray`` returns them)."""
+    if entry["dtype"] == "string":
+        values = [v.encode() for v in entry["values"]]
+        return np.asarray(values, dtype=object).reshape(entry["shape"])
     return np.asarray(entry["values"], dtype=entry["dtype"]).reshape(entry["shape"])
 
 
