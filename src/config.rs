@@ -545,6 +545,15 @@ mod tests {
     }
 
     #[test]
+    fn saved_model_tags_are_a_comma_separated_set() {
+        let c = parse(&["--model_base_path=/m"]).unwrap().validate().unwrap();
+        assert_eq!(c.repository.saved_model_tags, ["serve"]);
+        let f = parse(&["--model_base_path=/m", "--saved_model_tags=serve, tpu"]).unwrap();
+        assert!(f.not_honoured().is_empty(), "the flag is honoured");
+        assert_eq!(f.validate().unwrap().repository.saved_model_tags, ["serve", "tpu"]);
+    }
+
+    #[test]
     fn a_repeated_flag_takes_its_last_value() {
         let f = parse(&["--port=1", "--port=2", "--enable_batching=true", "--enable_batching=false"]).unwrap();
         assert_eq!(f.port, 2);
