@@ -435,6 +435,37 @@ fn unsupported_ops_tags_and_gpu_exports_fail_the_load_saying_what_and_where() {
     assert!(err.contains("only Placeholders can be fed"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 
+    // A function that calls itself, and a node that reads its own output,
+    // fail the load instead of recursing or looping.
+    let dir = edited_copy("savedmodel-recursive", |m| {
+        use ferroserve::proto::tensorflow::attr_value;
+        let library = m.meta_graphs[0].graph_def.as_mut().unwrap().library.as_mut().unwrap();
+        // Every signature wrapper now calls itself instead of the model.
+        for f in &mut library.function {
+            let name = f.signature.as_ref().unwrap().name.clone();
+            let call = f.node_def.iter_mut().find(|n| n.op == "StatefulPartitionedCall");
+            if let (true, Some(call)) = (name.contains("signature_wrapper"), call)
+                && let Some(attr_value::Value::Func(g)) = call.attr.get_mut("f").and_then(|a| a.value.as_mut())
+            {
+                g.name = name;
+            }
+        }
+    });
+    let err = load(&dir, &serve);
+    assert!(err.contains("function calls nest deeper than 64"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+    let dir = edited_copy("savedmodel-cycle", |m| {
+        let library = m.meta_graphs[0].graph_def.as_mut().unwrap().library.as_mut().unwrap();
+        for f in &mut library.function {
+            if let Some(relu) = f.node_def.iter_mut().find(|n| n.op == "Relu") {
+                relu.input[0] = format!("{}:activations:0", relu.name);
+            }
+        }
+    });
+    let err = load(&dir, &serve);
+    assert!(err.contains("depends on itself"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+
     // Without its checkpoint, the load names the missing index.
     let dir = temp_dir("savedmodel-no-variables");
     copy_dir(&root().join("examples/models/mnist_savedmodel/1"), &dir);
