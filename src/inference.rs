@@ -672,6 +672,7 @@ mod tests {
             inputs: BTreeMap::new(),
             outputs: list.iter().map(|(a, s)| (a.to_string(), s.clone())).collect(),
             opaque_outputs: BTreeMap::new(),
+            defaults: BTreeMap::new(),
         };
         let two =
             outputs(&[("scores", spec(1, DataType::Float, &[-1, 3])), ("outputs", spec(2, DataType::Float, &[-1, 1]))]);

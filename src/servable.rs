@@ -64,6 +64,9 @@ pub struct Signature {
     /// shows them as TensorFlow does (DT_INVALID, unknown rank); nothing
     /// can fetch them.
     pub opaque_outputs: BTreeMap<String, String>,
+    /// Values for inputs a request may leave out (a SavedModel's
+    /// `SignatureDef.defaults`), by alias.
+    pub defaults: BTreeMap<String, Tensor>,
 }
 
 fn braces<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
@@ -88,14 +91,17 @@ impl Signature {
     }
 
     /// Checks the set of input aliases a request sent, with TensorFlow
-    /// Serving's messages.
+    /// Serving's messages: every input the signature has no default for
+    /// must be there, and nothing else.
     ///
     /// # Errors
     /// When an alias is missing or unknown.
     pub fn check_aliases<'a>(&self, sent: impl IntoIterator<Item = &'a str>) -> Result<(), ServeError> {
         let sent: BTreeSet<&str> = sent.into_iter().collect();
         let expected: BTreeSet<&str> = self.inputs.keys().map(String::as_str).collect();
-        if sent.len() != expected.len() {
+        let defaulted: BTreeSet<&str> = self.defaults.keys().map(String::as_str).collect();
+        let required: BTreeSet<&str> = expected.difference(&defaulted).copied().collect();
+        if sent.len() > expected.len() || (sent.len() < expected.len() && defaulted.is_empty()) {
             return Err(ServeError::InvalidArgument(format!(
                 "input size does not match signature: {}!={} len({}) != len({}). Sent extra: {}. Missing but required: {}.",
                 sent.len(),
@@ -103,14 +109,21 @@ impl Signature {
                 braces(sent.iter().copied()),
                 braces(expected.iter().copied()),
                 braces(sent.difference(&expected).copied()),
-                braces(expected.difference(&sent).copied()),
+                braces(required.difference(&sent).copied()),
             )));
         }
-        if let Some(missing) = expected.difference(&sent).next() {
+        if let Some(missing) = required.difference(&sent).next() {
             return Err(ServeError::InvalidArgument(format!(
-                "Signature input alias: {missing}(feed name: {}) not found in request and no default value provided. Inputs expected to be in the request {}, or default input alias set: {{}}",
+                "Signature input alias: {missing}(feed name: {}) not found in request and no default value provided. Inputs expected to be in the request {}, or default input alias set: {}",
                 self.inputs[*missing].name,
-                braces(expected.iter().copied()),
+                braces(required.iter().copied()),
+                braces(defaulted.iter().copied()),
+            )));
+        }
+        if let Some(unknown) = sent.difference(&expected).next() {
+            return Err(ServeError::InvalidArgument(format!(
+                "Inputs contains invalid name. Used request inputs: {}, request input: {unknown}",
+                braces(sent.intersection(&expected).copied()),
             )));
         }
         Ok(())
@@ -263,6 +276,7 @@ impl Servable {
             inputs: BTreeMap::new(),
             outputs: BTreeMap::new(),
             opaque_outputs: BTreeMap::new(),
+            defaults: BTreeMap::new(),
         };
         for &id in &graph.inputs {
             signature.inputs.insert(graph.values[id].name.clone(), spec_of(&graph, id, path)?);
@@ -320,6 +334,7 @@ impl Servable {
                 inputs: BTreeMap::new(),
                 outputs: BTreeMap::new(),
                 opaque_outputs: BTreeMap::new(),
+                defaults: BTreeMap::new(),
             };
             for (alias, r) in s.inputs {
                 let value = r.value.ok_or_else(|| LoadError::Signature {
@@ -339,6 +354,13 @@ impl Servable {
                         signature.opaque_outputs.insert(alias, r.name);
                     }
                 }
+            }
+            for (alias, tensor) in s.defaults {
+                signature.check_input(&alias, tensor.dtype(), tensor.shape()).map_err(|e| LoadError::Signature {
+                    path: path.clone(),
+                    message: format!("signature '{key}' default for input '{alias}' does not fit it: {e}"),
+                })?;
+                signature.defaults.insert(alias, tensor);
             }
             signatures.insert(key, signature);
         }
@@ -388,6 +410,7 @@ mod tests {
             inputs: BTreeMap::from([("a".into(), spec("a", 0)), ("b".into(), spec("b", 1))]),
             outputs: BTreeMap::from([("y".into(), spec("y", 2)), ("z".into(), spec("z", 3))]),
             opaque_outputs: BTreeMap::new(),
+            defaults: BTreeMap::new(),
         }
     }
 
@@ -410,6 +433,24 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn inputs_with_defaults_may_be_left_out() {
+        let mut s = signature();
+        s.defaults.insert("b".into(), Tensor::from_f32(vec![1, 2], vec![0.0, 0.0]).unwrap());
+        assert!(s.check_aliases(["a"]).is_ok());
+        assert!(s.check_aliases(["a", "b"]).is_ok());
+        let err = s.check_aliases(["b"]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("Signature input alias: a(feed name: a:0) not found in request and no default value provided. Inputs expected to be in the request {a}, or default input alias set: {b}"),
+            "{err}"
+        );
+        assert_eq!(
+            s.check_aliases(["a", "c"]).unwrap_err().to_string(),
+            "Inputs contains invalid name. Used request inputs: {a}, request input: c"
+        );
+        assert!(s.check_aliases(["a", "b", "c"]).unwrap_err().to_string().starts_with("input size does not match"));
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct ImportedSignature {
     pub method_name: String,
     pub inputs: BTreeMap<String, TensorRef>,
     pub outputs: BTreeMap<String, TensorRef>,
+    /// `SignatureDef.defaults`: values for inputs a request may leave out.
+    pub defaults: BTreeMap<String, Tensor>,
 }
 
 /// A SavedModel as the server runs it.
@@ -126,7 +128,14 @@ pub fn import(dir: &Path, tags: &[String]) -> Result<Imported, SavedModelError> 
         };
         let inputs = convert(&def.inputs, &mut importer, true)?;
         let outputs = convert(&def.outputs, &mut importer, false)?;
-        signatures.insert(key.clone(), ImportedSignature { method_name: def.method_name.clone(), inputs, outputs });
+        let mut defaults = BTreeMap::new();
+        for (alias, proto) in &def.defaults {
+            let tensor = from_proto(proto)
+                .map_err(|e| importer.error(format!("signature '{key}' default for input '{alias}': {e}")))?;
+            defaults.insert(alias.clone(), tensor);
+        }
+        signatures
+            .insert(key.clone(), ImportedSignature { method_name: def.method_name.clone(), inputs, outputs, defaults });
     }
     let mut graph = importer.finish();
     for s in signatures.values() {

@@ -87,7 +87,7 @@ pub fn signature_def(signature: &Signature) -> SignatureDef {
             }))
             .collect(),
         method_name: signature.method_name.clone(),
-        defaults: HashMap::new(),
+        defaults: signature.defaults.iter().map(|(a, t)| (a.clone(), to_proto(t.clone()))).collect(),
     }
 }
 
@@ -213,6 +213,8 @@ pub struct PreparedPredict {
     servable: Arc<Servable>,
     signature_key: String,
     inputs: Vec<(String, ValueId, TensorProto, Header)>,
+    /// The signature's defaults for the inputs the request left out.
+    defaults: Vec<(ValueId, crate::tensor::Tensor)>,
     aliases: Vec<String>,
     fetches: Vec<ValueId>,
 }
@@ -229,8 +231,12 @@ impl PreparedPredict {
         let (signature_key, signature) = servable.signature(signature_name)?;
         signature.check_aliases(request.inputs.keys().map(String::as_str))?;
         let mut inputs = Vec::with_capacity(signature.inputs.len());
-        for alias in signature.inputs.keys() {
+        let mut defaults = Vec::new();
+        for (alias, spec) in &signature.inputs {
             let Some(proto) = request.inputs.remove(alias) else {
+                if let Some(t) = signature.defaults.get(alias) {
+                    defaults.push((spec.value, t.clone()));
+                }
                 continue;
             };
             let head = header(&proto)
@@ -242,7 +248,7 @@ impl PreparedPredict {
         let aliases = outputs.iter().map(|(a, _)| a.to_string()).collect();
         let fetches = outputs.iter().map(|(_, s)| s.value).collect();
         let signature_key = signature_key.to_string();
-        Ok(PreparedPredict { servable, signature_key, inputs, aliases, fetches })
+        Ok(PreparedPredict { servable, signature_key, inputs, defaults, aliases, fetches })
     }
 
     /// Decodes the inputs, runs the model and encodes the answer, in the
@@ -254,7 +260,7 @@ impl PreparedPredict {
     /// on the data.
     pub fn execute(self, as_content: bool) -> Result<PredictResponse, ServeError> {
         let encode = if as_content { to_proto_content } else { to_proto };
-        let mut feeds = Vec::with_capacity(self.inputs.len());
+        let mut feeds = self.defaults;
         for (alias, value, proto, head) in self.inputs {
             let tensor = decode(&proto, head)
                 .map_err(|e| ServeError::InvalidArgument(format!("tensor parsing error: {alias} ({e})")))?;

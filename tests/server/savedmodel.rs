@@ -507,3 +507,47 @@ async fn rest_metadata_and_predict_on_a_saved_model() {
     assert!(body.contains("image"), "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_defaults_fill_inputs_a_request_leaves_out() {
+    use crate::harness::{TestServer, float_tensor, spec};
+    use ferroserve::proto::tensorflow::serving::{GetModelMetadataRequest, PredictRequest, SignatureDefMap};
+    use prost::Message;
+
+    // The bundled model with a default image (all zeros) for serving_default.
+    let zeros = float_tensor(&[1, 28, 28, 1], vec![0.0; 784]);
+    let version = edited_copy("savedmodel-defaults", |m| {
+        let signature = m.meta_graphs[0].signature_def.get_mut("serving_default").unwrap();
+        signature.defaults.insert("image".into(), zeros.clone());
+    });
+    let base = temp_dir("savedmodel-defaults-base");
+    std::fs::rename(&version, base.join("1")).unwrap();
+    let config = ferroserve::repository::ModelConfig::new("m", &base);
+    let server = TestServer::start_with(vec![config], std::time::Duration::ZERO).await;
+    let mut client = server.prediction().await;
+    let request = |inputs: Vec<(&str, ferroserve::proto::tensorflow::TensorProto)>| PredictRequest {
+        model_spec: spec("m"),
+        inputs: inputs.into_iter().map(|(a, t)| (a.to_string(), t)).collect(),
+        ..PredictRequest::default()
+    };
+    let defaulted = client.predict(request(vec![])).await.unwrap().into_inner();
+    let explicit = client.predict(request(vec![("image", zeros.clone())])).await.unwrap().into_inner();
+    assert_eq!(defaulted.outputs["probabilities"], explicit.outputs["probabilities"]);
+    let err = client.predict(request(vec![("image", zeros.clone()), ("other", zeros)])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("input size does not match signature"), "{}", err.message());
+
+    let response = client
+        .get_model_metadata(GetModelMetadataRequest {
+            model_spec: spec("m"),
+            metadata_field: vec!["signature_def".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let map = SignatureDefMap::decode(response.metadata["signature_def"].value.as_slice()).unwrap();
+    let default = &map.signature_def["serving_default"].defaults["image"];
+    assert_eq!(ferroserve::tensor::proto::from_proto(default).unwrap().shape(), &[1, 28, 28, 1]);
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(base);
+}
