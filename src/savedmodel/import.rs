@@ -11,6 +11,11 @@
 //! Each function's nodes are visited in dependency order with an explicit
 //! stack, so deep graphs need no deep recursion; only nested calls recurse,
 //! and their depth is bounded.
+//!
+//! `While` loops become ONNX Loops (the body subgraph runs TensorFlow's body
+//! then its condition); lookup tables take the constants the init op imports
+//! into them; TensorFlow 1 graphs, which have no object graph, find their
+//! variables' keys through the top-level saver's restore ops.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
