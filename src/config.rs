@@ -234,6 +234,13 @@ pub struct Config {
     pub shutdown_delay: std::time::Duration,
     /// How long in-flight requests may take after that.
     pub shutdown_grace: std::time::Duration,
+    /// The largest gRPC message received and sent
+    /// (`--grpc_channel_arguments`: `grpc.max_receive_message_length`,
+    /// `grpc.max_send_message_length`; -1 = unlimited).
+    pub max_receive_bytes: usize,
+    pub max_send_bytes: usize,
+    /// Channel arguments given but not acted on.
+    pub ignored_channel_arguments: Vec<String>,
 }
 
 impl Flags {
@@ -265,7 +272,6 @@ impl Flags {
             platform_config_file => "not yet honoured",
             ssl_config_file => "not yet honoured",
             use_alts_credentials => "not yet honoured",
-            grpc_channel_arguments => "not yet honoured",
             grpc_max_threads => "not yet honoured",
             enable_profiler => "ignored: no profiler service",
             enable_grpc_healthcheck_service => "ignored: grpc.health.v1 is always served",
@@ -337,6 +343,8 @@ impl Flags {
         } else {
             read_monitoring_config_file(std::path::Path::new(&self.monitoring_config_file))?
         };
+        let (max_receive_bytes, max_send_bytes, ignored_channel_arguments) =
+            channel_arguments(&self.grpc_channel_arguments)?;
         let seconds = |s: i64| (s > 0).then(|| Duration::from_secs(s as u64));
         Ok(Config {
             grpc_port: (self.port != 0).then_some(self.port),
@@ -369,8 +377,39 @@ impl Flags {
             compute_threads: self.tensorflow_intra_op_parallelism as usize,
             shutdown_delay: std::time::Duration::from_secs(self.shutdown_delay_seconds),
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_seconds),
+            max_receive_bytes,
+            max_send_bytes,
+            ignored_channel_arguments,
         })
     }
+}
+
+/// TensorFlow Serving's default (and largest) gRPC message size.
+const GRPC_MAX_MESSAGE_BYTES: usize = i32::MAX as usize;
+
+/// `--grpc_channel_arguments`: comma-separated `name=value` pairs. The
+/// message size limits are honoured (-1 = the largest); the other names
+/// are returned to be logged as ignored.
+fn channel_arguments(text: &str) -> Result<(usize, usize, Vec<String>), ConfigError> {
+    let (mut receive, mut send, mut ignored) = (GRPC_MAX_MESSAGE_BYTES, GRPC_MAX_MESSAGE_BYTES, Vec::new());
+    let invalid =
+        |reason: String| ConfigError::Invalid { flag: "grpc_channel_arguments", value: text.to_string(), reason };
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').ok_or_else(|| invalid(format!("'{pair}' is not name=value")))?;
+        let limit = || -> Result<usize, ConfigError> {
+            match value.trim().parse::<i64>() {
+                Ok(-1) => Ok(GRPC_MAX_MESSAGE_BYTES),
+                Ok(n) if n >= 0 => Ok((n as usize).min(GRPC_MAX_MESSAGE_BYTES)),
+                _ => Err(invalid(format!("{name} must be a byte count or -1, got '{value}'"))),
+            }
+        };
+        match name.trim() {
+            "grpc.max_receive_message_length" => receive = limit()?,
+            "grpc.max_send_message_length" => send = limit()?,
+            other => ignored.push(other.to_string()),
+        }
+    }
+    Ok((receive, send, ignored))
 }
 
 /// Why object-store base paths are refused.
@@ -551,6 +590,27 @@ mod tests {
         let f = parse(&["--model_base_path=/m", "--saved_model_tags=serve, tpu"]).unwrap();
         assert!(f.not_honoured().is_empty(), "the flag is honoured");
         assert_eq!(f.validate().unwrap().repository.saved_model_tags, ["serve", "tpu"]);
+    }
+
+    #[test]
+    fn grpc_message_limits_come_from_the_channel_arguments() {
+        let c = parse(&["--model_base_path=/m"]).unwrap().validate().unwrap();
+        assert_eq!((c.max_receive_bytes, c.max_send_bytes), (GRPC_MAX_MESSAGE_BYTES, GRPC_MAX_MESSAGE_BYTES));
+        let f = parse(&[
+            "--model_base_path=/m",
+            "--grpc_channel_arguments=grpc.max_receive_message_length=1000, grpc.max_send_message_length=-1,grpc.max_connection_age_ms=5",
+        ])
+        .unwrap();
+        assert!(f.not_honoured().is_empty());
+        let c = f.validate().unwrap();
+        assert_eq!((c.max_receive_bytes, c.max_send_bytes), (1000, GRPC_MAX_MESSAGE_BYTES));
+        assert_eq!(c.ignored_channel_arguments, ["grpc.max_connection_age_ms"]);
+        let err = parse(&["--model_base_path=/m", "--grpc_channel_arguments=grpc.max_receive_message_length=big"])
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grpc.max_receive_message_length must be a byte count"), "{err}");
     }
 
     #[test]

@@ -58,6 +58,9 @@ fn main() -> ExitCode {
     for (flag, note) in flags.not_honoured() {
         tracing::warn!(flag = %format!("--{flag}"), "{note}");
     }
+    for name in &config.ignored_channel_arguments {
+        tracing::warn!(argument = %name, "--grpc_channel_arguments: ignored (only grpc.max_receive_message_length and grpc.max_send_message_length are honoured)");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -121,7 +124,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(
         ServingState::new(repository, compute)
             .with_tensor_content_outputs(config.tensor_content_outputs)
-            .with_method_name_check(config.method_name_check),
+            .with_method_name_check(config.method_name_check)
+            .with_message_limits(config.max_receive_bytes, config.max_send_bytes),
     );
 
     let Some(port) = config.grpc_port else {

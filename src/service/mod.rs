@@ -53,6 +53,11 @@ pub struct ServingState {
     pub tensor_content_outputs: bool,
     /// Check signature method names (`--enable_signature_method_name_check`).
     pub method_name_check: bool,
+    /// The largest gRPC message received and sent, in bytes
+    /// (`--grpc_channel_arguments=grpc.max_receive_message_length=...`,
+    /// `grpc.max_send_message_length`; TF Serving's default is 2 GiB - 1).
+    pub max_receive_bytes: usize,
+    pub max_send_bytes: usize,
 }
 
 impl ServingState {
@@ -64,7 +69,16 @@ impl ServingState {
             in_flight: AtomicUsize::new(0),
             tensor_content_outputs: false,
             method_name_check: false,
+            max_receive_bytes: MAX_MESSAGE_BYTES,
+            max_send_bytes: MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// With gRPC message size limits (`--grpc_channel_arguments`).
+    pub fn with_message_limits(mut self, receive: usize, send: usize) -> ServingState {
+        self.max_receive_bytes = receive;
+        self.max_send_bytes = send;
+        self
     }
 
     /// With `--enable_signature_method_name_check`.
@@ -128,6 +142,62 @@ async fn set_all(reporter: &HealthReporter, known: &[String], status: ServingSta
     }
 }
 
+/// tonic refuses a message over the receive limit with OUT_OF_RANGE; gRPC
+/// (and so TensorFlow Serving) says RESOURCE_EXHAUSTED. The status, in the
+/// headers or the trailers, is rewritten, naming the limit and the flag that
+/// raises it.
+fn oversize_as_resource_exhausted(
+    response: http::Response<tonic::body::Body>,
+    limit: usize,
+) -> http::Response<tonic::body::Body> {
+    use http_body_util::BodyExt;
+    let (mut parts, body) = response.into_parts();
+    rewrite_oversize(&mut parts.headers, limit);
+    let body = body.map_frame(move |mut frame| {
+        if let Some(trailers) = frame.trailers_mut() {
+            rewrite_oversize(trailers, limit);
+        }
+        frame
+    });
+    http::Response::from_parts(parts, tonic::body::Body::new(body))
+}
+
+fn rewrite_oversize(headers: &mut http::HeaderMap, limit: usize) {
+    // grpc-message is percent-encoded.
+    let raw = headers.get("grpc-message").map(|m| m.as_bytes()).unwrap_or_default();
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = raw
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (raw[i], hex) {
+            (b'%', Some(b)) => {
+                bytes.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                bytes.push(b);
+                i += 1;
+            }
+        }
+    }
+    let message = String::from_utf8_lossy(&bytes);
+    if headers.get("grpc-status").is_none_or(|v| v != "11") || !message.contains("decoded message length too large") {
+        return;
+    }
+    let found = message.split("found ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap_or("more").to_string();
+    let message = format!(
+        "Received message larger than max ({found} vs. {limit}); the limit is raised with --grpc_channel_arguments=grpc.max_receive_message_length=N"
+    );
+    headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    // Plain ASCII without '%': valid as it is.
+    if let Ok(v) = http::HeaderValue::from_str(&message) {
+        headers.insert("grpc-message", v);
+    }
+}
+
 /// Serves gRPC on `listener` until `shutdown` resolves, then drains: health
 /// turns NOT_SERVING at once, the listener keeps accepting for
 /// `shutdown_delay` (so load balancers see the change), then stops, and
@@ -160,12 +230,13 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let (receive, send) = (state.max_receive_bytes, state.max_send_bytes);
     let prediction = PredictionServiceServer::new(PredictionApi::new(state.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(receive)
+        .max_encoding_message_size(send);
     let model = ModelServiceServer::new(ModelApi::new(state.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(receive)
+        .max_encoding_message_size(send);
 
     let drain_state = state.clone();
     let drain = async move {
@@ -194,6 +265,7 @@ pub async fn serve(
         tokio::time::sleep(shutdown_delay).await;
     };
     Server::builder()
+        .layer(tower::util::MapResponseLayer::new(move |r| oversize_as_resource_exhausted(r, receive)))
         .add_service(prediction)
         .add_service(model)
         .add_service(health)

@@ -256,3 +256,28 @@ async fn metadata_and_status_errors() {
     check("reload without config", status, Code::InvalidArgument, Text::Exact("ReloadConfigRequest has no config"));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_receive_limit_is_resource_exhausted_naming_the_flag() {
+    use ferroserve::proto::tensorflow::serving::GetModelStatusRequest;
+
+    // --grpc_channel_arguments=grpc.max_receive_message_length=2000
+    let state = TestServer::example_state().with_message_limits(2000, ferroserve::service::MAX_MESSAGE_BYTES);
+    let server = TestServer::start_state(state, std::time::Duration::ZERO).await;
+    let mut client = server.prediction().await;
+    // One 28x28 image is 3136 bytes of floats, more than the limit.
+    let err = client.predict(predict_request(&cases()[0])).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().starts_with("Received message larger than max (")
+            && err.message().contains(" vs. 2000)")
+            && err.message().contains("--grpc_channel_arguments=grpc.max_receive_message_length"),
+        "{}",
+        err.message()
+    );
+    // Small messages still pass, and the server keeps serving.
+    let mut models = server.models().await;
+    let status = models.get_model_status(GetModelStatusRequest { model_spec: spec("mnist") }).await;
+    assert!(status.is_ok(), "{status:?}");
+    server.stop().await;
+}
