@@ -142,27 +142,25 @@ async fn set_all(reporter: &HealthReporter, known: &[String], status: ServingSta
     }
 }
 
-/// tonic refuses a message over the receive limit with OUT_OF_RANGE; gRPC
-/// (and so TensorFlow Serving) says RESOURCE_EXHAUSTED. The status, in the
-/// headers or the trailers, is rewritten, naming the limit and the flag that
-/// raises it.
-fn oversize_as_resource_exhausted(
-    response: http::Response<tonic::body::Body>,
-    limit: usize,
-) -> http::Response<tonic::body::Body> {
+/// tonic refuses a message over the receive limit with OUT_OF_RANGE and an
+/// expired client deadline with CANCELLED; gRPC (and so TensorFlow
+/// Serving) says RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED. The status, in
+/// the headers or the trailers, is rewritten; the oversize message names
+/// the limit and the flag that raises it.
+fn grpc_status_codes(response: http::Response<tonic::body::Body>, limit: usize) -> http::Response<tonic::body::Body> {
     use http_body_util::BodyExt;
     let (mut parts, body) = response.into_parts();
-    rewrite_oversize(&mut parts.headers, limit);
+    rewrite_status(&mut parts.headers, limit);
     let body = body.map_frame(move |mut frame| {
         if let Some(trailers) = frame.trailers_mut() {
-            rewrite_oversize(trailers, limit);
+            rewrite_status(trailers, limit);
         }
         frame
     });
     http::Response::from_parts(parts, tonic::body::Body::new(body))
 }
 
-fn rewrite_oversize(headers: &mut http::HeaderMap, limit: usize) {
+fn rewrite_status(headers: &mut http::HeaderMap, limit: usize) {
     // grpc-message is percent-encoded.
     let raw = headers.get("grpc-message").map(|m| m.as_bytes()).unwrap_or_default();
     let mut bytes = Vec::with_capacity(raw.len());
@@ -184,6 +182,14 @@ fn rewrite_oversize(headers: &mut http::HeaderMap, limit: usize) {
         }
     }
     let message = String::from_utf8_lossy(&bytes);
+    // tonic answers an expired `grpc-timeout` with CANCELLED; gRPC says
+    // DEADLINE_EXCEEDED (the handler, and any run still waiting for the
+    // compute pool, is dropped either way).
+    if headers.get("grpc-status").is_some_and(|v| v == "1") && message == "Timeout expired" {
+        headers.insert("grpc-status", http::HeaderValue::from_static("4"));
+        headers.insert("grpc-message", http::HeaderValue::from_static("Deadline Exceeded"));
+        return;
+    }
     if headers.get("grpc-status").is_none_or(|v| v != "11") || !message.contains("decoded message length too large") {
         return;
     }
@@ -265,7 +271,7 @@ pub async fn serve(
         tokio::time::sleep(shutdown_delay).await;
     };
     Server::builder()
-        .layer(tower::util::MapResponseLayer::new(move |r| oversize_as_resource_exhausted(r, receive)))
+        .layer(tower::util::MapResponseLayer::new(move |r| grpc_status_codes(r, receive)))
         .add_service(prediction)
         .add_service(model)
         .add_service(health)
@@ -274,4 +280,39 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), drain)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::rewrite_status;
+
+    fn headers(status: &str, message: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-status", status.parse().unwrap());
+        h.insert("grpc-message", message.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn tonics_codes_become_grpcs() {
+        // An expired grpc-timeout: CANCELLED in tonic, DEADLINE_EXCEEDED in gRPC.
+        let mut h = headers("1", "Timeout%20expired");
+        rewrite_status(&mut h, 10);
+        assert_eq!(
+            (h["grpc-status"].to_str().unwrap(), h["grpc-message"].to_str().unwrap()),
+            ("4", "Deadline Exceeded")
+        );
+        // An oversize message: OUT_OF_RANGE in tonic, RESOURCE_EXHAUSTED in gRPC.
+        let mut h = headers(
+            "11",
+            "Error,%20decoded%20message%20length%20too%20large:%20found%2012%20bytes,%20the%20limit%20is:%2010%20bytes",
+        );
+        rewrite_status(&mut h, 10);
+        assert_eq!(h["grpc-status"], "8");
+        assert!(h["grpc-message"].to_str().unwrap().starts_with("Received message larger than max (12 vs. 10)"));
+        // Anything else is left alone.
+        let mut h = headers("1", "cancelled%20by%20client");
+        rewrite_status(&mut h, 10);
+        assert_eq!(h["grpc-status"], "1");
+    }
 }
