@@ -123,8 +123,10 @@ import numpy as np
 
 import tensorflow as tf
 
-from tensorflow.core.framework import types_pb2  # noqa: E402
-from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+# The saved_model.pb readers the Keras fixtures use (same JSON format).
+from build_keras_savedmodels import node_name, serve_meta_graph, signatures  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
 v1 = tf.compat.v1
@@ -284,39 +286,6 @@ def example_inputs(name):
 
 
 # --- reading saved_model.pb -------------------------------------------------------
-
-
-def serve_meta_graph(version_dir):
-    sm = saved_model_pb2.SavedModel()
-    sm.ParseFromString((version_dir / "saved_model.pb").read_bytes())
-    found = [mg for mg in sm.meta_graphs if set(mg.meta_info_def.tags) == {SERVE_TAG}]
-    if len(sm.meta_graphs) != 1 or len(found) != 1:
-        tags = [sorted(mg.meta_info_def.tags) for mg in sm.meta_graphs]
-        raise RuntimeError(f"expected one MetaGraphDef, tagged 'serve'; found tag sets {tags}")
-    return found[0]
-
-
-def tensor_info(info):
-    if info.WhichOneof("encoding") not in (None, "name"):
-        raise RuntimeError(f"unsupported TensorInfo encoding {info.WhichOneof('encoding')}")
-    shape = None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim]
-    return {"name": info.name, "dtype": types_pb2.DataType.Name(info.dtype), "shape": shape}
-
-
-def signatures(meta_graph):
-    out = {}
-    for key in sorted(meta_graph.signature_def):
-        sig = meta_graph.signature_def[key]
-        out[key] = {
-            "method_name": sig.method_name,
-            "inputs": {a: tensor_info(sig.inputs[a]) for a in sorted(sig.inputs)},
-            "outputs": {a: tensor_info(sig.outputs[a]) for a in sorted(sig.outputs)},
-        }
-    return out
-
-
-def node_name(tensor):
-    return tensor.lstrip("^").split(":")[0]
 
 
 def reachable_ops(meta_graph, signature_key):

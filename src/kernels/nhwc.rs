@@ -128,10 +128,8 @@ fn unravel(mut index: usize, dims: &[usize], out: &mut [usize]) {
 
 /// An NHWC input's dims.
 fn nhwc(t: &Tensor, what: &str) -> Result<[usize; 4], KernelError> {
-    match *t.shape() {
-        [n, h, w, c] => Ok([n, h, w, c]),
-        ref s => Err(KernelError(format!("{what} must have rank 4 (NHWC), got shape {s:?}"))),
-    }
+    let (n, spatial, c) = channels_last_dims(t, 2, what)?;
+    Ok([n, spatial[0], spatial[1], c])
 }
 
 /// The input row a window tap reads, or `None` in the padding.

@@ -124,19 +124,23 @@ struct Attrs<'n> {
 }
 
 impl Attrs<'_> {
+    /// The OpDef default of attribute `name` of this node's op.
+    fn default(&self, name: &str) -> Option<Default> {
+        DEFAULTS.iter().find(|(op, a, _)| *op == self.node.op && *a == name).map(|(_, _, d)| *d)
+    }
+
+    /// A scalar attribute (int, bool, float or type), present or defaulted;
+    /// strings and lists are read by `string` and `ints`.
     fn value(&self, name: &str) -> Result<Option<Default>, NodeError> {
         let Some(v) = self.node.attr.get(name).and_then(|a| a.value.as_ref()) else {
-            return Ok(DEFAULTS.iter().find(|(op, a, _)| *op == self.node.op && *a == name).map(|(_, _, d)| *d));
+            return Ok(self.default(name));
         };
-        // Present attributes are converted to the same shape as defaults;
-        // lists keep their own storage, so they are read separately.
         Ok(Some(match v {
             attr_value::Value::I(i) => Default::Int(*i),
             attr_value::Value::B(b) => Default::Bool(*b),
             attr_value::Value::F(f) => Default::Float(*f),
             attr_value::Value::Type(t) => Default::Type(*t),
-            attr_value::Value::S(_) | attr_value::Value::List(_) => return Ok(None),
-            _ => return Err(NodeError(format!("attribute '{name}' has an unexpected kind"))),
+            _ => return Err(NodeError(format!("attribute '{name}' is not an integer, bool, float or type"))),
         }))
     }
 
@@ -185,8 +189,8 @@ impl Attrs<'_> {
         match self.node.attr.get(name).and_then(|a| a.value.as_ref()) {
             Some(attr_value::Value::S(s)) => Ok(String::from_utf8_lossy(s).into_owned()),
             Some(_) => Err(NodeError(format!("attribute '{name}' is not a string"))),
-            None => match DEFAULTS.iter().find(|(op, a, _)| *op == self.node.op && *a == name) {
-                Some((_, _, Default::Str(s))) => Ok((*s).to_string()),
+            None => match self.default(name) {
+                Some(Default::Str(s)) => Ok(s.to_string()),
                 _ => Err(self.missing(name)),
             },
         }
@@ -196,8 +200,8 @@ impl Attrs<'_> {
         match self.node.attr.get(name).and_then(|a| a.value.as_ref()) {
             Some(attr_value::Value::List(l)) => Ok(l.i.clone()),
             Some(_) => Err(NodeError(format!("attribute '{name}' is not a list of integers"))),
-            None => match DEFAULTS.iter().find(|(op, a, _)| *op == self.node.op && *a == name) {
-                Some((_, _, Default::Ints(v))) => Ok(v.to_vec()),
+            None => match self.default(name) {
+                Some(Default::Ints(v)) => Ok(v.to_vec()),
                 _ => Err(self.missing(name)),
             },
         }

@@ -161,47 +161,25 @@ fn grpc_status_codes(response: http::Response<tonic::body::Body>, limit: usize) 
 }
 
 fn rewrite_status(headers: &mut http::HeaderMap, limit: usize) {
-    // grpc-message is percent-encoded.
-    let raw = headers.get("grpc-message").map(|m| m.as_bytes()).unwrap_or_default();
-    let mut bytes = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let hex = raw
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (raw[i], hex) {
-            (b'%', Some(b)) => {
-                bytes.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                bytes.push(b);
-                i += 1;
-            }
+    let Some(status) = tonic::Status::from_header_map(headers) else { return };
+    let rewritten = match status.code() {
+        // tonic answers an expired `grpc-timeout` with CANCELLED; gRPC says
+        // DEADLINE_EXCEEDED (the handler, and any run still waiting for the
+        // compute pool, is dropped either way).
+        tonic::Code::Cancelled if status.message() == "Timeout expired" => {
+            tonic::Status::deadline_exceeded("Deadline Exceeded")
         }
-    }
-    let message = String::from_utf8_lossy(&bytes);
-    // tonic answers an expired `grpc-timeout` with CANCELLED; gRPC says
-    // DEADLINE_EXCEEDED (the handler, and any run still waiting for the
-    // compute pool, is dropped either way).
-    if headers.get("grpc-status").is_some_and(|v| v == "1") && message == "Timeout expired" {
-        headers.insert("grpc-status", http::HeaderValue::from_static("4"));
-        headers.insert("grpc-message", http::HeaderValue::from_static("Deadline Exceeded"));
-        return;
-    }
-    if headers.get("grpc-status").is_none_or(|v| v != "11") || !message.contains("decoded message length too large") {
-        return;
-    }
-    let found = message.split("found ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap_or("more").to_string();
-    let message = format!(
-        "Received message larger than max ({found} vs. {limit}); the limit is raised with --grpc_channel_arguments=grpc.max_receive_message_length=N"
-    );
-    headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-    // Plain ASCII without '%': valid as it is.
-    if let Ok(v) = http::HeaderValue::from_str(&message) {
-        headers.insert("grpc-message", v);
-    }
+        tonic::Code::OutOfRange if status.message().contains("decoded message length too large") => {
+            let found =
+                status.message().split("found ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap_or("more");
+            tonic::Status::resource_exhausted(format!(
+                "Received message larger than max ({found} vs. {limit}); the limit is raised with --grpc_channel_arguments=grpc.max_receive_message_length=N"
+            ))
+        }
+        _ => return,
+    };
+    // Only a message that cannot be a header value fails, and ours are ASCII.
+    let _ = rewritten.add_header(headers);
 }
 
 /// Serves gRPC on `listener` until `shutdown` resolves, then drains: health
@@ -295,21 +273,23 @@ mod status_tests {
 
     #[test]
     fn tonics_codes_become_grpcs() {
+        let status = |h: &http::HeaderMap| {
+            let s = tonic::Status::from_header_map(h).unwrap();
+            (s.code(), s.message().to_string())
+        };
         // An expired grpc-timeout: CANCELLED in tonic, DEADLINE_EXCEEDED in gRPC.
         let mut h = headers("1", "Timeout%20expired");
         rewrite_status(&mut h, 10);
-        assert_eq!(
-            (h["grpc-status"].to_str().unwrap(), h["grpc-message"].to_str().unwrap()),
-            ("4", "Deadline Exceeded")
-        );
+        assert_eq!(status(&h), (tonic::Code::DeadlineExceeded, "Deadline Exceeded".to_string()));
         // An oversize message: OUT_OF_RANGE in tonic, RESOURCE_EXHAUSTED in gRPC.
         let mut h = headers(
             "11",
             "Error,%20decoded%20message%20length%20too%20large:%20found%2012%20bytes,%20the%20limit%20is:%2010%20bytes",
         );
         rewrite_status(&mut h, 10);
-        assert_eq!(h["grpc-status"], "8");
-        assert!(h["grpc-message"].to_str().unwrap().starts_with("Received message larger than max (12 vs. 10)"));
+        let (code, message) = status(&h);
+        assert_eq!(code, tonic::Code::ResourceExhausted);
+        assert!(message.starts_with("Received message larger than max (12 vs. 10)"), "{message}");
         // Anything else is left alone.
         let mut h = headers("1", "cancelled%20by%20client");
         rewrite_status(&mut h, 10);
