@@ -189,6 +189,16 @@ pub struct Flags {
     /// Then, seconds to wait for in-flight requests before exiting anyway.
     #[arg(long, default_value_t = 25)]
     pub shutdown_grace_seconds: u64,
+    /// Budget of request bytes held by requests in flight, gRPC and REST
+    /// (gzip inflation included); a request past it gets
+    /// RESOURCE_EXHAUSTED at once. Default: a quarter of physical memory;
+    /// 0 = no budget.
+    #[arg(long)]
+    pub max_inflight_request_bytes: Option<u64>,
+    /// Requests that may wait for a compute thread; past it, UNAVAILABLE
+    /// (HTTP 503) at once. 0 = no bound.
+    #[arg(long, default_value_t = 1024)]
+    pub max_queued_requests: u64,
 }
 
 /// Why the flags do not make a runnable configuration.
@@ -241,6 +251,10 @@ pub struct Config {
     pub max_send_bytes: usize,
     /// Channel arguments given but not acted on.
     pub ignored_channel_arguments: Vec<String>,
+    /// Budget of request bytes in flight; `None` = no budget.
+    pub max_inflight_request_bytes: Option<usize>,
+    /// Requests that may wait for compute; 0 = no bound.
+    pub max_queued_requests: usize,
 }
 
 impl Flags {
@@ -380,6 +394,12 @@ impl Flags {
             max_receive_bytes,
             max_send_bytes,
             ignored_channel_arguments,
+            max_inflight_request_bytes: match self.max_inflight_request_bytes {
+                None => Some(crate::limits::default_inflight_bytes()),
+                Some(0) => None,
+                Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            },
+            max_queued_requests: usize::try_from(self.max_queued_requests).unwrap_or(usize::MAX),
         })
     }
 }

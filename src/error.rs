@@ -68,6 +68,10 @@ pub enum ServeError {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -124,6 +128,8 @@ impl ServeError {
             ServeError::SignatureNotFound(_) | ServeError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServeError::Unimplemented(_) => Code::Unimplemented,
             ServeError::Unavailable(_) => Code::Unavailable,
+            ServeError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ServeError::Unauthenticated(_) => Code::Unauthenticated,
             ServeError::Internal(_) => Code::Internal,
             ServeError::MissingModelSpec
             | ServeError::EmptyModelName

@@ -14,6 +14,7 @@
 //! - [`kernels`]: the kernel registry and the operators.
 //! - [`runtime`]: a graph as an execution plan.
 //! - [`compute`]: the compute thread pool and its bridge from async code.
+//! - [`limits`]: the budget of request bytes in flight.
 //! - [`servable`]: a loaded model version: signatures, input validation,
 //!   prediction.
 //! - [`inference`]: Classify, Regress and MultiInference: examples to
@@ -33,6 +34,7 @@ pub mod error;
 pub mod graph;
 pub mod inference;
 pub mod kernels;
+pub mod limits;
 pub mod metrics;
 pub mod onnx;
 pub mod proto;

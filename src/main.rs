@@ -99,9 +99,16 @@ async fn first_signal() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let compute =
-        Arc::new(ComputePool::new(config.compute_threads, config.compute_threads.max(1) * RUNS_PER_THREAD * 4)?);
-    tracing::info!(threads = compute.threads(), "compute pool ready");
+    let compute = Arc::new(
+        ComputePool::new(config.compute_threads, config.compute_threads.max(1) * RUNS_PER_THREAD * 4)?
+            .with_max_queued(config.max_queued_requests),
+    );
+    tracing::info!(
+        threads = compute.threads(),
+        max_queued_requests = config.max_queued_requests,
+        max_inflight_request_bytes = config.max_inflight_request_bytes.unwrap_or(0),
+        "compute pool ready"
+    );
 
     // Models load before any port opens, as in TensorFlow Serving: clients
     // see connection-refused until the server can answer.
@@ -125,7 +132,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ServingState::new(repository, compute)
             .with_tensor_content_outputs(config.tensor_content_outputs)
             .with_method_name_check(config.method_name_check)
-            .with_message_limits(config.max_receive_bytes, config.max_send_bytes),
+            .with_message_limits(config.max_receive_bytes, config.max_send_bytes)
+            .with_request_budget(config.max_inflight_request_bytes),
     );
 
     let Some(port) = config.grpc_port else {

@@ -17,14 +17,15 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
 use crate::error::{ServeError, code_name, truncate_message};
 use crate::inference::{Method as Task, PreparedInference, TaskResult};
+use crate::limits::Reservation;
 use crate::metrics::Entrypoint;
 use crate::repository::{VersionChoice, VersionState};
 use crate::servable::Signature;
@@ -68,20 +69,87 @@ struct RestState {
     options: RestOptions,
 }
 
-/// Inflates a gzip body, refusing one that would exceed the body limit.
-fn gunzip(body: &[u8]) -> Result<Vec<u8>, ServeError> {
+/// Inflates a gzip body, refusing one that would exceed the body limit;
+/// the inflated bytes are held against the request budget as they grow.
+fn gunzip(body: &[u8], held: &mut Option<Reservation>) -> Result<Vec<u8>, ServeError> {
     use std::io::Read;
+    let corrupt =
+        |e: std::io::Error| ServeError::InvalidArgument(format!("Failed to decompress the gzip request body: {e}"));
+    let mut decoder = flate2::read::GzDecoder::new(body);
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .take(MAX_BODY_BYTES as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| ServeError::InvalidArgument(format!("Failed to decompress the gzip request body: {e}")))?;
-    if out.len() > MAX_BODY_BYTES {
-        return Err(ServeError::InvalidArgument(format!(
-            "The gzip request body inflates past the {MAX_BODY_BYTES}-byte limit"
-        )));
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = decoder.read(&mut chunk).map_err(corrupt)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() + n > MAX_BODY_BYTES {
+            return Err(ServeError::InvalidArgument(format!(
+                "The gzip request body inflates past the {MAX_BODY_BYTES}-byte limit"
+            )));
+        }
+        if let Some(held) = held {
+            held.grow(n)?;
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
-    Ok(out)
+}
+
+/// Reads the request body, holding its bytes against the request budget:
+/// a `Content-Length` is reserved before any byte is read, a chunked body
+/// as it arrives.
+async fn read_body(headers: &HeaderMap, body: &mut Body, held: &mut Option<Reservation>) -> Result<Bytes, ServeError> {
+    use http_body_util::BodyExt;
+    let too_large =
+        || ServeError::InvalidArgument(format!("The request body is larger than the {MAX_BODY_BYTES}-byte limit"));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(len) = declared {
+        if len > MAX_BODY_BYTES as u64 {
+            return Err(too_large());
+        }
+        if let Some(held) = held {
+            held.grow(len as usize)?;
+        }
+    }
+    let mut out = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ServeError::InvalidArgument(format!("Failed to read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if out.len() + data.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        if declared.is_none()
+            && let Some(held) = held
+        {
+            held.grow(data.len())?;
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(out.freeze())
+}
+
+/// The most of a refused body read and thrown away, and for how long.
+const DISCARD_BYTES: usize = 64 << 20;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and drops the rest of a refused body, up to a bound, while the
+/// refusal is sent: a client still uploading then reads the answer instead
+/// of a connection reset. Nothing is kept.
+fn discard_rest(mut body: Body) {
+    use http_body_util::BodyExt;
+    tokio::spawn(async move {
+        let mut seen = 0;
+        let _ = tokio::time::timeout(DISCARD_TIME, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len());
+                if seen > DISCARD_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// What a request asks for.
@@ -406,7 +474,7 @@ async fn predict(
             result
         })
         .await
-        .map_err(|e| ServeError::Internal(e.to_string()))??;
+        .map_err(ServeError::from)??;
     let json = convert::response_json(&aliases.into_iter().zip(tensors).collect::<Vec<_>>(), format)?;
     Ok((json, servable.version, examples))
 }
@@ -436,8 +504,17 @@ async fn timed(
     result.map(|(body, _, _)| body)
 }
 
-async fn handle(State(rest): State<RestState>, method: Method, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
-    let mut response = answer(&rest, &method, &headers, &uri, body).await;
+async fn handle(State(rest): State<RestState>, method: Method, headers: HeaderMap, uri: Uri, body: Body) -> Response {
+    // The request's bytes stay reserved until it is answered.
+    let mut held = rest.serving.request_budget.as_ref().map(|b| b.reservation());
+    let mut body = body;
+    let mut response = match read_body(&headers, &mut body, &mut held).await {
+        Ok(body) => answer(&rest, &method, &headers, &uri, body, &mut held).await,
+        Err(e) => {
+            discard_rest(body);
+            error_response(&e)
+        }
+    };
     if rest.options.cors {
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -447,7 +524,14 @@ async fn handle(State(rest): State<RestState>, method: Method, headers: HeaderMa
     response
 }
 
-async fn answer(rest: &RestState, method: &Method, headers: &HeaderMap, uri: &Uri, body: Bytes) -> Response {
+async fn answer(
+    rest: &RestState,
+    method: &Method,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Bytes,
+    held: &mut Option<Reservation>,
+) -> Response {
     let state = &rest.serving;
     let path = uri.path();
     if rest.options.metrics_path.as_deref() == Some(path) && *method == Method::GET {
@@ -478,7 +562,7 @@ async fn answer(rest: &RestState, method: &Method, headers: &HeaderMap, uri: &Ur
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     let body = if gzipped {
-        match gunzip(&body) {
+        match gunzip(&body, held) {
             Ok(inflated) => Bytes::from(inflated),
             Err(e) => return error_response(&e),
         }
@@ -510,10 +594,7 @@ async fn answer(rest: &RestState, method: &Method, headers: &HeaderMap, uri: &Ur
 
 /// The REST router over shared serving state.
 pub fn router(state: Arc<ServingState>, options: RestOptions) -> Router {
-    Router::new()
-        .fallback(handle)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(RestState { serving: state, options })
+    Router::new().fallback(handle).with_state(RestState { serving: state, options })
 }
 
 /// Serves the REST API on `listener` until `shutdown` resolves; requests in

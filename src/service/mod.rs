@@ -23,6 +23,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::compute::ComputePool;
+use crate::limits::{ByteBudget, GrpcBudgetLayer};
 use crate::proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use crate::proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
 use crate::repository::ModelRepository;
@@ -58,6 +59,9 @@ pub struct ServingState {
     /// `grpc.max_send_message_length`; TF Serving's default is 2 GiB - 1).
     pub max_receive_bytes: usize,
     pub max_send_bytes: usize,
+    /// The budget of request bytes in flight
+    /// (`--max_inflight_request_bytes`); `None` = no budget.
+    pub request_budget: Option<Arc<ByteBudget>>,
 }
 
 impl ServingState {
@@ -71,7 +75,14 @@ impl ServingState {
             method_name_check: false,
             max_receive_bytes: MAX_MESSAGE_BYTES,
             max_send_bytes: MAX_MESSAGE_BYTES,
+            request_budget: None,
         }
+    }
+
+    /// With a budget of request bytes in flight (`None` = no budget).
+    pub fn with_request_budget(mut self, bytes: Option<usize>) -> ServingState {
+        self.request_budget = bytes.map(ByteBudget::new);
+        self
     }
 
     /// With gRPC message size limits (`--grpc_channel_arguments`).
@@ -250,6 +261,7 @@ pub async fn serve(
     };
     Server::builder()
         .layer(tower::util::MapResponseLayer::new(move |r| grpc_status_codes(r, receive)))
+        .layer(GrpcBudgetLayer::new(state.request_budget.clone(), receive))
         .add_service(prediction)
         .add_service(model)
         .add_service(health)

@@ -119,7 +119,7 @@ impl PredictionApi {
                 response
             })
             .await
-            .map_err(|e| ServeError::Internal(e.to_string()))?
+            .map_err(ServeError::from)?
     }
 
     async fn classify(&self, request: ClassificationRequest) -> Result<ClassificationResponse, ServeError> {
@@ -296,7 +296,7 @@ pub(crate) async fn run_inference(
             results
         })
         .await
-        .map_err(|e| ServeError::Internal(e.to_string()))?
+        .map_err(ServeError::from)?
 }
 
 /// The version and example count of an answer, for the metrics.

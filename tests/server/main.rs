@@ -10,6 +10,7 @@ mod external_data;
 mod harness;
 mod health_reflection;
 mod lifecycle;
+mod limits;
 mod metadata_status;
 mod predict;
 mod rest;
