@@ -17,6 +17,7 @@ const ROOTS: &[&str] = &[
     "tensorflow_serving/config/model_server_config.proto",
     "tensorflow_serving/config/platform_config.proto",
     "tensorflow_serving/config/monitoring_config.proto",
+    "tensorflow_serving/config/ssl_config.proto",
     "tensorflow/core/protobuf/saved_model.proto",
     "tensorflow/core/protobuf/tensor_bundle.proto",
     "tensorflow/core/protobuf/config.proto",

@@ -122,9 +122,18 @@ pub struct Flags {
     /// Text-format PlatformConfigMap.
     #[arg(long, default_value = "")]
     pub platform_config_file: String,
-    /// Text-format SSLConfig securing gRPC.
+    /// Text-format SSLConfig securing gRPC (server_key, server_cert,
+    /// custom_ca, client_verify; PEM inline).
     #[arg(long, default_value = "")]
     pub ssl_config_file: String,
+    /// Text-format SSLConfig securing the REST API and metrics (ferroserve's
+    /// own; without it REST stays plain HTTP, as in TensorFlow Serving).
+    #[arg(long, default_value = "")]
+    pub rest_api_ssl_config_file: String,
+    /// File holding a bearer token every gRPC and REST call except health
+    /// and metrics must carry (ferroserve's own).
+    #[arg(long, default_value = "")]
+    pub auth_token_file: String,
     /// Use ALTS credentials (Google Cloud only).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
     pub use_alts_credentials: bool,
@@ -255,6 +264,12 @@ pub struct Config {
     pub max_inflight_request_bytes: Option<usize>,
     /// Requests that may wait for compute; 0 = no bound.
     pub max_queued_requests: usize,
+    /// TLS for gRPC (`--ssl_config_file`).
+    pub grpc_tls: Option<crate::tls::TlsSettings>,
+    /// TLS for REST (`--rest_api_ssl_config_file`).
+    pub rest_tls: Option<crate::tls::TlsSettings>,
+    /// The bearer token (`--auth_token_file`).
+    pub auth: Option<crate::auth::BearerToken>,
 }
 
 impl Flags {
@@ -284,7 +299,6 @@ impl Flags {
             tensorflow_session_config_file => "not yet honoured",
             per_process_gpu_memory_fraction => "ignored: no GPU is used",
             platform_config_file => "not yet honoured",
-            ssl_config_file => "not yet honoured",
             use_alts_credentials => "not yet honoured",
             grpc_max_threads => "not yet honoured",
             enable_profiler => "ignored: no profiler service",
@@ -359,6 +373,23 @@ impl Flags {
         };
         let (max_receive_bytes, max_send_bytes, ignored_channel_arguments) =
             channel_arguments(&self.grpc_channel_arguments)?;
+        let tls = |flag: &'static str, path: &str, alpn: &[&[u8]]| -> Result<_, ConfigError> {
+            if path.is_empty() {
+                return Ok(None);
+            }
+            crate::tls::TlsSettings::load(std::path::Path::new(path), alpn)
+                .map(Some)
+                .map_err(|reason| ConfigError::Invalid { flag, value: path.to_string(), reason })
+        };
+        let grpc_tls = tls("ssl_config_file", &self.ssl_config_file, crate::tls::GRPC_ALPN)?;
+        let rest_tls = tls("rest_api_ssl_config_file", &self.rest_api_ssl_config_file, crate::tls::REST_ALPN)?;
+        let auth = if self.auth_token_file.is_empty() {
+            None
+        } else {
+            Some(crate::auth::BearerToken::read(std::path::Path::new(&self.auth_token_file)).map_err(|reason| {
+                ConfigError::Invalid { flag: "auth_token_file", value: self.auth_token_file.clone(), reason }
+            })?)
+        };
         let seconds = |s: i64| (s > 0).then(|| Duration::from_secs(s as u64));
         Ok(Config {
             grpc_port: (self.port != 0).then_some(self.port),
@@ -400,6 +431,9 @@ impl Flags {
                 Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
             },
             max_queued_requests: usize::try_from(self.max_queued_requests).unwrap_or(usize::MAX),
+            grpc_tls,
+            rest_tls,
+            auth,
         })
     }
 }
@@ -447,7 +481,7 @@ pub fn parse_model_server_config(text: &str) -> Result<ModelServerConfig, String
 
 /// Parses protobuf text format into the message `full_name`, over the
 /// descriptors compiled from proto/.
-fn parse_text_format<T: prost::Message + Default>(full_name: &str, text: &str) -> Result<T, String> {
+pub(crate) fn parse_text_format<T: prost::Message + Default>(full_name: &str, text: &str) -> Result<T, String> {
     let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())?;
     let descriptor = pool.get_message_by_name(full_name).ok_or_else(|| format!("the descriptors lack {full_name}"))?;
     let message = DynamicMessage::parse_text_format(descriptor, text).map_err(|e| e.to_string())?;

@@ -15,6 +15,8 @@
 //! - [`runtime`]: a graph as an execution plan.
 //! - [`compute`]: the compute thread pool and its bridge from async code.
 //! - [`limits`]: the budget of request bytes in flight.
+//! - [`tls`]: TLS from TensorFlow Serving's `SSLConfig`, for both front ends.
+//! - [`auth`]: bearer-token authentication (`--auth_token_file`).
 //! - [`servable`]: a loaded model version: signatures, input validation,
 //!   prediction.
 //! - [`inference`]: Classify, Regress and MultiInference: examples to
@@ -28,6 +30,7 @@
 //! - [`service`]: the tonic services (PredictionService, ModelService,
 //!   health, reflection) and the server's serve loop.
 
+pub mod auth;
 pub mod compute;
 pub mod config;
 pub mod error;
@@ -46,3 +49,4 @@ pub mod servable;
 pub mod service;
 pub mod tensor;
 pub mod tfrecord;
+pub mod tls;

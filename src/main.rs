@@ -133,7 +133,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with_tensor_content_outputs(config.tensor_content_outputs)
             .with_method_name_check(config.method_name_check)
             .with_message_limits(config.max_receive_bytes, config.max_send_bytes)
-            .with_request_budget(config.max_inflight_request_bytes),
+            .with_request_budget(config.max_inflight_request_bytes)
+            .with_auth(config.auth.clone()),
     );
 
     let Some(port) = config.grpc_port else {
@@ -178,17 +179,37 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let delay = config.shutdown_delay;
-    let rest_options = config.rest.clone();
-    let rest = rest_listener.map(|l| {
-        let (state, drained) = (state.clone(), draining());
-        tokio::spawn(ferroserve::rest::serve(l, state, rest_options.clone(), async move {
-            drained.await;
-            // Keep accepting while load balancers notice the change.
-            tokio::time::sleep(delay).await;
-        }))
-    });
+    let rest = match rest_listener {
+        None => None,
+        Some(l) => {
+            let (state, drained) = (state.clone(), draining());
+            let shutdown = async move {
+                drained.await;
+                // Keep accepting while load balancers notice the change.
+                tokio::time::sleep(delay).await;
+            };
+            let options = config.rest.clone();
+            Some(match &config.rest_tls {
+                None => tokio::spawn(ferroserve::rest::serve(l, state, options, shutdown)),
+                Some(tls) => {
+                    let tls = ferroserve::tls::server_config(&tls.ssl, ferroserve::tls::REST_ALPN)
+                        .map_err(|e| anyhow::anyhow!("--rest_api_ssl_config_file: {e}"))?;
+                    let l = ferroserve::tls::TlsListener::new(l, tls)?;
+                    tokio::spawn(ferroserve::rest::serve(l, state, options, shutdown))
+                }
+            })
+        }
+    };
     let grace = config.shutdown_grace + config.shutdown_delay;
-    let server = service::serve(listener, state, draining(), delay);
+    let server = async {
+        match &config.grpc_tls {
+            None => service::serve(listener, state, draining(), delay).await,
+            Some(tls) => {
+                let tls = ferroserve::tls::server_config(&tls.ssl, ferroserve::tls::GRPC_ALPN)?;
+                service::serve_tls(listener, tls, state, draining(), delay).await
+            }
+        }
+    };
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => {

@@ -270,3 +270,18 @@ fn the_handwritten_monitoring_config_has_upstream_names_and_numbers() {
     assert_eq!(fields("PrometheusConfig"), ["enable 1 Bool ", "path 2 String "]);
     assert_eq!(fields("MonitoringConfig"), ["prometheus_config 1 Message .tensorflow.serving.PrometheusConfig"]);
 }
+
+/// ssl_config.proto is not in the official wheels either.
+#[test]
+fn the_handwritten_ssl_config_has_upstream_names_and_numbers() {
+    let ours = ours();
+    let file = ours
+        .file
+        .iter()
+        .find(|f| f.name() == "tensorflow_serving/config/ssl_config.proto")
+        .expect("ssl_config.proto is compiled");
+    assert_eq!(file.package(), "tensorflow.serving");
+    let m = file.message_type.iter().find(|m| m.name() == "SSLConfig").expect("SSLConfig");
+    let fields: Vec<String> = m.field.iter().map(|f| format!("{} {} {:?}", f.name(), f.number(), f.r#type())).collect();
+    assert_eq!(fields, ["server_key 1 String", "server_cert 2 String", "custom_ca 3 String", "client_verify 4 Bool"]);
+}

@@ -21,7 +21,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use tokio::net::TcpListener;
 
 use crate::error::{ServeError, code_name, truncate_message};
 use crate::inference::{Method as Task, PreparedInference, TaskResult};
@@ -505,6 +504,18 @@ async fn timed(
 }
 
 async fn handle(State(rest): State<RestState>, method: Method, headers: HeaderMap, uri: Uri, body: Body) -> Response {
+    let metrics_page = rest.options.metrics_path.as_deref() == Some(uri.path());
+    if let Some(token) = &rest.serving.auth
+        && !metrics_page
+        // A CORS preflight carries no credentials.
+        && method != Method::OPTIONS
+        && let Err(message) = token.check(headers.get(header::AUTHORIZATION))
+    {
+        discard_rest(body);
+        let mut response = error_response(&ServeError::Unauthenticated(message.into()));
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
     // The request's bytes stay reserved until it is answered.
     let mut held = rest.serving.request_budget.as_ref().map(|b| b.reservation());
     let mut body = body;
@@ -602,12 +613,16 @@ pub fn router(state: Arc<ServingState>, options: RestOptions) -> Router {
 ///
 /// # Errors
 /// When the listener fails.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L>(
+    listener: L,
     state: Arc<ServingState>,
     options: RestOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(state, options)).with_graceful_shutdown(shutdown).await
 }
 

@@ -22,6 +22,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::{BearerToken, GrpcAuthLayer};
 use crate::compute::ComputePool;
 use crate::limits::{ByteBudget, GrpcBudgetLayer};
 use crate::proto::tensorflow::serving::model_service_server::ModelServiceServer;
@@ -62,6 +63,9 @@ pub struct ServingState {
     /// The budget of request bytes in flight
     /// (`--max_inflight_request_bytes`); `None` = no budget.
     pub request_budget: Option<Arc<ByteBudget>>,
+    /// The bearer token every call but health and metrics must carry
+    /// (`--auth_token_file`); `None` = no authentication.
+    pub auth: Option<BearerToken>,
 }
 
 impl ServingState {
@@ -76,7 +80,14 @@ impl ServingState {
             max_receive_bytes: MAX_MESSAGE_BYTES,
             max_send_bytes: MAX_MESSAGE_BYTES,
             request_budget: None,
+            auth: None,
         }
+    }
+
+    /// With bearer-token authentication (`--auth_token_file`).
+    pub fn with_auth(mut self, token: Option<BearerToken>) -> ServingState {
+        self.auth = token;
+        self
     }
 
     /// With a budget of request bytes in flight (`None` = no budget).
@@ -206,7 +217,41 @@ pub async fn serve(
     state: Arc<ServingState>,
     shutdown: impl Future<Output = ()> + Send,
     shutdown_delay: Duration,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), BoxError> {
+    serve_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)), state, shutdown, shutdown_delay).await
+}
+
+/// [`serve`] over TLS (`--ssl_config_file`): connections are accepted on
+/// `listener` and handed over once their handshake with `tls` completed.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    state: Arc<ServingState>,
+    shutdown: impl Future<Output = ()> + Send,
+    shutdown_delay: Duration,
+) -> Result<(), BoxError> {
+    use tokio_stream::StreamExt;
+    let connections = tokio_stream::wrappers::ReceiverStream::new(crate::tls::accept(listener, tls))
+        .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
+    serve_incoming(connections, state, shutdown, shutdown_delay).await
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn serve_incoming<I, IO, IE>(
+    incoming: I,
+    state: Arc<ServingState>,
+    shutdown: impl Future<Output = ()> + Send,
+    shutdown_delay: Duration,
+) -> Result<(), BoxError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IE: Into<BoxError>,
+{
     let (mut reporter, health) = tonic_health::server::health_reporter();
     let mut known = Vec::new();
     let mut changes = state.repository.subscribe();
@@ -261,13 +306,14 @@ pub async fn serve(
     };
     Server::builder()
         .layer(tower::util::MapResponseLayer::new(move |r| grpc_status_codes(r, receive)))
+        .layer(GrpcAuthLayer::new(state.auth.clone()))
         .layer(GrpcBudgetLayer::new(state.request_budget.clone(), receive))
         .add_service(prediction)
         .add_service(model)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), drain)
+        .serve_with_incoming_shutdown(incoming, drain)
         .await?;
     Ok(())
 }

@@ -15,6 +15,7 @@ mod metadata_status;
 mod predict;
 mod rest;
 mod savedmodel;
+mod security;
 mod shapes;
 mod strings;
 mod warmup;

@@ -43,7 +43,6 @@ from predict_util import (
     MODEL_NAME,
     OUTPUT_ALIAS,
     RPC_TIMEOUT_S,
-    float_tensor,
     predict_request,
     to_ndarray,
 )
@@ -85,7 +84,9 @@ UPLOAD_BYTES = 8 * MIB
 
 @pytest.fixture(scope="module")
 def hostile_server() -> Iterator[serverproc.Server]:
-    with serverproc.running_server("hostile", rest_api=True) as running:
+    # No drain delay at the end: nothing balances load onto this server.
+    flags = (*serverproc.MNIST_FLAGS, "--shutdown_delay_seconds=0")
+    with serverproc.running_server("hostile", flags, rest_api=True) as running:
         yield running
 
 
@@ -178,7 +179,9 @@ def nested_variants(depth: int) -> bytes:
     return inner
 
 
-def tensor_request(dims: list[int], dtype: int = types_pb2.DT_FLOAT, **values) -> predict_pb2.PredictRequest:
+def tensor_request(
+    dims: list[int], dtype: int = types_pb2.DT_FLOAT, **values
+) -> predict_pb2.PredictRequest:
     """A Predict of ``image`` with the given dims and typed values."""
     tensor = tensor_pb2.TensorProto(dtype=dtype)
     for size in dims:
@@ -348,7 +351,10 @@ WIRE_CASES = [
     pytest.param(MODEL_SPEC + input_entry(length_delimited(1, b"\x01")), ("dtype", "wire type"),
                  id="dtype_as_bytes"),
     pytest.param(
-        MODEL_SPEC + input_entry(FLOAT_DTYPE + length_delimited(2, length_delimited(2, length_delimited(1, b"\x01")))),
+        # TensorProto.tensor_shape.dim[0].size as a length-delimited field
+        MODEL_SPEC + input_entry(
+            FLOAT_DTYPE + length_delimited(2, length_delimited(2, length_delimited(1, b"\x01")))
+        ),
         ("size", "wire type"),
         id="dim_size_as_bytes",
     ),
@@ -357,7 +363,8 @@ WIRE_CASES = [
     pytest.param(MODEL_SPEC + tag(9, 7) + b"\x00", ("wire type",), id="wire_type_7"),
     pytest.param(MODEL_SPEC + b"\x00\x00", ("tag",), id="field_number_0"),
     pytest.param(MODEL_SPEC + tag(9, 0) + b"\xff" * 11, ("varint",), id="eleven_byte_varint"),
-    pytest.param(MODEL_SPEC + tag(9, 2) + varint(1 << 62), ("underflow",), id="length_past_the_end"),
+    pytest.param(MODEL_SPEC + tag(9, 2) + varint(1 << 62), ("underflow",),
+                 id="length_past_the_end"),
     pytest.param(length_delimited(1, length_delimited(1, b"mn\xffist")), ("UTF-8",),
                  id="model_name_not_utf8"),
     pytest.param(MODEL_SPEC + input_entry(FLOAT_DTYPE, alias=b"im\xc3age"), ("UTF-8",),
@@ -435,12 +442,13 @@ def test_tensor_content_of_the_wrong_length_is_invalid(stub, length: int):
 
 
 def non_finite_images() -> np.ndarray:
-    """All NaN, all +inf, all -inf, and the seven with one NaN and one +inf pixel."""
-    seven = digits.load_image(SEVEN).copy()
-    seven[14, 14, 0] = np.nan
-    seven[3, 3, 0] = np.inf
+    """All NaN, all +inf, all -inf, the seven with one NaN pixel, the seven with one +inf pixel."""
     images = [np.full(digits.IMAGE_SHAPE, value, np.float32) for value in (np.nan, np.inf, -np.inf)]
-    return np.stack([*images, seven])
+    for value in (np.nan, np.inf):
+        seven = digits.load_image(SEVEN).copy()
+        seven[14, 14, 0] = value
+        images.append(seven)
+    return np.stack(images)
 
 
 def test_nan_and_infinite_inputs_are_answered(stub):
@@ -457,10 +465,10 @@ def test_nan_and_infinite_inputs_are_answered(stub):
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "NaN is not propagated: an all-NaN image, an all-+inf image and the seven "
-        "with one NaN pixel get finite probabilities (about 0.1 each for the first "
-        "two, the seven's usual answer for the last), where onnxruntime answers NaN "
-        "for all of them; the Relu kernel maps NaN to 0"
+        "NaN is not propagated: Predict of an all-NaN image and of an all-+inf image "
+        "answers finite probabilities (about 0.1 each), and of the seven with one NaN "
+        "pixel answers 0.98 for 7, where onnxruntime answers NaN for all three; the "
+        "Relu kernel turns NaN into 0"
     ),
 )
 def test_non_finite_inputs_give_what_onnxruntime_gives(stub):
@@ -549,7 +557,7 @@ def test_string_tensor_for_a_float_input_is_invalid(stub, values: dict):
         pytest.param(b"[" * 100_000, id="arrays"),
         pytest.param(b'{"instances": ' + b"[" * 100_000, id="arrays_in_instances"),
         pytest.param(b'{"a": ' * 100_000, id="objects"),
-        pytest.param(b'{"instances": ' + b"[" * 100_000 + b"0.5" + b"]" * 100_001 + b"}",
+        pytest.param(b'{"instances": ' + b"[" * 100_000 + b"0.5" + b"]" * 100_000 + b"}",
                      id="closed_arrays_in_instances"),
     ],
 )
@@ -567,8 +575,8 @@ def test_deeply_nested_json_is_a_parse_error(hostile_server, body: bytes):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        pytest.param(b"\xff\xfe" + seven_rest_body(), "JSON Parse error: Invalid value. at offset: 0",
-                     id="before_the_document"),
+        pytest.param(b"\xff\xfe" + seven_rest_body(),
+                     "JSON Parse error: Invalid value. at offset: 0", id="before_the_document"),
         pytest.param(b'{"signature_name": "\xff\xfe", "instances": [0.5]}',
                      "JSON Parse error: Invalid encoding in string.", id="in_a_string"),
         pytest.param(b'{"signature_name": "\xc0\xaf", "instances": [0.5]}',
@@ -616,6 +624,8 @@ def gzip_of_zeros(size_mib: int) -> bytes:
 
 @dataclasses.dataclass(frozen=True)
 class BombAnswer:
+    """A gzip bomb, the server's answer, and the server's memory meanwhile."""
+
     compressed_bytes: int
     inflated_bytes: int
     status: int
@@ -626,7 +636,7 @@ class BombAnswer:
 
 @pytest.fixture(scope="module")
 def gzip_bomb_answer(hostile_server) -> BombAnswer:
-    """What the server answers a ~2 MB gzip that inflates 1 MiB past the body limit."""
+    """What the server answers a ~2 MB gzip that inflates to 2 GiB, one byte past the body limit."""
     assert zlib.decompress(gzip_of_zeros(4), 31) == bytes(4 * MIB)
     size_mib = MAX_BODY_BYTES // MIB + 1
     bomb = gzip_of_zeros(size_mib)
@@ -643,12 +653,15 @@ def test_gzip_bomb_is_refused_quickly(gzip_bomb_answer: BombAnswer, record_prope
     bomb = gzip_bomb_answer
     bomb.memory.record(record_property, "gzip_bomb")
     record_property("gzip_bomb_compressed_bytes", bomb.compressed_bytes)
+    record_property("gzip_bomb_inflated_bytes", bomb.inflated_bytes)
     record_property("gzip_bomb_seconds", round(bomb.elapsed_s, 2))
 
     assert bomb.status in (400, 413, 429), bomb.answer
-    assert "limit" in rest_error(bomb.status, bomb.answer), bomb.answer
+    error = rest_error(bomb.status, bomb.answer)
+    assert "limit" in error or "max_inflight_request_bytes" in error, error
     assert bomb.elapsed_s < 15
-    assert bomb.memory.after - bomb.memory.before < GZIP_BOMB_PEAK_LIMIT_BYTES, mib(bomb.memory.after)
+    kept = bomb.memory.after - bomb.memory.before
+    assert kept < GZIP_BOMB_PEAK_LIMIT_BYTES, f"VmRSS {mib(bomb.memory.after)} after the bomb"
 
 
 @pytest.mark.xfail(
@@ -656,8 +669,9 @@ def test_gzip_bomb_is_refused_quickly(gzip_bomb_answer: BombAnswer, record_prope
     reason=(
         "the whole gzip body is inflated in memory up to the 2 GiB - 1 byte body "
         "limit before it is refused: a 2.1 MB gzip of zeros (Content-Encoding: gzip, "
-        "POST /v1/models/mnist:predict) raised the peak RSS from ~20 MiB to ~2070 MiB "
-        "for 1.7 s; TensorFlow Serving stops inflating at 100 MiB"
+        "POST /v1/models/mnist:predict) raised the peak RSS from ~14 MiB to ~2067 MiB "
+        "before the 400 came, 1 to 2 s later; TensorFlow Serving stops inflating at "
+        "100 MiB"
     ),
 )
 def test_gzip_bomb_is_not_inflated_into_memory(gzip_bomb_answer: BombAnswer):
@@ -725,8 +739,7 @@ def zero_image(height: int = 28, width: int = 28) -> list:
         pytest.param([[[[0.0]] * 28] * 27 + [[[0.0]] * 27]],
                      ("Encountered list at unexpected size: 27 at level: 1 expected size: 28",),
                      id="ragged"),
-        pytest.param([[[0.0] * 28] + [[[0.0]] * 28] * 27], ("found at incorrect level",),
-                     id="scalar_where_list"),
+        pytest.param([[[0.0] * 28] + [[[0.0]] * 28] * 27], ("level",), id="first_row_flat"),
     ],
 )
 def test_rest_instances_of_the_wrong_shape_are_invalid(hostile_server, instances: list, named):
@@ -744,7 +757,54 @@ def test_rest_string_for_a_float_input_is_invalid(hostile_server):
     status, answer = rest_post(hostile_server, image_body('"x"'))
 
     assert status == 400
-    assert rest_error(status, answer) == 'JSON Value: "x" Type: String is not of expected type: float'
+    assert rest_error(status, answer) == (
+        "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+        'JSON Value: "x" Type: String is not of expected type: float'
+    )
+
+
+ROW_ERROR = "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "the texts differ from TensorFlow Serving's FillTensorProto: for a scalar "
+        "where a list is expected ferroserve gives 'Expected at level: 4' (the rank "
+        "plus one) where TensorFlow Serving gives the rank, 3; for a list nested "
+        "deeper than the rank it gives 'JSON Value: [0.0] found at incorrect level: "
+        "4 in the JSON DOM. Expected at level: 3' where TensorFlow Serving gives "
+        "'Encountered list at unexpected level: 3 expected < 3'"
+    ),
+)
+@pytest.mark.parametrize(
+    ("last_row", "message"),
+    [
+        pytest.param(
+            [0.0] * 28,
+            "JSON Value: 0.0 found at incorrect level: 3 in the JSON DOM. Expected at level: 3",
+            id="scalar_where_list",
+        ),
+        pytest.param([[[0.0]]] * 28, "Encountered list at unexpected level: 3 expected < 3",
+                     id="list_deeper_than_rank"),
+    ],
+)
+def test_rest_values_at_the_wrong_level_have_tensorflow_servings_texts(
+    hostile_server, last_row: list, message: str
+):
+    """An instance whose last row is nested one level too shallow or too deep.
+
+    The spec gives the format ``JSON Value: <v> found at incorrect level: <l>
+    in the JSON DOM. Expected at level: <r>``; TensorFlow Serving's
+    FillTensorProto puts the tensor's rank in ``<r>`` and has its own text
+    for a list below the last dim.
+    """
+    instance = [[[0.0]] * 28] * 27 + [last_row]
+
+    status, answer = rest_post(hostile_server, json.dumps({"instances": [instance]}).encode())
+
+    assert status == 400
+    assert rest_error(status, answer) == ROW_ERROR + message
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
@@ -827,7 +887,6 @@ def test_concurrent_large_uploads_are_all_answered(hostile_server, record_proper
     record_property("uploads_seconds", round(elapsed, 2))
     record_property("uploads_slowest_seconds", round(max(r[2] for r in results), 2))
 
-    rows = len(bodies[1][0]) // 1000
     for (status, answer, _), (_, valid) in zip(results, bodies, strict=True):
         if valid and status == 200:
             assert int(np.argmax(answer["predictions"][0])) == 7
@@ -837,7 +896,7 @@ def test_concurrent_large_uploads_are_all_answered(hostile_server, record_proper
         error = rest_error(status, answer)
         if status == 400:
             assert INPUT_ALIAS in error and ",28,28,2]" in error, error
-    assert sum(status == 200 for status, _, _ in results) >= 1, rows
+    assert any(status == 200 for status, _, _ in results), results
     assert memory.growth < MEMORY_LIMIT_BYTES, (
         f"peak RSS {mib(memory.peak)}, {mib(memory.before)} before"
     )
@@ -845,20 +904,22 @@ def test_concurrent_large_uploads_are_all_answered(hostile_server, record_proper
 
 # --- Raw sockets ------------------------------------------------------------
 
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+TLS_CLIENT_HELLO_START = bytes.fromhex("16030100c4010000c00303") + bytes(200)
+
 
 @pytest.mark.parametrize(
     ("payload", "answer"),
     [
         pytest.param(b"\x00\xffGARBAGE\x16\x03\x01 nonsense\r\n\r\n", b"HTTP/1.1 400", id="junk"),
-        pytest.param(bytes.fromhex("16030100c4010000c00303") + bytes(200), b"HTTP/1.1 400",
-                     id="tls_client_hello"),
+        pytest.param(TLS_CLIENT_HELLO_START, b"HTTP/1.1 400", id="tls_client_hello"),
         pytest.param(bytes(100_000), b"HTTP/1.1 400", id="nul_bytes"),
         pytest.param(b"GET / HTTP/9.9\r\n\r\n", b"HTTP/1.1 400", id="http_9_9"),
         pytest.param(b"POST " + PREDICT_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Length: -1\r\n\r\n{", b"HTTP/1.1 400", id="negative_content_length"),
-        pytest.param(b"GET /v1/models/mnist HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * MIB + b"\r\n\r\n",
-                     b"HTTP/1.1 431", id="one_mib_header"),
-        pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64, None, id="http2_preface_then_junk"),
+        pytest.param(b"GET /v1/models/mnist HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * MIB
+                     + b"\r\n\r\n", b"HTTP/1.1 431", id="one_mib_header"),
+        pytest.param(HTTP2_PREFACE + b"\xff" * 64, None, id="http2_preface_then_junk"),
     ],
 )
 def test_junk_on_the_rest_port_closes_the_connection(hostile_server, payload: bytes, answer):
@@ -875,8 +936,8 @@ def test_junk_on_the_rest_port_closes_the_connection(hostile_server, payload: by
     [
         pytest.param(b"\x00\xffGARBAGE" * 100, id="junk"),
         pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", id="http_1_1"),
-        pytest.param(bytes.fromhex("16030100c4010000c00303") + bytes(200), id="tls_client_hello"),
-        pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64, id="preface_then_junk_frame"),
+        pytest.param(TLS_CLIENT_HELLO_START, id="tls_client_hello"),
+        pytest.param(HTTP2_PREFACE + b"\xff" * 64, id="preface_then_junk_frame"),
     ],
 )
 def test_junk_on_the_grpc_port_closes_the_connection(hostile_server, payload: bytes):
@@ -896,12 +957,14 @@ def test_stalled_connections_do_not_block_other_clients(hostile_server, stub):
         ((rest_host, rest_port), b"POST " + PREDICT_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n"),
         ((rest_host, rest_port), b"POST " + PREDICT_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n"
          b"Content-Length: 10000000\r\n\r\n" + b"[" * 1000),
-        ((grpc_host, grpc_port), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        ((grpc_host, grpc_port), HTTP2_PREFACE),
         ((grpc_host, grpc_port), b"PRI"),
     ]
     with contextlib.ExitStack() as stack:
         for (host, port), payload in stalls:
-            sock = stack.enter_context(socket.create_connection((host, int(port)), timeout=SOCKET_TIMEOUT_S))
+            sock = stack.enter_context(
+                socket.create_connection((host, int(port)), timeout=SOCKET_TIMEOUT_S)
+            )
             sock.sendall(payload)
 
         response = stub.Predict(predict_request(digits.load_batch([SEVEN])), timeout=RPC_TIMEOUT_S)
