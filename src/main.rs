@@ -142,7 +142,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let listener =
         TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("binding the gRPC port 0.0.0.0:{port}"))?;
-    tracing::info!(address = %listener.local_addr()?, "gRPC server listening (PredictionService, ModelService, grpc.health.v1, reflection)");
+    tracing::info!(
+        address = %listener.local_addr()?,
+        tls = config.grpc_tls.is_some(),
+        client_verify = config.grpc_tls.as_ref().is_some_and(|t| t.ssl.client_verify),
+        bearer_token = config.auth.is_some(),
+        "gRPC server listening (PredictionService, ModelService, grpc.health.v1, reflection)"
+    );
 
     let rest_listener = match config.rest_api_port {
         Some(rest) if Some(rest) == config.grpc_port => {
@@ -153,7 +159,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let l = TcpListener::bind(("0.0.0.0", rest))
                 .await
                 .with_context(|| format!("binding the REST port 0.0.0.0:{rest}"))?;
-            tracing::info!(address = %l.local_addr()?, "REST API listening");
+            tracing::info!(
+                address = %l.local_addr()?,
+                tls = config.rest_tls.is_some(),
+                bearer_token = config.auth.is_some(),
+                "REST API listening"
+            );
             Some(l)
         }
         None => None,

@@ -22,7 +22,8 @@ impl Kernel for Relu {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "X")?;
         let data = floats(x, "X")?;
-        let out = data.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect();
+        // NaN stays NaN, as in onnxruntime and TensorFlow.
+        let out = data.iter().map(|&v| if v < 0.0 { 0.0 } else { v }).collect();
         Ok(vec![Tensor::from_f32(x.shape().to_vec(), out)?])
     }
 }

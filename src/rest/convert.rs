@@ -103,9 +103,7 @@ fn walk(v: &Json, level: usize, shape: &[usize], out: &mut Elements) -> Result<(
         Json::Array(items) => {
             if level >= shape.len() {
                 return Err(invalid(format!(
-                    "JSON Value: {} found at incorrect level: {} in the JSON DOM. Expected at level: {}",
-                    quoted(v),
-                    level + 1,
+                    "Encountered list at unexpected level: {level} expected < {}",
                     shape.len()
                 )));
             }
@@ -123,7 +121,7 @@ fn walk(v: &Json, level: usize, shape: &[usize], out: &mut Elements) -> Result<(
             "JSON Value: {} found at incorrect level: {} in the JSON DOM. Expected at level: {}",
             quoted(v),
             level + 1,
-            shape.len() + 1
+            shape.len()
         ))),
         scalar => out.push(scalar),
     }

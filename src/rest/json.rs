@@ -113,12 +113,10 @@ impl Parser<'_> {
             Some(b'n') => self.literal(b"null", Json::Null),
             Some(b't') => self.literal(b"true", Json::Bool(true)),
             Some(b'f') => self.literal(b"false", Json::Bool(false)),
-            Some(b'N') => self.literal(b"NaN", Json::Float(f64::NAN)),
-            Some(b'I') => self.literal(b"Infinity", Json::Float(f64::INFINITY)),
             Some(b'"') => self.string().map(Json::String),
             Some(b'[') => self.array(depth),
             Some(b'{') => self.object(depth),
-            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'-' | b'0'..=b'9' | b'N' | b'I') => self.number(),
             _ => Err(self.err("Invalid value.")),
         }
     }
@@ -245,12 +243,22 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Result<Json, ParseError> {
         let start = self.at;
-        if self.peek() == Some(b'-') {
+        let minus = self.peek() == Some(b'-');
+        if minus {
             self.at += 1;
-            if self.s[self.at..].starts_with(b"Infinity") {
-                self.at += 8;
-                return Ok(Json::Float(f64::NEG_INFINITY));
+        }
+        // RapidJSON's kParseNanAndInfFlag, as TF Serving parses: NaN, Inf
+        // and Infinity, each with an optional minus sign.
+        if self.peek() == Some(b'N') {
+            return self.literal(b"NaN", Json::Float(f64::NAN));
+        }
+        if self.peek() == Some(b'I') {
+            let inf = if minus { f64::NEG_INFINITY } else { f64::INFINITY };
+            self.literal(b"Inf", Json::Null)?;
+            if self.peek() == Some(b'i') {
+                return self.literal(b"inity", Json::Float(inf));
             }
+            return Ok(Json::Float(inf));
         }
         let digits = |p: &mut Parser<'_>| {
             let from = p.at;
@@ -405,6 +413,12 @@ mod tests {
     #[test]
     fn parses_rapidjsons_dialect() {
         let v = parse(br#" {"a": [1, -2, 3.5, 1e3, NaN, Infinity, -Infinity, 18446744073709551615], "b": "x\u00e9\n", "c": null, "d": true} "#).unwrap();
+        let Json::Array(short) = parse(b"[Inf, -Inf, -NaN]").unwrap() else { panic!() };
+        assert!(
+            matches!(short[..], [Json::Float(a), Json::Float(b), Json::Float(c)] if a == f64::INFINITY && b == f64::NEG_INFINITY && c.is_nan())
+        );
+        assert!(parse(b"[Infin]").is_err());
+        assert!(parse(b"[-Nope]").is_err());
         let Json::Array(a) = v.get("a").unwrap() else { panic!() };
         assert_eq!(a[0], Json::Int(1));
         assert_eq!(a[1], Json::Int(-2));

@@ -68,7 +68,12 @@ struct RestState {
     options: RestOptions,
 }
 
-/// Inflates a gzip body, refusing one that would exceed the body limit;
+/// The most a gzip body may inflate to: TensorFlow Serving's
+/// (`net_http::ZLib::kMaxUncompressedBytes`, 100 MiB).
+const MAX_INFLATED_BYTES: usize = 100 << 20;
+
+/// Inflates a gzip body, refusing one that would inflate past
+/// [`MAX_INFLATED_BYTES`];
 /// the inflated bytes are held against the request budget as they grow.
 fn gunzip(body: &[u8], held: &mut Option<Reservation>) -> Result<Vec<u8>, ServeError> {
     use std::io::Read;
@@ -82,9 +87,9 @@ fn gunzip(body: &[u8], held: &mut Option<Reservation>) -> Result<Vec<u8>, ServeE
         if n == 0 {
             return Ok(out);
         }
-        if out.len() + n > MAX_BODY_BYTES {
+        if out.len() + n > MAX_INFLATED_BYTES {
             return Err(ServeError::InvalidArgument(format!(
-                "The gzip request body inflates past the {MAX_BODY_BYTES}-byte limit"
+                "The gzip request body inflates past the {MAX_INFLATED_BYTES}-byte limit of compressed REST bodies; send it uncompressed or in smaller requests"
             )));
         }
         if let Some(held) = held {
@@ -530,7 +535,7 @@ async fn handle(State(rest): State<RestState>, method: Method, headers: HeaderMa
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, GET"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization"));
     }
     response
 }

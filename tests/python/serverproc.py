@@ -4,18 +4,25 @@ Both suites (``grpc_stubs`` and ``official``) import this module from their
 ``conftest.py``.  It depends only on ``grpcio``, which both virtual
 environments have, and talks to the standard gRPC health service with
 hand-encoded messages so that it needs no generated stubs.
+
+A server started with TLS (``--ssl_config_file``) or a bearer token
+(``--auth_token_file``) is checked for readiness with the channel
+credentials, channel options and call metadata its caller passes to
+``running_server``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -50,6 +57,18 @@ class Server:
     process: subprocess.Popen
     # "127.0.0.1:<port>" of the REST API when started with ``rest_api=True``.
     rest_address: str | None = None
+
+    @property
+    def port(self) -> int:
+        """The gRPC port."""
+        return int(self.address.rsplit(":", 1)[1])
+
+    @property
+    def rest_port(self) -> int | None:
+        """The REST port, or None when REST is off."""
+        if self.rest_address is None:
+            return None
+        return int(self.rest_address.rsplit(":", 1)[1])
 
 
 def free_loopback_port() -> int:
@@ -101,13 +120,18 @@ def health_check(
     service: str,
     timeout: float = 5.0,
     wait_for_ready: bool = False,
+    metadata: Sequence[tuple[str, str]] | None = None,
 ) -> int:
-    """Call grpc.health.v1.Health/Check for ``service`` and return its status."""
+    """Call grpc.health.v1.Health/Check for ``service`` and return its status.
+
+    ``metadata`` is sent with the call (``None`` sends none).
+    """
     check = channel.unary_unary(HEALTH_CHECK_METHOD)
     response = check(
         encode_health_check_request(service),
         timeout=timeout,
         wait_for_ready=wait_for_ready,
+        metadata=metadata,
     )
     return decode_health_check_response(response)
 
@@ -130,6 +154,10 @@ def running_server(
     binary: Path = BINARY,
     wrapper: Sequence[str] = (),
     rest_api: bool = False,
+    credentials: grpc.ChannelCredentials | None = None,
+    channel_options: Sequence[tuple[str, Any]] = (),
+    metadata: Sequence[tuple[str, str]] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
     """Start ferroserve and stop it with SIGTERM.
 
@@ -140,9 +168,15 @@ def running_server(
     reported as ``Server.rest_address``.  ``binary``
     runs another copy of the server and ``wrapper`` is a command prefix that
     must exec it in place (such as ``setpriv``), so SIGTERM reaches the server.
+    ``env`` adds to (or overrides) the environment the server inherits.
 
     Yields once a health check for the whole server ("") answers SERVING
-    (and, with ``rest_api``, the REST port accepts connections).
+    (and, with ``rest_api``, the REST port accepts connections).  The check
+    goes over an insecure channel to ``Server.address`` unless
+    ``credentials`` are given (for a server with ``--ssl_config_file``), in
+    which case it goes over a secure one; ``channel_options`` (such as
+    ``grpc.ssl_target_name_override``) configure that channel and
+    ``metadata`` is sent with each check.
     On exit the server must terminate with status 0 within
     ``SHUTDOWN_TIMEOUT_S``; otherwise it is killed and ``ServerError`` raised.
     The server's stdout and stderr go to ``target/python-tests/<suite>-server.log``.
@@ -171,6 +205,7 @@ def running_server(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=None if env is None else {**os.environ, **env},
         )
     server = Server(
         address=address,
@@ -179,7 +214,12 @@ def running_server(
         rest_address=f"127.0.0.1:{rest_port}" if rest_api else None,
     )
     try:
-        _wait_until_serving(server)
+        _wait_until_serving(
+            server,
+            credentials=credentials,
+            channel_options=channel_options,
+            metadata=metadata,
+        )
         yield server
     except BaseException:
         _kill(process)
@@ -187,7 +227,13 @@ def running_server(
     _terminate(server)
 
 
-def _wait_until_serving(server: Server) -> None:
+def _wait_until_serving(
+    server: Server,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    channel_options: Sequence[tuple[str, Any]] = (),
+    metadata: Sequence[tuple[str, str]] | None = None,
+) -> None:
     """Wait for the port to accept connections, then for a SERVING answer.
 
     Polling the TCP port first keeps gRPC's reconnect backoff out of the
@@ -197,7 +243,12 @@ def _wait_until_serving(server: Server) -> None:
     _wait_for_port(server, server.address, deadline)
 
     last_answer = "none"
-    with grpc.insecure_channel(server.address) as channel:
+    options = list(channel_options)
+    if credentials is None:
+        opened = grpc.insecure_channel(server.address, options=options)
+    else:
+        opened = grpc.secure_channel(server.address, credentials, options=options)
+    with opened as channel:
         while time.monotonic() < deadline:
             _check_alive(server)
             try:
@@ -206,6 +257,7 @@ def _wait_until_serving(server: Server) -> None:
                     "",
                     timeout=max(0.1, min(5.0, deadline - time.monotonic())),
                     wait_for_ready=True,
+                    metadata=metadata,
                 )
             except grpc.RpcError as err:
                 last_answer = f"{err.code().name}: {err.details()}"

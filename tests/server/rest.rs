@@ -337,7 +337,7 @@ async fn several_inputs_follow_the_row_and_column_rules() {
         ),
         (
             r#"{"inputs":{"sepal":[[1.0,2.0],3.0],"petal":[[1.0,2.0],[1.0,2.0]]}}"#,
-            "JSON Value: 3.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 3",
+            "JSON Value: 3.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 2",
         ),
         (
             r#"{"signature_name":"other","instances":[1]}"#,

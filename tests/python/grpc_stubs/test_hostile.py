@@ -61,12 +61,12 @@ MIB = 1 << 20
 GIB = 1 << 30
 # The memory limit deploy/kubernetes/deployment.yaml gives the server.
 MEMORY_LIMIT_BYTES = 1 * GIB
-# The REST body limit, before and after gzip inflation (MAX_BODY_BYTES in
-# src/rest/mod.rs, gRPC's message limit).
+# The REST body limit (MAX_BODY_BYTES in src/rest/mod.rs, gRPC's message
+# limit); a gzip body may inflate to 100 MiB only (MAX_INFLATED_BYTES).
 MAX_BODY_BYTES = (1 << 31) - 1
-# TensorFlow Serving's default limit on an inflated gzip body is 100 MiB
-# (net_http ZLib::kMaxUncompressedBytes); a refused bomb may cost that
-# much and some slack, not the whole body limit.
+# TensorFlow Serving's limit on an inflated gzip body is 100 MiB (net_http
+# ZLib::kMaxUncompressedBytes), and ferroserve's too; a refused bomb may
+# cost that much and some slack, not the whole body limit.
 GZIP_BOMB_PEAK_LIMIT_BYTES = 256 * MIB
 # Refusing a shape must not allocate for it.
 REFUSED_SHAPE_PEAK_LIMIT_BYTES = 64 * MIB
@@ -462,15 +462,6 @@ def test_nan_and_infinite_inputs_are_answered(stub):
     assert response.model_spec.name == MODEL_NAME
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "NaN is not propagated: Predict of an all-NaN image and of an all-+inf image "
-        "answers finite probabilities (about 0.1 each), and of the seven with one NaN "
-        "pixel answers 0.98 for 7, where onnxruntime answers NaN for all three; the "
-        "Relu kernel turns NaN into 0"
-    ),
-)
 def test_non_finite_inputs_give_what_onnxruntime_gives(stub):
     """Outputs for NaN and infinite inputs match onnxruntime, NaN for NaN."""
     images = non_finite_images()
@@ -636,7 +627,8 @@ class BombAnswer:
 
 @pytest.fixture(scope="module")
 def gzip_bomb_answer(hostile_server) -> BombAnswer:
-    """What the server answers a ~2 MB gzip that inflates to 2 GiB, one byte past the body limit."""
+    """What the server answers a ~2 MB gzip that inflates to 2 GiB: past the body limit
+    and twenty times past the inflation limit."""
     assert zlib.decompress(gzip_of_zeros(4), 31) == bytes(4 * MIB)
     size_mib = MAX_BODY_BYTES // MIB + 1
     bomb = gzip_of_zeros(size_mib)
@@ -664,16 +656,6 @@ def test_gzip_bomb_is_refused_quickly(gzip_bomb_answer: BombAnswer, record_prope
     assert kept < GZIP_BOMB_PEAK_LIMIT_BYTES, f"VmRSS {mib(bomb.memory.after)} after the bomb"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the whole gzip body is inflated in memory up to the 2 GiB - 1 byte body "
-        "limit before it is refused: a 2.1 MB gzip of zeros (Content-Encoding: gzip, "
-        "POST /v1/models/mnist:predict) raised the peak RSS from ~14 MiB to ~2067 MiB "
-        "before the 400 came, 1 to 2 s later; TensorFlow Serving stops inflating at "
-        "100 MiB"
-    ),
-)
 def test_gzip_bomb_is_not_inflated_into_memory(gzip_bomb_answer: BombAnswer):
     """Refusing a gzip bomb must not cost the memory of the body limit."""
     memory = gzip_bomb_answer.memory
@@ -766,17 +748,6 @@ def test_rest_string_for_a_float_input_is_invalid(hostile_server):
 ROW_ERROR = "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the texts differ from TensorFlow Serving's FillTensorProto: for a scalar "
-        "where a list is expected ferroserve gives 'Expected at level: 4' (the rank "
-        "plus one) where TensorFlow Serving gives the rank, 3; for a list nested "
-        "deeper than the rank it gives 'JSON Value: [0.0] found at incorrect level: "
-        "4 in the JSON DOM. Expected at level: 3' where TensorFlow Serving gives "
-        "'Encountered list at unexpected level: 3 expected < 3'"
-    ),
-)
 @pytest.mark.parametrize(
     ("last_row", "message"),
     [
@@ -817,15 +788,6 @@ def test_rest_non_finite_literals_are_accepted(hostile_server, literal: str, pix
     assert np.asarray(answer["predictions"], dtype=np.float64).shape == (1, digits.NUM_CLASSES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "'Inf', '-Inf' and '-NaN' as JSON values are a 400 'JSON Parse error: Invalid "
-        "value. at offset: <n>'; RapidJSON with kParseNanAndInfFlag, which TensorFlow "
-        "Serving's ParseJson uses, reads 'Inf' (optionally followed by 'inity') and "
-        "NaN, each with an optional minus sign"
-    ),
-)
 @pytest.mark.parametrize("literal", ["Inf", "-Inf", "-NaN"])
 def test_rest_short_non_finite_literals_are_accepted(hostile_server, literal: str):
     """The other spellings RapidJSON's NaN-and-Inf mode takes."""
