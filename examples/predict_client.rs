@@ -6,7 +6,17 @@
 //! cargo run --release --example predict_client -- --server 127.0.0.1:8500 --model mnist examples/digits/3.png
 //! cargo run --release --example predict_client -- --server 127.0.0.1:8500 --model mnist --metadata
 //! cargo run --release --example predict_client -- --server 127.0.0.1:8500 --model mnist --status
+//! # Load: 64 concurrent callers for 60 s, round-robin over two servers.
+//! cargo run --release --example predict_client -- --server 127.0.0.1:8500,127.0.0.1:8510 --model mnist \
+//!     --concurrency 64 --duration 60 --histogram-svg latency.svg examples/digits/3.png
 //! ```
+//!
+//! In load mode (`--concurrency` with `--duration` or `--requests`) every
+//! caller sends the same Predict (the images given, or one all-zero image
+//! of the signature's size) to the next server in turn, and the run ends
+//! with `key=value` lines: requests, errors, requests per second, latency
+//! percentiles, errors by code and requests by server. The exit status is
+//! 2 when any request failed.
 //!
 //! Images are read as 8-bit grayscale (colour is converted to luminance),
 //! scaled to [0, 1] and sent as one float batch `[n, height, width, 1]` to
@@ -20,7 +30,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use prost::Message;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use ferroserve::proto::tensorflow::serving::model_service_client::ModelServiceClient;
 use ferroserve::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
@@ -31,12 +41,16 @@ use ferroserve::proto::tensorflow::serving::{
 use ferroserve::proto::tensorflow::{DataType, SignatureDef, TensorInfo, TensorProto, tensor_info};
 use ferroserve::tensor::proto::shape_proto;
 
+#[path = "predict_client/load.rs"]
+mod load;
+
 #[derive(Debug, Parser)]
 #[command(about = "Classify images with a model served over TensorFlow Serving's gRPC API")]
 struct Args {
-    /// host:port of the gRPC server.
-    #[arg(long, default_value = "127.0.0.1:8500")]
-    server: String,
+    /// host:port of the gRPC server; in load mode several, comma-separated
+    /// or repeated, are called in turn.
+    #[arg(long, default_value = "127.0.0.1:8500", value_delimiter = ',')]
+    server: Vec<String>,
     /// Model name.
     #[arg(long, default_value = "mnist")]
     model: String,
@@ -55,6 +69,31 @@ struct Args {
     /// Seconds to wait for each call.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// PEM file of the certificate authority that signed the server's
+    /// certificate: connect with TLS.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// PEM certificate and key of this client, for servers that verify
+    /// clients (with --ca-cert).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// File holding a bearer token sent as `authorization: Bearer <token>`.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Load mode: concurrent callers.
+    #[arg(long, requires = "stop")]
+    concurrency: Option<usize>,
+    /// Load mode: seconds to run.
+    #[arg(long, group = "stop")]
+    duration: Option<f64>,
+    /// Load mode: requests to send in all.
+    #[arg(long, group = "stop")]
+    requests: Option<u64>,
+    /// Load mode: write an SVG histogram of the latencies here.
+    #[arg(long)]
+    histogram_svg: Option<PathBuf>,
     /// PNG images to classify.
     images: Vec<PathBuf>,
 }
@@ -70,6 +109,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The summary already says which codes failed.
+        Err(e) if e.is::<load::SomeFailed>() => ExitCode::from(2),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -90,35 +131,83 @@ fn model_spec(args: &Args, signature: bool) -> Option<ModelSpec> {
     })
 }
 
-async fn run(args: Args) -> Result<()> {
-    let url = format!("http://{}", args.server);
-    let channel = Channel::from_shared(url.clone())
-        .with_context(|| format!("bad --server address {}", args.server))?
+/// A channel to `server`, with TLS when `--ca-cert` is given.
+async fn connect(args: &Args, server: &str) -> Result<Channel> {
+    let scheme = if args.ca_cert.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{server}");
+    let mut endpoint = Channel::from_shared(url.clone())
+        .with_context(|| format!("bad --server address {server}"))?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(args.timeout))
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {url}"))?;
-    if args.status {
-        return print_status(&args, channel).await;
+        .timeout(Duration::from_secs(args.timeout));
+    if let Some(ca) = &args.ca_cert {
+        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(tls)?;
     }
-    let mut client = PredictionServiceClient::new(channel).max_decoding_message_size(256 << 20);
+    endpoint.connect().await.with_context(|| format!("cannot connect to {url}"))
+}
+
+/// The `authorization` value of `--token-file`.
+fn bearer(args: &Args) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>> {
+    let Some(path) = &args.token_file else { return Ok(None) };
+    let token = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(format!("Bearer {}", token.trim()).parse().context("the token is not a valid header value")?))
+}
+
+type Client = PredictionServiceClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let first = args.server.first().ok_or_else(|| anyhow!("give a --server"))?.clone();
+    let channel = connect(&args, &first).await?;
+    let auth = Auth(bearer(&args)?);
+    if args.status {
+        return print_status(&args, ModelServiceClient::with_interceptor(channel, auth)).await;
+    }
+    let mut client =
+        PredictionServiceClient::with_interceptor(channel, auth.clone()).max_decoding_message_size(256 << 20);
     let signatures = fetch_signatures(&args, &mut client).await?;
     if args.metadata {
         print_signatures(&signatures);
         return Ok(());
     }
-    if args.images.is_empty() {
+    if args.images.is_empty() && args.concurrency.is_none() {
         bail!("give one or more PNG images to classify, or --metadata or --status");
     }
     let signature = signatures
         .signature_def
         .get(&args.signature)
         .ok_or_else(|| anyhow!("model {} has no signature {}", args.model, args.signature))?;
-    predict(&args, &mut client, signature).await
+    let request = build_request(&args, signature)?;
+    if let Some(concurrency) = args.concurrency {
+        let mut clients = vec![client];
+        for server in &args.server[1..] {
+            let channel = connect(&args, server).await?;
+            clients.push(
+                PredictionServiceClient::with_interceptor(channel, auth.clone()).max_decoding_message_size(256 << 20),
+            );
+        }
+        return load::run(&args, clients, request, concurrency).await;
+    }
+    predict(&args, &mut client, request).await
 }
 
-async fn fetch_signatures(args: &Args, client: &mut PredictionServiceClient<Channel>) -> Result<SignatureDefMap> {
+async fn fetch_signatures(args: &Args, client: &mut Client) -> Result<SignatureDefMap> {
     let response = client
         .get_model_metadata(GetModelMetadataRequest {
             model_spec: model_spec(args, false),
@@ -164,8 +253,11 @@ fn print_signatures(map: &SignatureDefMap) {
     }
 }
 
-async fn print_status(args: &Args, channel: Channel) -> Result<()> {
-    let response = ModelServiceClient::new(channel)
+async fn print_status(
+    args: &Args,
+    mut client: ModelServiceClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>,
+) -> Result<()> {
+    let response = client
         .get_model_status(GetModelStatusRequest { model_spec: model_spec(args, false) })
         .await
         .map_err(status_line)?
@@ -203,7 +295,9 @@ fn read_gray_png(path: &PathBuf) -> Result<(usize, usize, Vec<u8>)> {
     Ok((h, w, pixels))
 }
 
-async fn predict(args: &Args, client: &mut PredictionServiceClient<Channel>, signature: &SignatureDef) -> Result<()> {
+/// The Predict of `--images` (or, in load mode without images, of one
+/// all-zero image) on the signature's one input.
+fn build_request(args: &Args, signature: &SignatureDef) -> Result<PredictRequest> {
     let [(alias, info)] = signature.inputs.iter().collect::<Vec<_>>()[..] else {
         bail!(
             "signature {} has {} inputs; this client feeds exactly one image input",
@@ -228,9 +322,15 @@ async fn predict(args: &Args, client: &mut PredictionServiceClient<Channel>, sig
         size = Some((h, w));
         values.extend(pixels.into_iter().map(|p| p as f32 / 255.0));
     }
+    if args.images.is_empty() {
+        // Load mode without images: one all-zero image.
+        let (h, w) = (dims[1].max(1) as usize, dims[2].max(1) as usize);
+        size = Some((h, w));
+        values = vec![0.0; h * w];
+    }
     let (h, w) = size.unwrap_or_default();
-    let shape = [args.images.len() as i64, h as i64, w as i64, 1];
-    let request = PredictRequest {
+    let shape = [args.images.len().max(1) as i64, h as i64, w as i64, 1];
+    Ok(PredictRequest {
         model_spec: model_spec(args, true),
         inputs: [(
             alias.clone(),
@@ -243,7 +343,10 @@ async fn predict(args: &Args, client: &mut PredictionServiceClient<Channel>, sig
         )]
         .into(),
         ..PredictRequest::default()
-    };
+    })
+}
+
+async fn predict(args: &Args, client: &mut Client, request: PredictRequest) -> Result<()> {
     let response = client.predict(request).await.map_err(status_line)?.into_inner();
     let version = match response.model_spec.and_then(|s| s.version_choice) {
         Some(model_spec::VersionChoice::Version(v)) => v.to_string(),
