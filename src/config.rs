@@ -481,7 +481,7 @@ pub fn parse_model_server_config(text: &str) -> Result<ModelServerConfig, String
 
 /// Parses protobuf text format into the message `full_name`, over the
 /// descriptors compiled from proto/.
-pub(crate) fn parse_text_format<T: prost::Message + Default>(full_name: &str, text: &str) -> Result<T, String> {
+pub fn parse_text_format<T: prost::Message + Default>(full_name: &str, text: &str) -> Result<T, String> {
     let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())?;
     let descriptor = pool.get_message_by_name(full_name).ok_or_else(|| format!("the descriptors lack {full_name}"))?;
     let message = DynamicMessage::parse_text_format(descriptor, text).map_err(|e| e.to_string())?;

@@ -121,6 +121,23 @@ pub fn default_inflight_bytes() -> usize {
     total_kib.map_or(2 << 30, |kib| kib.saturating_mul(1024) / 4)
 }
 
+/// The reservation of one gRPC request, shared with its handler through
+/// the request's extensions, so the handler can hold what decoding will
+/// allocate beyond the wire bytes (a one-value `float_val` fills a whole
+/// shape, as in TensorFlow).
+#[derive(Debug, Clone)]
+pub struct RequestBytes(Arc<Mutex<Reservation>>);
+
+impl RequestBytes {
+    /// Holds `n` more bytes for this request.
+    ///
+    /// # Errors
+    /// When the budget has less than `n` bytes left.
+    pub fn grow(&self, n: usize) -> Result<(), BudgetExceeded> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).grow(n)
+    }
+}
+
 /// A tower layer for the gRPC server that reserves the length of every
 /// request message against the budget as soon as its 5-byte prefix
 /// arrives, and holds it until the handler has answered.
@@ -175,7 +192,8 @@ where
             return Box::pin(inner.call(request));
         };
         let held = Arc::new(Mutex::new(budget.reservation()));
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(RequestBytes(held.clone()));
         let body = MessageBudgetBody {
             inner: body,
             held: held.clone(),

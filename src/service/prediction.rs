@@ -97,7 +97,11 @@ impl PredictionApi {
         PredictionApi { state }
     }
 
-    async fn predict(&self, mut request: PredictRequest) -> Result<PredictResponse, ServeError> {
+    async fn predict(
+        &self,
+        mut request: PredictRequest,
+        held: Option<crate::limits::RequestBytes>,
+    ) -> Result<PredictResponse, ServeError> {
         let _in_flight = self.state.enter();
         let spec = request.model_spec.take();
         let servable = resolve(&self.state, spec.as_ref())?;
@@ -106,6 +110,9 @@ impl PredictionApi {
             servable.signature(&signature_name)?.1.check_predict_method()?;
         }
         let prepared = PreparedPredict::new(servable, &signature_name, request)?;
+        if let Some(held) = held {
+            held.grow(prepared.decoded_bytes())?;
+        }
         let as_content = self.state.tensor_content_outputs;
         let metrics = self.state.repository.metrics().clone();
         // Decoding, the model and encoding all run on the compute pool.
@@ -251,6 +258,15 @@ impl PreparedPredict {
         Ok(PreparedPredict { servable, signature_key, inputs, defaults, aliases, fetches })
     }
 
+    /// The bytes the decoded inputs will take: a request can be far smaller
+    /// (a one-value `float_val` fills its whole shape).
+    pub fn decoded_bytes(&self) -> usize {
+        self.inputs
+            .iter()
+            .map(|(_, _, _, head)| head.shape.iter().product::<usize>().saturating_mul(head.dtype.size_of()))
+            .fold(0, usize::saturating_add)
+    }
+
     /// Decodes the inputs, runs the model and encodes the answer, in the
     /// typed fields or, with `as_content`, in `tensor_content`.
     /// Synchronous and CPU-bound: call it on the compute pool.
@@ -358,10 +374,11 @@ impl PredictionService for PredictionApi {
     }
 
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
+        let held = request.extensions().get::<crate::limits::RequestBytes>().cloned();
         let request = request.into_inner();
         let model = request.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
         let started = std::time::Instant::now();
-        let result = self.predict(request).await;
+        let result = self.predict(request, held).await;
         self.finish(&model, "Predict", started, result, |r| {
             let examples = r
                 .outputs

@@ -151,8 +151,8 @@ async fn expired_deadlines_and_cancelled_clients_leave_the_queue_unrun() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_byte_budget_refuses_at_once_and_is_given_back() {
-    // A's request is ~0.5 MiB at the calibrated batch or more; the budget
-    // holds one of them, not two.
+    // A holds its wire bytes and its decoded input (about as many again);
+    // the budget holds one such request, not two.
     let (state, dir) = slow_state("budget", |pool| pool);
     let probe = slow_state("budget-probe", |pool| pool);
     // Calibrate on a server without a budget, so the batch is known first.
@@ -165,7 +165,7 @@ async fn the_request_byte_budget_refuses_at_once_and_is_given_back() {
     };
     std::fs::remove_dir_all(&probe.1).unwrap();
     let size = prost::Message::encoded_len(&slow_request(batch));
-    let limit = size * 3 / 2;
+    let limit = size * 5 / 2;
     let state = state.with_request_budget(Some(limit));
     let budget = state.request_budget.clone().unwrap();
     let server = TestServer::start_state(state, Duration::ZERO).await;
@@ -211,4 +211,26 @@ async fn the_request_byte_budget_refuses_at_once_and_is_given_back() {
     assert_eq!(budget.in_flight(), 0);
     server.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_request_that_fills_a_huge_shape_counts_its_decoded_size() {
+    // One float_val fills the whole shape, as in TensorFlow: 47 bytes on
+    // the wire can ask for 3 MB.
+    let state = TestServer::example_state().with_request_budget(Some(1 << 20));
+    let budget = state.request_budget.clone().unwrap();
+    let server = TestServer::start_state(state, Duration::ZERO).await;
+    let mut client = server.prediction().await;
+    let request = |batch: i64| PredictRequest {
+        model_spec: spec("mnist"),
+        inputs: [("image".to_string(), float_tensor(&[batch, 28, 28, 1], vec![0.5]))].into(),
+        ..PredictRequest::default()
+    };
+    let err = client.predict(request(1000)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("needs 3136000 more bytes"), "{}", err.message());
+    let response = client.predict(request(10)).await.expect("a fill that fits the budget").into_inner();
+    assert_eq!(response.outputs["probabilities"].float_val.len(), 100);
+    assert_eq!(budget.in_flight(), 0);
+    server.stop().await;
 }
