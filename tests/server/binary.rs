@@ -182,3 +182,57 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_zero() {
     assert!(log.contains("drained; exiting"), "{log}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_shutdown_delay_health_says_not_serving_and_a_second_signal_exits_at_once() {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args([
+            &format!("--port={port}"),
+            "--model_name=mnist",
+            &format!("--model_base_path={}", crate::harness::root().join("examples/models/mnist").display()),
+            "--shutdown_delay_seconds=60",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ferroserve");
+    let mut server = Server(child);
+    let _ = connect(port).await;
+    let health = || async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("the port still accepts during the delay");
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .expect("health answers")
+            .into_inner()
+            .status
+    };
+    assert_eq!(health().await, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    // SAFETY: kill(2) with a pid we spawned and still own.
+    assert_eq!(unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health().await != tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
+        assert!(Instant::now() < deadline, "health did not turn NOT_SERVING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A new connection is still accepted (load balancers are catching up).
+    assert_eq!(health().await, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
+    assert!(server.0.try_wait().unwrap().is_none(), "the delay keeps the process up");
+
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) }, 0);
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(5), "a second signal must exit at once");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
