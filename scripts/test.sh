@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: builds in release mode, runs the Rust tests with
-# cargo-nextest, then the two Python suites against the release server binary.
+# cargo-nextest, then the two Python suites and a soak against the release
+# server binary.
 #
 #   bash scripts/test.sh
 #
@@ -10,7 +11,8 @@
 # nextest, (e) the ONNX backend node tests (written by
 # scripts/gen_onnx_node_tests.py, run by examples/conformance.rs), (f) pytest, one process and one environment per suite: both suites
 # load protobuf modules with the same file names (one generated from proto/,
-# one from the official wheels), which cannot share an interpreter.
+# one from the official wheels), which cannot share an interpreter, (g) a
+# 60-second soak of the release server (scripts/soak.sh).
 #
 # Environment: PYTHON selects the interpreter the virtual environments are
 # made with (default: python3). Needs node and npm on PATH.
@@ -212,6 +214,11 @@ for name in grpc_stubs official; do
 done
 end_phase
 
+begin_phase "soak (60 s)"
+SOAK_LOG=target/soak.log
+bash scripts/soak.sh 60 2>&1 | tee "$SOAK_LOG" || FAILED+=("soak")
+end_phase
+
 trap - EXIT
 print_timings
 echo
@@ -220,4 +227,6 @@ if [[ ${#FAILED[@]} -ne 0 ]]; then
 fi
 grep '^conformance: [0-9]' "$CONFORMANCE_LOG" || echo "conformance: did not run"
 python_summary
+SOAK_FIGURES=$(sed -n -E 's/^soak_(requests|failed_requests|requests_per_sec|rss_growth_pct)=/\1=/p' "$SOAK_LOG" | paste -sd' ')
+echo "soak: ${SOAK_FIGURES:-did not finish}"
 [[ ${#FAILED[@]} -eq 0 ]]

@@ -230,6 +230,8 @@ pub enum ConfigError {
 pub struct Config {
     /// gRPC TCP port; `None` when gRPC over TCP is off.
     pub grpc_port: Option<u16>,
+    /// gRPC's UNIX socket (`--grpc_socket_path`).
+    pub grpc_socket_path: Option<PathBuf>,
     /// REST port; `None` when REST is off.
     pub rest_api_port: Option<u16>,
     pub models: Vec<ModelConfig>,
@@ -286,7 +288,6 @@ impl Flags {
             };
         }
         check!(
-            grpc_socket_path => "not yet honoured",
             rest_api_num_threads => "ignored: REST requests run on the async runtime and the compute pool",
             enable_batching => "not yet honoured",
             batching_parameters_file => "not yet honoured",
@@ -393,6 +394,7 @@ impl Flags {
         let seconds = |s: i64| (s > 0).then(|| Duration::from_secs(s as u64));
         Ok(Config {
             grpc_port: (self.port != 0).then_some(self.port),
+            grpc_socket_path: (!self.grpc_socket_path.is_empty()).then(|| PathBuf::from(&self.grpc_socket_path)),
             rest_api_port: (self.rest_api_port != 0).then_some(self.rest_api_port),
             models,
             model_config_file,

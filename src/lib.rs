@@ -17,6 +17,7 @@
 //! - [`limits`]: the budget of request bytes in flight.
 //! - [`tls`]: TLS from TensorFlow Serving's `SSLConfig`, for both front ends.
 //! - [`auth`]: bearer-token authentication (`--auth_token_file`).
+//! - [`uds`]: gRPC on a UNIX socket, with the `:authority` fix clients need.
 //! - [`servable`]: a loaded model version: signatures, input validation,
 //!   prediction.
 //! - [`inference`]: Classify, Regress and MultiInference: examples to
@@ -50,3 +51,4 @@ pub mod service;
 pub mod tensor;
 pub mod tfrecord;
 pub mod tls;
+pub mod uds;

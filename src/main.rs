@@ -137,18 +137,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with_auth(config.auth.clone()),
     );
 
-    let Some(port) = config.grpc_port else {
-        anyhow::bail!("gRPC over TCP is off (--port=0) and UNIX sockets are not supported by this build yet");
+    let listener = match config.grpc_port {
+        None => None,
+        Some(port) => {
+            let l = TcpListener::bind(("0.0.0.0", port))
+                .await
+                .with_context(|| format!("binding the gRPC port 0.0.0.0:{port}"))?;
+            tracing::info!(
+                address = %l.local_addr()?,
+                tls = config.grpc_tls.is_some(),
+                client_verify = config.grpc_tls.as_ref().is_some_and(|t| t.ssl.client_verify),
+                bearer_token = config.auth.is_some(),
+                "gRPC server listening (PredictionService, ModelService, grpc.health.v1, reflection)"
+            );
+            Some(l)
+        }
     };
-    let listener =
-        TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("binding the gRPC port 0.0.0.0:{port}"))?;
-    tracing::info!(
-        address = %listener.local_addr()?,
-        tls = config.grpc_tls.is_some(),
-        client_verify = config.grpc_tls.as_ref().is_some_and(|t| t.ssl.client_verify),
-        bearer_token = config.auth.is_some(),
-        "gRPC server listening (PredictionService, ModelService, grpc.health.v1, reflection)"
-    );
+    let unix_listener = match &config.grpc_socket_path {
+        None => None,
+        Some(path) => {
+            // A socket left by an earlier process is replaced, as gRPC does.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("binding the gRPC socket --grpc_socket_path={}", path.display()))?;
+            tracing::info!(path = %path.display(), bearer_token = config.auth.is_some(), "gRPC server listening on a UNIX socket");
+            Some(l)
+        }
+    };
 
     let rest_listener = match config.rest_api_port {
         Some(rest) if Some(rest) == config.grpc_port => {
@@ -212,14 +230,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let grace = config.shutdown_grace + config.shutdown_delay;
-    let server = async {
-        match &config.grpc_tls {
-            None => service::serve(listener, state, draining(), delay).await,
+    let mut grpc = Vec::new();
+    if let Some(listener) = listener {
+        let (state, drained) = (state.clone(), draining());
+        grpc.push(match &config.grpc_tls {
+            None => tokio::spawn(service::serve(listener, state, drained, delay)),
             Some(tls) => {
-                let tls = ferroserve::tls::server_config(&tls.ssl, ferroserve::tls::GRPC_ALPN)?;
-                service::serve_tls(listener, tls, state, draining(), delay).await
+                let tls = ferroserve::tls::server_config(&tls.ssl, ferroserve::tls::GRPC_ALPN)
+                    .map_err(|e| anyhow::anyhow!("--ssl_config_file: {e}"))?;
+                tokio::spawn(service::serve_tls(listener, tls, state, drained, delay))
             }
+        });
+    }
+    if let Some(listener) = unix_listener {
+        grpc.push(tokio::spawn(service::serve_unix(listener, state.clone(), draining(), delay)));
+    }
+    let server = async move {
+        for task in grpc {
+            task.await??;
         }
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
     };
     tokio::pin!(server);
     tokio::select! {
@@ -236,6 +266,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         () = grace_expired(signals, grace) => {
             tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish within the grace period; exiting");
         }
+    }
+    if let Some(path) = &config.grpc_socket_path {
+        let _ = std::fs::remove_file(path);
     }
     tracing::info!("drained; exiting");
     Ok(())

@@ -239,6 +239,22 @@ pub async fn serve_tls(
     serve_incoming(connections, state, shutdown, shutdown_delay).await
 }
 
+/// [`serve`] on a UNIX socket (`--grpc_socket_path`), bound by the caller.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    state: Arc<ServingState>,
+    shutdown: impl Future<Output = ()> + Send,
+    shutdown_delay: Duration,
+) -> Result<(), BoxError> {
+    use tokio_stream::StreamExt;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
+        .map(|connection| connection.map(crate::uds::AuthorityFix::new));
+    serve_incoming(incoming, state, shutdown, shutdown_delay).await
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn serve_incoming<I, IO, IE>(

@@ -6,14 +6,19 @@ Python suites run.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
+import urllib.request
 
 import pytest
 import serverproc
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 CLIENT = serverproc.REPO_ROOT / "target" / "release" / "examples" / "predict_client"
 DIGITS = sorted((serverproc.REPO_ROOT / "examples" / "digits").glob("*.png"))
+DIGIT_3 = serverproc.REPO_ROOT / "examples" / "digits" / "3.png"
 TIMEOUT_S = 60
 
 
@@ -67,3 +72,66 @@ def test_client_errors_are_one_line_and_non_zero(server, args, needle):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
     assert "panicked" not in result.stderr
+
+
+def summary(stdout: str) -> dict[str, str]:
+    """The ``key=value`` fields of load mode's ``requests=...`` summary line."""
+    lines = [line for line in stdout.splitlines() if line.startswith("requests=")]
+    assert len(lines) == 1, stdout
+    return dict(field.split("=", 1) for field in lines[0].split())
+
+
+def prometheus_page(server: serverproc.Server) -> dict[str, Metric]:
+    """The metric families of a server's Prometheus page (on its REST port)."""
+    url = f"http://{server.rest_address}/monitoring/prometheus/metrics"
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as page:
+        return {family.name: family for family in text_string_to_metric_families(page.read().decode())}
+
+
+def test_load_mode_calls_several_servers_in_turn():
+    """300 requests round-robin over three servers: 100 Predict calls reach each,
+    as the client's summary and each server's request counter say."""
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(serverproc.running_server(f"predict-client-{name}", rest_api=True))
+            for name in "abc"
+        ]
+        addresses = [server.address for server in servers]
+        result = run_client(
+            "--server", ",".join(addresses), "--model", "mnist", "--concurrency", "6", "--requests", "300", str(DIGIT_3)
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        fields = summary(result.stdout)
+        assert (fields["requests"], fields["ok"], fields["failed"]) == ("300", "300", "0"), result.stdout
+        assert "error code=" not in result.stdout
+        per_server = re.findall(r"^server address=(\S+) requests=(\d+)$", result.stdout, flags=re.MULTILINE)
+        assert per_server == [(address, "100") for address in addresses], result.stdout
+        for server in servers:
+            families = prometheus_page(server)
+            counts = {
+                (s.labels["model_name"], s.labels["status"]): s.value
+                for s in families[":tensorflow:serving:request_count"].samples
+            }
+            assert counts == {("mnist", "OK"): 100}, (server.address, counts)
+            predicts = sum(
+                s.value
+                for s in families[":tensorflow:serving:request_latency"].samples
+                if s.name.endswith("_count")
+                and (s.labels["model_name"], s.labels["API"], s.labels["entrypoint"]) == ("mnist", "Predict", "GRPC")
+            )
+            assert predicts == 100, server.address
+
+
+def test_load_mode_writes_a_latency_histogram(server, tmp_path):
+    svg = tmp_path / "latency.svg"
+    result = run_client(
+        "--server", server.address, "--model", "mnist", "--concurrency", "2", "--requests", "20",
+        "--histogram-svg", str(svg), str(DIGIT_3),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    fields = summary(result.stdout)
+    assert (fields["requests"], fields["failed"]) == ("20", "0"), result.stdout
+    text = svg.read_text(encoding="utf-8")
+    assert text.startswith("<svg"), text[:200]
+    assert text.rstrip().endswith("</svg>")
+    assert "20 requests, 0 failed" in text
