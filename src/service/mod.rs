@@ -198,6 +198,11 @@ fn rewrite_status(headers: &mut http::HeaderMap, limit: usize) {
                 "Received message larger than max ({found} vs. {limit}); the limit is raised with --grpc_channel_arguments=grpc.max_receive_message_length=N"
             ))
         }
+        // tonic's decode errors name every nested field; TF Serving cuts
+        // messages at 1024 bytes.
+        code if status.message().len() > 1024 => {
+            tonic::Status::new(code, crate::error::truncate_message(status.message()))
+        }
         _ => return,
     };
     // Only a message that cannot be a header value fails, and ours are ASCII.
@@ -364,6 +369,10 @@ mod status_tests {
         let (code, message) = status(&h);
         assert_eq!(code, tonic::Code::ResourceExhausted);
         assert!(message.starts_with("Received message larger than max (12 vs. 10)"), "{message}");
+        // A long message is cut as TF Serving cuts it.
+        let mut h = headers("13", &"x".repeat(3000));
+        rewrite_status(&mut h, 10);
+        assert!(status(&h).1.ends_with("...TRUNCATED"));
         // Anything else is left alone.
         let mut h = headers("1", "cancelled%20by%20client");
         rewrite_status(&mut h, 10);
