@@ -481,10 +481,22 @@ pub fn parse_model_server_config(text: &str) -> Result<ModelServerConfig, String
     parse_text_format("tensorflow.serving.ModelServerConfig", text)
 }
 
+/// The descriptors compiled from proto/, decoded once: decoding them takes
+/// milliseconds, and config files are read every poll.
+///
+/// # Errors
+/// When the embedded descriptor set does not decode (a build fault).
+pub fn descriptor_pool() -> Result<&'static DescriptorPool, String> {
+    static POOL: std::sync::OnceLock<Result<DescriptorPool, String>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// Parses protobuf text format into the message `full_name`, over the
 /// descriptors compiled from proto/.
 pub fn parse_text_format<T: prost::Message + Default>(full_name: &str, text: &str) -> Result<T, String> {
-    let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())?;
+    let pool = descriptor_pool()?;
     let descriptor = pool.get_message_by_name(full_name).ok_or_else(|| format!("the descriptors lack {full_name}"))?;
     let message = DynamicMessage::parse_text_format(descriptor, text).map_err(|e| e.to_string())?;
     message.transcode_to::<T>().map_err(|e| e.to_string())

@@ -49,8 +49,7 @@ pub fn read_saved_model(dir: &Path) -> Result<SavedModel, SavedModelError> {
     }
     let txt = dir.join(SAVED_MODEL_PBTXT);
     let text = std::fs::read_to_string(&txt).map_err(|e| error(&txt, format!("cannot read: {e}")))?;
-    let pool = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)
-        .map_err(|e| error(&txt, e.to_string()))?;
+    let pool = crate::config::descriptor_pool().map_err(|e| error(&txt, e))?;
     let descriptor =
         pool.get_message_by_name("tensorflow.SavedModel").ok_or_else(|| error(&txt, "no SavedModel descriptor"))?;
     prost_reflect::DynamicMessage::parse_text_format(descriptor, &text)
