@@ -182,6 +182,20 @@ fn grpc_status_codes(response: http::Response<tonic::body::Body>, limit: usize) 
     http::Response::from_parts(parts, tonic::body::Body::new(body))
 }
 
+/// The first and last `keep` bytes of `message` (on character
+/// boundaries), joined by how much was cut.
+fn cut_middle(message: &str, keep: usize) -> String {
+    let mut head = keep.min(message.len());
+    while !message.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = message.len().saturating_sub(keep).max(head);
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{} ...({} bytes cut)... {}", &message[..head], tail - head, &message[tail..])
+}
+
 fn rewrite_status(headers: &mut http::HeaderMap, limit: usize) {
     let Some(status) = tonic::Status::from_header_map(headers) else { return };
     let rewritten = match status.code() {
@@ -198,10 +212,12 @@ fn rewrite_status(headers: &mut http::HeaderMap, limit: usize) {
                 "Received message larger than max ({found} vs. {limit}); the limit is raised with --grpc_channel_arguments=grpc.max_receive_message_length=N"
             ))
         }
-        // tonic's decode errors name every nested field; TF Serving cuts
-        // messages at 1024 bytes.
-        code if status.message().len() > 1024 => {
-            tonic::Status::new(code, crate::error::truncate_message(status.message()))
+        // tonic's decode errors name every nested field, then the reason:
+        // keep both ends within TF Serving's 1024 bytes.
+        tonic::Code::Internal
+            if status.message().len() > 1024 && status.message().starts_with("failed to decode Protobuf message") =>
+        {
+            tonic::Status::internal(cut_middle(status.message(), 500))
         }
         _ => return,
     };
@@ -370,9 +386,16 @@ mod status_tests {
         assert_eq!(code, tonic::Code::ResourceExhausted);
         assert!(message.starts_with("Received message larger than max (12 vs. 10)"), "{message}");
         // A long message is cut as TF Serving cuts it.
-        let mut h = headers("13", &"x".repeat(3000));
+        let mut h = headers(
+            "13",
+            &format!("failed to decode Protobuf message: path{}: recursion limit reached", "x".repeat(3000)),
+        );
         rewrite_status(&mut h, 10);
-        assert!(status(&h).1.ends_with("...TRUNCATED"));
+        let (code, message) = status(&h);
+        assert_eq!(code, tonic::Code::Internal);
+        assert!(message.starts_with("failed to decode Protobuf message: pathxxx"), "{message}");
+        assert!(message.ends_with("x: recursion limit reached"), "{message}");
+        assert!(message.len() < 1100 && message.contains("bytes cut"), "{message}");
         // Anything else is left alone.
         let mut h = headers("1", "cancelled%20by%20client");
         rewrite_status(&mut h, 10);
