@@ -221,9 +221,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Some(match &config.rest_tls {
                 None => tokio::spawn(ferroserve::rest::serve(l, state, options, shutdown)),
                 Some(tls) => {
-                    let tls = ferroserve::tls::server_config(&tls.ssl, ferroserve::tls::REST_ALPN)
-                        .map_err(|e| anyhow::anyhow!("--rest_api_ssl_config_file: {e}"))?;
-                    let l = ferroserve::tls::TlsListener::new(l, tls)?;
+                    let l = ferroserve::tls::TlsListener::new(l, tls.server.clone())?;
                     tokio::spawn(ferroserve::rest::serve(l, state, options, shutdown))
                 }
             })
@@ -235,11 +233,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let (state, drained) = (state.clone(), draining());
         grpc.push(match &config.grpc_tls {
             None => tokio::spawn(service::serve(listener, state, drained, delay)),
-            Some(tls) => {
-                let tls = ferroserve::tls::server_config(&tls.ssl, ferroserve::tls::GRPC_ALPN)
-                    .map_err(|e| anyhow::anyhow!("--ssl_config_file: {e}"))?;
-                tokio::spawn(service::serve_tls(listener, tls, state, drained, delay))
-            }
+            Some(tls) => tokio::spawn(service::serve_tls(listener, tls.server.clone(), state, drained, delay)),
         });
     }
     if let Some(listener) = unix_listener {

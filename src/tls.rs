@@ -33,12 +33,21 @@ pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
 /// The protocols the REST API offers in ALPN.
 pub const REST_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
-/// An `SSLConfig` read from its file; `Debug` shows the path, never the
-/// key.
-#[derive(Clone, PartialEq)]
+/// An `SSLConfig` read from its file and the rustls configuration made
+/// from it; `Debug` shows the path, never the key.
+#[derive(Clone)]
 pub struct TlsSettings {
     pub path: std::path::PathBuf,
     pub ssl: SslConfig,
+    /// What the listener serves with.
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl PartialEq for TlsSettings {
+    fn eq(&self, other: &TlsSettings) -> bool {
+        // `server` is made from `ssl`.
+        self.path == other.path && self.ssl == other.ssl
+    }
 }
 
 impl std::fmt::Debug for TlsSettings {
@@ -51,14 +60,15 @@ impl std::fmt::Debug for TlsSettings {
 }
 
 impl TlsSettings {
-    /// Reads and checks the file; `alpn` is what the listener will offer.
+    /// Reads the file and makes the configuration; `alpn` is what the
+    /// listener will offer.
     ///
     /// # Errors
     /// As [`read_ssl_config_file`] and [`server_config`].
     pub fn load(path: &Path, alpn: &[&[u8]]) -> Result<TlsSettings, String> {
         let ssl = read_ssl_config_file(path)?;
-        server_config(&ssl, alpn)?;
-        Ok(TlsSettings { path: path.to_path_buf(), ssl })
+        let server = server_config(&ssl, alpn)?;
+        Ok(TlsSettings { path: path.to_path_buf(), ssl, server })
     }
 }
 

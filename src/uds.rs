@@ -27,6 +27,8 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 /// SETTINGS_MAX_FRAME_SIZE's default, which the server keeps.
 const MAX_FRAME: usize = 16_384;
+/// SETTINGS_HEADER_TABLE_SIZE's default, which the server keeps.
+const HEADER_TABLE_SIZE: usize = 4096;
 /// The largest header block accepted from a client (h2's own default
 /// header list limit is 16 MiB; gRPC metadata is far smaller).
 const MAX_BLOCK: usize = 1 << 20;
@@ -55,7 +57,13 @@ impl AuthorityFix {
             ready: BytesMut::new(),
             preface_seen: false,
             pending: None,
-            decoder: fluke_hpack::Decoder::new(),
+            decoder: {
+                // A client may not grow the table past what the server
+                // advertises (SETTINGS_HEADER_TABLE_SIZE, 4096 by default).
+                let mut decoder = fluke_hpack::Decoder::new();
+                decoder.set_max_allowed_table_size(HEADER_TABLE_SIZE);
+                decoder
+            },
             eof: false,
         }
     }

@@ -96,7 +96,7 @@ def encode_health_check_request(service: str) -> bytes:
     payload = service.encode("utf-8")
     if not payload:
         return b""
-    return b"\x0a" + _encode_varint(len(payload)) + payload
+    return b"\x0a" + encode_varint(len(payload)) + payload
 
 
 def decode_health_check_response(data: bytes) -> int:
@@ -324,7 +324,8 @@ def _kill(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def _encode_varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """A protobuf base-128 varint of a non-negative ``value``."""
     out = bytearray()
     while True:
         byte = value & 0x7F

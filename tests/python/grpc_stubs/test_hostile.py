@@ -140,16 +140,7 @@ def rpc_error(call: Callable, request, timeout: float = RPC_TIMEOUT_S) -> grpc.R
 
 def varint(value: int) -> bytes:
     """A protobuf base-128 varint (negative numbers as their 64-bit pattern)."""
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    return serverproc.encode_varint(value & ((1 << 64) - 1))
 
 
 def tag(field: int, wire_type: int) -> bytes:
