@@ -288,6 +288,8 @@ impl Servable {
         if let Some(labels) = &labels {
             check_labels(labels, &signature, path)?;
         }
+        let mut graph = graph;
+        crate::runtime::optimize(&mut graph, registry);
         let plan = Plan::new(graph, registry)
             .map_err(|source| LoadError::Plan { path: path.display().to_string(), source })?;
         Ok(Servable {
@@ -369,7 +371,7 @@ impl Servable {
             check_labels(labels, signature, &pb)?;
         }
         let mut graph = imported.graph;
-        crate::runtime::fold_constants(&mut graph, registry);
+        crate::runtime::optimize(&mut graph, registry);
         let plan = Plan::new(graph, registry).map_err(|source| LoadError::Plan { path, source })?;
         Ok(Servable { name: name.to_string(), version, signatures, labels, plan })
     }
@@ -382,6 +384,11 @@ impl Servable {
     pub fn signature<'a>(&'a self, key: &'a str) -> Result<(&'a str, &'a Signature), ServeError> {
         let key = if key.is_empty() { DEFAULT_SIGNATURE } else { key };
         self.signatures.get(key).map(|s| (key, s)).ok_or_else(|| ServeError::SignatureNotFound(key.to_string()))
+    }
+
+    /// The execution plan the version runs (benchmarks read its steps).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Runs the model on checked inputs and returns the fetched values in

@@ -162,6 +162,18 @@ impl Node {
         }
     }
 
+    /// A float-list attribute, or `None` when absent.
+    ///
+    /// # Errors
+    /// When the attribute exists with another type.
+    pub fn floats_attr(&self, name: &str) -> Result<Option<&[f32]>, AttributeError> {
+        match self.attributes.get(name) {
+            None => Ok(None),
+            Some(Attribute::Floats(v)) => Ok(Some(v)),
+            Some(_) => Err(self.attr_error(name, "a list of floats")),
+        }
+    }
+
     /// A string attribute, or `None` when absent.
     ///
     /// # Errors

@@ -3,12 +3,17 @@
 
 use rayon::prelude::*;
 
+use super::conv2d::{Conv2dShape, conv2d};
+use super::epilogue::Activation;
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
 use crate::graph::Node;
 use crate::tensor::Tensor;
 
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Conv", 1, MAX_OPSET, build_conv);
+    // Conv with its activation fused in (onnxruntime's contrib operator of
+    // the same name), made by the load-time passes.
+    reg.register("FusedConv", 1, MAX_OPSET, build_conv);
     reg.register("ConvInteger", 10, MAX_OPSET, build_conv);
     reg.register("QLinearConv", 10, MAX_OPSET, build_conv);
 }
@@ -227,6 +232,8 @@ struct Conv {
     windows: Vec<Window>,
     group: usize,
     kind: ConvKind,
+    /// FusedConv's activation (Identity for Conv).
+    activation: Activation,
 }
 
 /// What a Conv node computes on.
@@ -265,7 +272,8 @@ fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         "QLinearConv" => ConvKind::QLinear,
         _ => ConvKind::Float,
     };
-    Ok(Box::new(Conv { windows, group: group as usize, kind }))
+    let activation = if node.op == "FusedConv" { Activation::from_node(node)? } else { Activation::Identity };
+    Ok(Box::new(Conv { windows, group: group as usize, kind, activation }))
 }
 
 impl Kernel for Conv {
@@ -322,45 +330,15 @@ impl Kernel for Conv {
         if window.rank > 2 {
             let axes =
                 (0..window.rank).map(|d| window.axis(d, x.shape()[2 + d], kernel[d])).collect::<Result<Vec<_>, _>>()?;
-            let y = conv_nd(xd, wd, bias, [n, c, m, cg, g], &axes);
+            let mut y = conv_nd(xd, wd, bias, [n, c, m, cg, g], &axes);
+            self.activation.apply(&mut y);
             let mut shape = vec![n, m];
             shape.extend(axes.iter().map(|a| a.output));
             return Ok(vec![Tensor::from_f32(shape, y)?]);
         }
         let [ah, aw] = window.resolve(&x.shape()[2..], kernel)?;
-        let (ih, iw, oh, ow) = (ah.input, aw.input, ah.output, aw.output);
-        let (kh, kw) = (ah.kernel, aw.kernel);
-        let m_per_group = m / g;
-        let plane = oh * ow;
-        let mut y = vec![0.0f32; n * m * plane];
-        if plane > 0 {
-            y.par_chunks_mut(plane).enumerate().for_each(|(idx, out)| {
-                let (b, oc) = (idx / m, idx % m);
-                out.fill(bias.map_or(0.0, |bv| bv[oc]));
-                let group_index = oc / m_per_group;
-                for icg in 0..cg {
-                    let ic = group_index * cg + icg;
-                    let input = &xd[(b * c + ic) * ih * iw..(b * c + ic + 1) * ih * iw];
-                    let weights = &wd[(oc * cg + icg) * kh * kw..(oc * cg + icg + 1) * kh * kw];
-                    for ky in 0..kh {
-                        let rows = ah.valid_outputs(ky);
-                        for kx in 0..kw {
-                            let wv = weights[ky * kw + kx];
-                            let cols = aw.valid_outputs(kx);
-                            for oy in rows.clone() {
-                                let iy = oy * ah.stride + ky * ah.dilation - ah.pad_begin;
-                                let in_row = &input[iy * iw..(iy + 1) * iw];
-                                let out_row = &mut out[oy * ow..(oy + 1) * ow];
-                                for ox in cols.clone() {
-                                    let ix = ox * aw.stride + kx * aw.dilation - aw.pad_begin;
-                                    out_row[ox] += wv * in_row[ix];
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        }
+        let shape = Conv2dShape { n, c, m, cg, g, h: ah, w: aw };
+        let y = conv2d(xd, wd, bias, &shape, self.activation);
         Ok(vec![Tensor::from_f32(window.output_shape(n, m, [ah, aw]), y)?])
     }
 }

@@ -1,13 +1,16 @@
 //! Dense layers: Gemm and MatMul, over one row-major matrix product.
 
-use rayon::prelude::*;
-
 use super::broadcast::{broadcast_shape, broadcast_strides};
+use super::epilogue::Activation;
+use super::sgemm::{View, sgemm};
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
 use crate::tensor::{Tensor, TensorData};
 
 pub fn register(reg: &mut KernelRegistry) {
     reg.register("Gemm", 7, MAX_OPSET, build_gemm);
+    // Gemm with its activation fused in (onnxruntime's contrib operator of
+    // the same name), made by the load-time passes.
+    reg.register("FusedGemm", 7, MAX_OPSET, build_gemm);
     reg.register("MatMul", 1, MAX_OPSET, |_| Ok(Box::new(MatMul)));
     reg.register("Det", 11, MAX_OPSET, |_| Ok(Box::new(Det)));
 }
@@ -63,44 +66,15 @@ impl Kernel for Det {
     }
 }
 
-/// Rows of C computed by one parallel task; small enough to spread a batch
-/// over the cores, large enough to amortise the task.
-const ROWS_PER_TASK: usize = 16;
-
-/// `c = a · b` for row-major `a` [m, k], `b` [k, n] and `c` [m, n].
-///
-/// Parallel over blocks of rows of `c`; each element's sum runs over `k` in
-/// order, so the result does not depend on the thread count.
+/// `c = a · b` for row-major `a` [m, k], `b` [k, n] and `c` [m, n], on the
+/// tuned kernels of [`sgemm`], spread over the current pool when large.
+/// The split is over blocks of `c`, never the reduction, so the result does
+/// not depend on the thread count.
 pub fn matmul_f32(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
     debug_assert_eq!(a.len(), m * k);
     debug_assert_eq!(b.len(), k * n);
     debug_assert_eq!(c.len(), m * n);
-    if n == 0 {
-        return;
-    }
-    c.par_chunks_mut(n * ROWS_PER_TASK).enumerate().for_each(|(chunk, rows)| {
-        for (r, c_row) in rows.chunks_mut(n).enumerate() {
-            let i = chunk * ROWS_PER_TASK + r;
-            c_row.fill(0.0);
-            let a_row = &a[i * k..(i + 1) * k];
-            for (p, &av) in a_row.iter().enumerate() {
-                let b_row = &b[p * n..(p + 1) * n];
-                for (cv, &bv) in c_row.iter_mut().zip(b_row) {
-                    *cv += av * bv;
-                }
-            }
-        }
-    });
-}
-
-fn transpose_2d(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = x[r * cols + c];
-        }
-    }
-    out
+    sgemm(View::row_major(a, m, k), View::row_major(b, k, n), c, n, false, true);
 }
 
 /// `Y = alpha · A' · B' + beta · C`, with `'` an optional transpose and C
@@ -111,6 +85,8 @@ struct Gemm {
     beta: f32,
     trans_a: bool,
     trans_b: bool,
+    /// FusedGemm's activation (Identity for Gemm).
+    activation: Activation,
 }
 
 fn build_gemm(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
@@ -120,6 +96,7 @@ fn build_gemm(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         beta: n.float_attr("beta", 1.0)?,
         trans_a: n.int_attr("transA", 0)? != 0,
         trans_b: n.int_attr("transB", 0)? != 0,
+        activation: if n.op == "FusedGemm" { Activation::from_node(n)? } else { Activation::Identity },
     }))
 }
 
@@ -145,34 +122,34 @@ impl Kernel for Gemm {
                 if self.trans_b { "'" } else { "" },
             )));
         }
-        let a_data = floats(a, "A")?;
-        let b_data = floats(b, "B")?;
-        let a_mat = if self.trans_a { transpose_2d(a_data, ar, ac) } else { a_data.to_vec() };
-        let b_owned;
-        let b_mat = if self.trans_b {
-            b_owned = transpose_2d(b_data, br, bc);
-            &b_owned[..]
-        } else {
-            b_data
-        };
+        let a_view = View::row_major(floats(a, "A")?, ar, ac);
+        let b_view = View::row_major(floats(b, "B")?, br, bc);
+        let a_view = if self.trans_a { a_view.t() } else { a_view };
+        let b_view = if self.trans_b { b_view.t() } else { b_view };
+        // Y starts as beta · C (broadcast), and the product adds onto it.
         let mut y = vec![0.0f32; m * n];
-        matmul_f32(&a_mat, b_mat, &mut y, m, k, n);
-        if self.alpha != 1.0 {
-            y.iter_mut().for_each(|v| *v *= self.alpha);
-        }
-        if let Some(c) = inputs.get(2).copied().flatten() {
+        let c = inputs.get(2).copied().flatten().filter(|_| self.beta != 0.0);
+        if let Some(c) = c {
             let c_data = floats(c, "C")?;
             let out_shape = broadcast_shape(c.shape(), &[m, n])?;
             if out_shape != [m, n] {
                 return Err(KernelError(format!("C of shape {:?} cannot be broadcast to [{m}, {n}]", c.shape())));
             }
             let strides = broadcast_strides(c.shape(), &[m, n]);
-            for i in 0..m {
-                for j in 0..n {
-                    y[i * n + j] += self.beta * c_data[i * strides[0] + j * strides[1]];
+            for (i, row) in y.chunks_mut(n.max(1)).enumerate().take(m) {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = self.beta * c_data[i * strides[0] + j * strides[1]];
                 }
             }
         }
+        if self.alpha == 1.0 {
+            sgemm(a_view, b_view, &mut y, n, c.is_some(), true);
+        } else {
+            let mut product = vec![0.0f32; m * n];
+            sgemm(a_view, b_view, &mut product, n, false, true);
+            y.iter_mut().zip(product).for_each(|(v, p)| *v += self.alpha * p);
+        }
+        self.activation.apply(&mut y);
         Ok(vec![Tensor::from_f32(vec![m, n], y)?])
     }
 }
@@ -305,6 +282,16 @@ mod tests {
     use super::*;
     use crate::graph::Attribute;
     use crate::kernels::testing::{assert_close, node, random_floats, run};
+
+    fn transpose_2d(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut out = vec![0.0; x.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                out[c * rows + r] = x[r * cols + c];
+            }
+        }
+        out
+    }
 
     fn naive_matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut c = vec![0.0; m * n];

@@ -382,30 +382,74 @@ impl MaxPool {
         let (ih, iw, oh, ow) = (ah.input, aw.input, ah.output, aw.output);
         let plane = oh * ow;
         let mut y = vec![f32::NEG_INFINITY; n * c * plane];
-        if plane > 0 {
-            y.par_chunks_mut(plane).enumerate().for_each(|(idx, out)| {
-                let input = &xd[idx * ih * iw..(idx + 1) * ih * iw];
-                for ky in 0..ah.kernel {
-                    let rows = ah.valid_outputs(ky);
-                    for kx in 0..aw.kernel {
-                        let cols = aw.valid_outputs(kx);
-                        for oy in rows.clone() {
-                            let iy = oy * ah.stride + ky * ah.dilation - ah.pad_begin;
-                            for ox in cols.clone() {
-                                let ix = ox * aw.stride + kx * aw.dilation - aw.pad_begin;
-                                let v = input[iy * iw + ix];
-                                let o = &mut out[oy * ow + ox];
-                                // NaN propagates, as in onnxruntime.
-                                if v > *o || v.is_nan() {
-                                    *o = v;
-                                }
-                            }
-                        }
-                    }
-                }
-            });
+        if plane == 0 {
+            return Ok(Tensor::from_f32(self.window.output_shape(n, c, [ah, aw]), y)?);
+        }
+        // Windows that tile the input (2x2 stride 2, no padding) read each
+        // input row once, left to right.
+        let tiled =
+            |a: &Axis| a.stride == a.kernel && a.dilation == 1 && a.pad_begin == 0 && a.output * a.stride <= a.input;
+        let each = |(idx, out): (usize, &mut [f32])| {
+            let input = &xd[idx * ih * iw..(idx + 1) * ih * iw];
+            if tiled(&ah) && tiled(&aw) {
+                pool_tiled(input, iw, [ah.kernel, aw.kernel], ow, out);
+            } else {
+                pool_general(input, iw, [&ah, &aw], ow, out);
+            }
+        };
+        // Planes in parallel only when there is enough work to share.
+        if y.len() * ah.kernel * aw.kernel >= 1 << 16 {
+            y.par_chunks_mut(plane).enumerate().for_each(each);
+        } else {
+            y.chunks_mut(plane).enumerate().for_each(each);
         }
         Ok(Tensor::from_f32(self.window.output_shape(n, c, [ah, aw]), y)?)
+    }
+}
+
+/// The larger of two pooled values; NaN wins, as in onnxruntime.
+#[inline(always)]
+fn max_nan(best: f32, v: f32) -> f32 {
+    if v > best || v.is_nan() { v } else { best }
+}
+
+/// One plane of a float MaxPool whose windows tile the input: each output
+/// row folds `kernel[0]` input rows, each output the `kernel[1]` elements
+/// of its window, taps in row-major order.
+fn pool_tiled(input: &[f32], iw: usize, kernel: [usize; 2], ow: usize, out: &mut [f32]) {
+    let [kh, kw] = kernel;
+    for (oy, out_row) in out.chunks_mut(ow).enumerate() {
+        for ky in 0..kh {
+            let in_row = &input[(oy * kh + ky) * iw..(oy * kh + ky) * iw + ow * kw];
+            if kw == 2 {
+                for (o, pair) in out_row.iter_mut().zip(in_row.chunks_exact(2)) {
+                    *o = max_nan(max_nan(*o, pair[0]), pair[1]);
+                }
+            } else {
+                for (o, window) in out_row.iter_mut().zip(in_row.chunks_exact(kw)) {
+                    *o = window.iter().fold(*o, |b, &v| max_nan(b, v));
+                }
+            }
+        }
+    }
+}
+
+/// One plane of a float MaxPool with any 1-D or 2-D window: each tap over
+/// the outputs it lands inside the input for.
+fn pool_general(input: &[f32], iw: usize, [ah, aw]: [&Axis; 2], ow: usize, out: &mut [f32]) {
+    for ky in 0..ah.kernel {
+        let rows = ah.valid_outputs(ky);
+        for kx in 0..aw.kernel {
+            let cols = aw.valid_outputs(kx);
+            for oy in rows.clone() {
+                let iy = oy * ah.stride + ky * ah.dilation - ah.pad_begin;
+                let in_row = &input[iy * iw..(iy + 1) * iw];
+                let out_row = &mut out[oy * ow..(oy + 1) * ow];
+                for ox in cols.clone() {
+                    out_row[ox] = max_nan(out_row[ox], in_row[ox * aw.stride + kx * aw.dilation - aw.pad_begin]);
+                }
+            }
+        }
     }
 }
 

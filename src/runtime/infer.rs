@@ -569,8 +569,8 @@ impl Ctx<'_> {
                 }
             }
             "MatMul" => self.matmul(),
-            "Gemm" => self.gemm(),
-            "Conv" => self.conv(),
+            "Gemm" | "FusedGemm" => self.gemm(),
+            "Conv" | "FusedConv" => self.conv(),
             "ConvTranspose" => self.conv_transpose(),
             "MaxPool" | "AveragePool" | "LpPool" => self.pool(),
             "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => {

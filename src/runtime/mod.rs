@@ -8,11 +8,13 @@
 
 mod control;
 mod infer;
+mod optimize;
 
 use std::collections::HashMap;
 
 pub use control::register as register_control_flow;
 pub use infer::{DimRule, InputRule, ShapeError};
+pub use optimize::optimize;
 
 use crate::graph::{Graph, ValueId, ValueInfo};
 use crate::kernels::{BuildError, Kernel, KernelError, KernelRegistry};
@@ -28,6 +30,20 @@ struct Step {
     outputs: Vec<ValueId>,
     /// Values no later step reads, freed right after this one.
     frees: Vec<ValueId>,
+    /// The node's attributes, for tools that read the plan.
+    attributes: HashMap<String, crate::graph::Attribute>,
+}
+
+/// Receives each step's operator, node name and run time.
+pub type StepReport<'a> = dyn FnMut(&str, &str, std::time::Duration) + 'a;
+
+/// What [`Plan::steps`] shows of a step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo<'a> {
+    pub op: &'a str,
+    pub inputs: &'a [Option<ValueId>],
+    pub outputs: &'a [ValueId],
+    pub attributes: &'a HashMap<String, crate::graph::Attribute>,
 }
 
 /// Why a graph could not become a plan.
@@ -115,6 +131,7 @@ impl Plan {
                 inputs: node.inputs.clone(),
                 outputs: node.outputs.clone(),
                 frees: Vec::new(),
+                attributes: node.attributes.clone(),
             });
         }
         for &id in &graph.outputs {
@@ -163,6 +180,16 @@ impl Plan {
         &self.input_rules
     }
 
+    /// Each step's operator, inputs, outputs and attributes, in run order.
+    pub fn steps(&self) -> impl Iterator<Item = StepInfo<'_>> {
+        self.steps.iter().map(|s| StepInfo {
+            op: &s.op,
+            inputs: &s.inputs,
+            outputs: &s.outputs,
+            attributes: &s.attributes,
+        })
+    }
+
     /// The values callers feed.
     pub fn inputs(&self) -> &[ValueId] {
         &self.inputs
@@ -196,6 +223,30 @@ impl Plan {
         lent: &[(ValueId, &Tensor)],
         fetches: &[ValueId],
     ) -> Result<Vec<Tensor>, RunError> {
+        self.run_inner(feeds, lent, fetches, None)
+    }
+
+    /// [`Plan::run`] that reports each step's operator and name and the
+    /// time it took (`model_bench --profile`).
+    ///
+    /// # Errors
+    /// As [`Plan::run`].
+    pub fn run_profiled(
+        &self,
+        feeds: Vec<(ValueId, Tensor)>,
+        fetches: &[ValueId],
+        report: &mut StepReport<'_>,
+    ) -> Result<Vec<Tensor>, RunError> {
+        self.run_inner(feeds, &[], fetches, Some(report))
+    }
+
+    fn run_inner(
+        &self,
+        feeds: Vec<(ValueId, Tensor)>,
+        lent: &[(ValueId, &Tensor)],
+        fetches: &[ValueId],
+        mut report: Option<&mut StepReport<'_>>,
+    ) -> Result<Vec<Tensor>, RunError> {
         let shapes: Vec<(ValueId, &[usize])> =
             feeds.iter().map(|(id, t)| (*id, t.shape())).chain(lent.iter().map(|(id, t)| (*id, t.shape()))).collect();
         infer::check_feeds(&self.input_rules, &shapes).map_err(RunError::Input)?;
@@ -227,6 +278,7 @@ impl Plan {
             }
         }
         for (step, _) in self.steps.iter().zip(&runs).filter(|(_, runs)| **runs) {
+            let started = report.as_ref().map(|_| std::time::Instant::now());
             let outputs = {
                 let operands: Vec<Option<&Tensor>> = step
                     .inputs
@@ -248,6 +300,9 @@ impl Plan {
                     expected: step.outputs.len(),
                     actual: outputs.len(),
                 });
+            }
+            if let (Some(report), Some(started)) = (report.as_mut(), started) {
+                report(&step.op, &step.name, started.elapsed());
             }
             for (&id, t) in step.outputs.iter().zip(outputs) {
                 slots[id] = Some(t);

@@ -1,0 +1,215 @@
+//! f32 matrix products on the `gemm` crate, which picks its AVX-512, AVX2 or
+//! SSE micro-kernels when the process starts (feature `x86-v4`).
+//!
+//! This is the one place the crate's raw-pointer interface is called: every
+//! view is checked against its slice before the call.
+
+use gemm::Parallelism;
+
+/// A strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// A dense row-major `rows` x `cols` matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> View<'a> {
+        View { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    /// The same elements read as the transposed matrix.
+    pub fn t(self) -> View<'a> {
+        View { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+
+    /// One past the largest index the view reads (0 when it is empty).
+    fn extent(&self, name: &str) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            return 0;
+        }
+        let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs + 1;
+        assert!(
+            last <= self.data.len(),
+            "{name} view of {}x{} reads past its {} elements",
+            self.rows,
+            self.cols,
+            self.data.len()
+        );
+        last
+    }
+}
+
+/// Multiply-adds below which a product stays on the calling thread: waking
+/// another thread costs about as much as this much arithmetic.
+pub const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// `c = a · b` (or `c += a · b` when `accumulate`), with `c` row-major with
+/// row stride `c_rs`. With `parallel`, a large product is spread over the
+/// current rayon pool; the split is over blocks of `c`, never over the
+/// reduction, so the result is the same on any number of threads.
+///
+/// # Panics
+/// When the shapes do not chain or a view reads past its slice.
+pub fn sgemm(a: View<'_>, b: View<'_>, c: &mut [f32], c_rs: usize, accumulate: bool, parallel: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "inner dimensions differ");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        c_rs >= n && (m - 1) * c_rs + n <= c.len(),
+        "output of {m}x{n} (row stride {c_rs}) exceeds {} elements",
+        c.len()
+    );
+    if k == 0 {
+        if !accumulate {
+            c.chunks_mut(c_rs).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallel = parallel && threads > 1 && m * n * k >= PARALLEL_MIN_MACS;
+    a.extent("lhs");
+    b.extent("rhs");
+    let dst = SendPtr(c.as_mut_ptr());
+    if m <= SMALL_M && n > SMALL_M_COLUMNS {
+        // A few rows (a dense layer at a small batch) give the crate's own
+        // split nothing to share: the columns are split instead, in blocks
+        // of a fixed width (on one thread too, so the sums are the same on
+        // any number of threads).
+        use rayon::prelude::*;
+        let block = |index: usize| {
+            let j = index * SMALL_M_COLUMNS;
+            let b_block = View { data: &b.data[j * b.cs..], cols: SMALL_M_COLUMNS.min(n - j), ..b };
+            // SAFETY: the blocks are disjoint columns of `c`, which the
+            // check above keeps inside the slice.
+            unsafe { product(a, b_block, dst.get().add(j), c_rs, accumulate, Parallelism::None) };
+        };
+        let blocks = n.div_ceil(SMALL_M_COLUMNS);
+        if parallel {
+            (0..blocks).into_par_iter().for_each(block);
+        } else {
+            (0..blocks).for_each(block);
+        }
+        return;
+    }
+    let parallelism = if parallel { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: as above, for the whole of `c`.
+    unsafe { product(a, b, dst.get(), c_rs, accumulate, parallelism) };
+}
+
+/// Rows up to which [`sgemm`] splits columns rather than rows.
+const SMALL_M: usize = 8;
+/// The column block width of that split.
+const SMALL_M_COLUMNS: usize = 64;
+
+/// The output pointer the column blocks share.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint elements through it (see `sgemm`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The call into the crate.
+///
+/// # Safety
+/// `a` and `b` must be checked views, and `dst` must be valid for writes of
+/// an `a.rows` x `b.cols` matrix with row stride `c_rs` that nothing else
+/// reads or writes during the call.
+unsafe fn product(a: View<'_>, b: View<'_>, dst: *mut f32, c_rs: usize, accumulate: bool, parallelism: Parallelism) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            a.rows,
+            b.cols,
+            a.cols,
+            dst,
+            1,
+            c_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{assert_close, random_floats};
+
+    fn naive(a: View<'_>, b: View<'_>) -> Vec<f32> {
+        let mut c = vec![0.0; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                c[i * b.cols + j] = (0..a.cols)
+                    .map(|p| f64::from(a.data[i * a.rs + p * a.cs]) * f64::from(b.data[p * b.rs + j * b.cs]))
+                    .sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn products_match_the_definition_for_all_layouts() {
+        for (m, k, n) in [(1, 1, 1), (1, 300, 10), (7, 3, 5), (40, 33, 17), (64, 576, 130), (3, 2, 1)] {
+            let a = random_floats(m * k, 1);
+            let b = random_floats(k * n, 2);
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let av = if ta { View::row_major(&a, k, m).t() } else { View::row_major(&a, m, k) };
+                let bv = if tb { View::row_major(&b, n, k).t() } else { View::row_major(&b, k, n) };
+                let mut c = vec![f32::NAN; m * n];
+                sgemm(av, bv, &mut c, n, false, true);
+                assert_close(&c, &naive(av, bv));
+                let mut acc = vec![1.0; m * n];
+                sgemm(av, bv, &mut acc, n, true, false);
+                let want: Vec<f32> = naive(av, bv).iter().map(|v| v + 1.0).collect();
+                assert_close(&acc, &want);
+            }
+        }
+    }
+
+    #[test]
+    fn thread_count_does_not_change_the_result() {
+        let (m, k, n) = (96, 700, 300);
+        let a = random_floats(m * k, 3);
+        let b = random_floats(k * n, 4);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut c = vec![0.0; m * n];
+            pool.install(|| sgemm(View::row_major(&a, m, k), View::row_major(&b, k, n), &mut c, n, false, true));
+            c
+        };
+        assert_eq!(run(1), run(2));
+    }
+
+    #[test]
+    fn an_empty_reduction_gives_zeros_or_keeps_c() {
+        let mut c = vec![5.0; 6];
+        sgemm(View::row_major(&[], 2, 0), View::row_major(&[], 0, 3), &mut c, 3, true, false);
+        assert_eq!(c, [5.0; 6]);
+        sgemm(View::row_major(&[], 2, 0), View::row_major(&[], 0, 3), &mut c, 3, false, false);
+        assert_eq!(c, [0.0; 6]);
+    }
+}

@@ -1,0 +1,306 @@
+//! Load-time graph passes that make a model cheaper to run without changing
+//! what it computes:
+//! - constant folding (shape subgraphs, weights reshaped or transposed);
+//! - BatchNormalization after a Conv folded into the Conv's weights and bias
+//!   (the one pass that rounds differently: within rtol 1e-4 of the
+//!   unfolded graph, DESIGN.md's rule);
+//! - Relu, LeakyRelu and Clip after a Conv or Gemm fused into it, as
+//!   `FusedConv` / `FusedGemm` (bit for bit what the two nodes give).
+//!
+//! A pass rewrites a node only when the value it removes has no other
+//! reader and is not a graph output.
+
+use std::collections::HashMap;
+
+use super::fold_constants;
+use crate::graph::{Graph, Node, ValueId, ValueInfo};
+use crate::kernels::KernelRegistry;
+use crate::kernels::epilogue::Activation;
+use crate::tensor::{DataType, Tensor};
+
+/// Runs every pass over `graph`.
+pub fn optimize(graph: &mut Graph, registry: &KernelRegistry) {
+    fold_constants(graph, registry);
+    fold_batch_norm(graph);
+    fuse_activations(graph);
+    let mut read: std::collections::HashSet<ValueId> = graph.outputs.iter().copied().collect();
+    read.extend(graph.nodes.iter().flat_map(|n| n.inputs.iter().flatten().copied()));
+    graph.constants.retain(|id, _| read.contains(id));
+}
+
+/// How many nodes read each value, a graph output counting as a reader.
+fn readers(graph: &Graph) -> HashMap<ValueId, usize> {
+    let mut count = HashMap::new();
+    for id in graph.nodes.iter().flat_map(|n| n.inputs.iter().flatten()).chain(&graph.outputs) {
+        *count.entry(*id).or_insert(0) += 1;
+    }
+    count
+}
+
+/// The node reading `value`, when it is its only reader.
+fn sole_reader(graph: &Graph, readers: &HashMap<ValueId, usize>, value: ValueId) -> Option<usize> {
+    if readers.get(&value) != Some(&1) {
+        return None;
+    }
+    graph.nodes.iter().position(|n| n.inputs.iter().flatten().any(|&i| i == value))
+}
+
+fn const_f32<'g>(graph: &'g Graph, input: Option<&Option<ValueId>>) -> Option<&'g [f32]> {
+    graph.constants.get(&(*input?)?)?.as_f32()
+}
+
+/// Adds a constant value to the graph and returns its id.
+fn add_constant(graph: &mut Graph, name: String, t: Tensor) -> ValueId {
+    let id = graph.values.len();
+    graph.values.push(ValueInfo {
+        name,
+        dtype: Some(t.dtype()),
+        shape: Some(t.shape().iter().map(|&d| crate::graph::Dim::Known(d)).collect()),
+    });
+    graph.constants.insert(id, t);
+    id
+}
+
+/// A float Conv whose weights (and bias, if any) are constants.
+fn is_const_float_conv(graph: &Graph, node: &Node) -> bool {
+    node.op == "Conv"
+        && graph
+            .constants
+            .get(&node.inputs.get(1).copied().flatten().unwrap_or(usize::MAX))
+            .is_some_and(|w| w.dtype() == DataType::Float && w.shape().len() >= 3 && w.shape()[0] > 0)
+        && match node.inputs.get(2).copied().flatten() {
+            None => true,
+            Some(b) => graph.constants.get(&b).is_some_and(|b| b.dtype() == DataType::Float),
+        }
+}
+
+/// Conv -> BatchNormalization (inference form, constant statistics)
+/// becomes one Conv: W' = W · s per output channel, B' = (B - mean) · s +
+/// beta, with s = scale / sqrt(var + epsilon), computed in f64.
+fn fold_batch_norm(graph: &mut Graph) {
+    let mut i = 0;
+    while i < graph.nodes.len() {
+        if let Some(bn) = batch_norm_after(graph, i) {
+            let (w, b) = folded_weights(graph, i, bn);
+            let conv = &graph.nodes[i];
+            let name = conv.name.clone();
+            let w_id = add_constant(graph, format!("{name}/folded_weights"), w);
+            let b_id = add_constant(graph, format!("{name}/folded_bias"), b);
+            let y = graph.nodes[bn].outputs[0];
+            let conv = &mut graph.nodes[i];
+            conv.inputs.resize(3, None);
+            conv.inputs[1] = Some(w_id);
+            conv.inputs[2] = Some(b_id);
+            conv.outputs = vec![y];
+            graph.nodes.remove(bn);
+        }
+        i += 1;
+    }
+}
+
+/// The index of the BatchNormalization that folds into Conv node `i`.
+fn batch_norm_after(graph: &Graph, i: usize) -> Option<usize> {
+    let conv = &graph.nodes[i];
+    if !is_const_float_conv(graph, conv) || conv.outputs.len() != 1 {
+        return None;
+    }
+    let bn = sole_reader(graph, &readers(graph), conv.outputs[0])?;
+    let node = &graph.nodes[bn];
+    let m = graph.constants[&conv.inputs[1]?].shape()[0];
+    let stats_fit = (1..5).all(|k| const_f32(graph, node.inputs.get(k)).is_some_and(|v| v.len() == m));
+    let inference = node.int_attr("training_mode", 0).ok()? == 0
+        && node.outputs.len() == 1
+        && node.inputs.first().copied().flatten() == Some(conv.outputs[0])
+        && node.opt_float_attr("epsilon").is_ok();
+    (node.op == "BatchNormalization" && stats_fit && inference).then_some(bn)
+}
+
+fn folded_weights(graph: &Graph, conv: usize, bn: usize) -> (Tensor, Tensor) {
+    let conv = &graph.nodes[conv];
+    let node = &graph.nodes[bn];
+    let w = &graph.constants[&conv.inputs[1].expect("checked")];
+    let stat = |k: usize| const_f32(graph, node.inputs.get(k)).expect("checked");
+    let (scale, beta, mean, var) = (stat(1), stat(2), stat(3), stat(4));
+    let eps = f64::from(node.float_attr("epsilon", 1e-5).unwrap_or(1e-5));
+    let m = w.shape()[0];
+    let per_filter = w.len() / m;
+    let bias = const_f32(graph, conv.inputs.get(2));
+    let s: Vec<f64> = (0..m).map(|o| f64::from(scale[o]) / (f64::from(var[o]) + eps).sqrt()).collect();
+    let wv = w.as_f32().expect("checked");
+    let new_w: Vec<f32> = wv.iter().enumerate().map(|(i, &v)| (f64::from(v) * s[i / per_filter]) as f32).collect();
+    let new_b: Vec<f32> = (0..m)
+        .map(|o| ((bias.map_or(0.0, |b| f64::from(b[o])) - f64::from(mean[o])) * s[o] + f64::from(beta[o])) as f32)
+        .collect();
+    (
+        Tensor::from_f32(w.shape().to_vec(), new_w).expect("same shape"),
+        Tensor::from_f32(vec![m], new_b).expect("one per channel"),
+    )
+}
+
+/// The activation node `node` computes, when it can be fused: Relu,
+/// LeakyRelu, and Clip with constant scalar bounds.
+fn activation_of(graph: &Graph, node: &Node) -> Option<Activation> {
+    match node.op.as_str() {
+        "Relu" => Some(Activation::Relu),
+        "LeakyRelu" => Some(Activation::LeakyRelu(node.float_attr("alpha", 0.01).ok()?)),
+        "Clip" if graph.opset < 11 => {
+            Some(Activation::Clip(node.float_attr("min", f32::MIN).ok()?, node.float_attr("max", f32::MAX).ok()?))
+        }
+        "Clip" => {
+            let bound = |k: usize, default: f32| match node.inputs.get(k).copied().flatten() {
+                None => Some(default),
+                Some(_) => match const_f32(graph, node.inputs.get(k))? {
+                    [v] => Some(*v),
+                    _ => None,
+                },
+            };
+            Some(Activation::Clip(bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?))
+        }
+        _ => None,
+    }
+}
+
+/// Conv or Gemm followed by a fusable activation becomes FusedConv or
+/// FusedGemm.
+fn fuse_activations(graph: &mut Graph) {
+    let mut i = 0;
+    while i < graph.nodes.len() {
+        let node = &graph.nodes[i];
+        let fused_op = match node.op.as_str() {
+            "Conv" if is_const_float_conv(graph, node) => "FusedConv",
+            "Gemm" if const_f32(graph, node.inputs.get(1)).is_some() => "FusedGemm",
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let fusable = (node.outputs.len() == 1)
+            .then(|| sole_reader(graph, &readers(graph), node.outputs[0]))
+            .flatten()
+            .filter(|&r| graph.nodes[r].inputs.first().copied().flatten() == Some(node.outputs[0]))
+            .and_then(|r| activation_of(graph, &graph.nodes[r]).map(|a| (r, a)));
+        if let Some((r, act)) = fusable {
+            let y = graph.nodes[r].outputs[0];
+            let node = &mut graph.nodes[i];
+            node.op = fused_op.to_string();
+            node.attributes.extend(act.attributes());
+            node.outputs = vec![y];
+            graph.nodes.remove(r);
+        }
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Attribute, Dim};
+    use crate::kernels::testing::{assert_close, random_floats};
+    use crate::runtime::Plan;
+
+    fn value(name: &str, shape: &[usize]) -> ValueInfo {
+        ValueInfo {
+            name: name.into(),
+            dtype: Some(DataType::Float),
+            shape: Some(shape.iter().map(|&d| Dim::Known(d)).collect()),
+        }
+    }
+
+    fn node(op: &str, inputs: &[usize], output: usize, attributes: Vec<(&str, Attribute)>) -> Node {
+        Node {
+            name: format!("{op}_{output}"),
+            op: op.into(),
+            inputs: inputs.iter().map(|&i| Some(i)).collect(),
+            outputs: vec![output],
+            attributes: attributes.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }
+    }
+
+    /// x -> Conv(3x3, pad 1) -> BatchNormalization -> Relu -> Flatten ->
+    /// Gemm -> Clip(0, 6): every pass has something to do.
+    fn graph() -> Graph {
+        let mut g = Graph { opset: 13, ..Graph::default() };
+        let names: [(&str, &[usize]); 14] = [
+            ("x", &[2, 3, 6, 6]),
+            ("w", &[4, 3, 3, 3]),
+            ("b", &[4]),
+            ("conv", &[2, 4, 6, 6]),
+            ("scale", &[4]),
+            ("beta", &[4]),
+            ("mean", &[4]),
+            ("var", &[4]),
+            ("bn", &[2, 4, 6, 6]),
+            ("relu", &[2, 4, 6, 6]),
+            ("flat", &[2, 144]),
+            ("fc_w", &[144, 5]),
+            ("fc", &[2, 5]),
+            ("y", &[2, 5]),
+        ];
+        g.values = names.iter().map(|(n, s)| value(n, s)).collect();
+        g.values.push(value("lo", &[]));
+        g.values.push(value("hi", &[]));
+        let c = |shape: &[usize], seed: u64| {
+            Tensor::from_f32(shape.to_vec(), random_floats(shape.iter().product(), seed)).unwrap()
+        };
+        g.constants.insert(1, c(&[4, 3, 3, 3], 1));
+        g.constants.insert(2, c(&[4], 2));
+        g.constants.insert(4, c(&[4], 3));
+        g.constants.insert(5, c(&[4], 4));
+        g.constants.insert(6, c(&[4], 5));
+        let var: Vec<f32> = random_floats(4, 6).iter().map(|v| v.abs() + 0.5).collect();
+        g.constants.insert(7, Tensor::from_f32(vec![4], var).unwrap());
+        g.constants.insert(11, c(&[144, 5], 7));
+        g.constants.insert(14, Tensor::from_f32(vec![], vec![0.0]).unwrap());
+        g.constants.insert(15, Tensor::from_f32(vec![], vec![0.5]).unwrap());
+        g.nodes = vec![
+            node(
+                "Conv",
+                &[0, 1, 2],
+                3,
+                vec![("pads", Attribute::Ints(vec![1; 4])), ("kernel_shape", Attribute::Ints(vec![3, 3]))],
+            ),
+            node("BatchNormalization", &[3, 4, 5, 6, 7], 8, vec![("epsilon", Attribute::Float(1e-3))]),
+            node("Relu", &[8], 9, vec![]),
+            node("Flatten", &[9], 10, vec![]),
+            node("Gemm", &[10, 11], 12, vec![]),
+            node("Clip", &[12, 14, 15], 13, vec![]),
+        ];
+        g.inputs = vec![0];
+        g.outputs = vec![13];
+        g
+    }
+
+    #[test]
+    fn passes_fold_and_fuse_without_changing_the_result() {
+        let registry = KernelRegistry::with_all_ops();
+        let x = Tensor::from_f32(vec![2, 3, 6, 6], random_floats(216, 9)).unwrap();
+        let plain = Plan::new(graph(), &registry).unwrap().run(vec![(0, x.clone())], &[13]).unwrap();
+        let mut g = graph();
+        optimize(&mut g, &registry);
+        let ops: Vec<&str> = g.nodes.iter().map(|n| n.op.as_str()).collect();
+        assert_eq!(ops, ["FusedConv", "Flatten", "FusedGemm"]);
+        assert_eq!(Activation::from_node(&g.nodes[0]).unwrap(), Activation::Relu);
+        assert_eq!(Activation::from_node(&g.nodes[2]).unwrap(), Activation::Clip(0.0, 0.5));
+        assert!(!g.constants.contains_key(&4), "the statistics are dropped once folded");
+        let fused = Plan::new(g, &registry).unwrap().run(vec![(0, x)], &[13]).unwrap();
+        assert_close(fused[0].as_f32().unwrap(), plain[0].as_f32().unwrap());
+    }
+
+    #[test]
+    fn values_read_elsewhere_are_not_fused_away() {
+        let registry = KernelRegistry::with_all_ops();
+        // The Conv's output is also a graph output: BN stays, and so does
+        // the Conv; the Relu after BN still fuses nowhere (BN is not Conv).
+        let mut g = graph();
+        g.outputs.push(3);
+        optimize(&mut g, &registry);
+        let ops: Vec<&str> = g.nodes.iter().map(|n| n.op.as_str()).collect();
+        assert_eq!(ops, ["Conv", "BatchNormalization", "Relu", "Flatten", "FusedGemm"]);
+        // A Clip with a bound computed at run time is not fused.
+        let mut g = graph();
+        g.constants.remove(&15);
+        g.inputs.push(15);
+        optimize(&mut g, &registry);
+        assert_eq!(g.nodes.last().unwrap().op, "Clip");
+    }
+}
