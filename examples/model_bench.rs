@@ -2,7 +2,8 @@
 //! onnxruntime's peer script measures it: a warm-up of at least 0.5 s and 3
 //! runs, then single runs timed for at least `--seconds` (and 10 runs); the
 //! median run gives images/s, and GFLOP/s counts 2 x the multiply-adds of
-//! Conv, Gemm and MatMul (fused forms included). Every run makes a fresh
+//! Conv, Gemm and MatMul (fused and TensorFlow forms included), taken from
+//! the shapes of one run. Every run makes a fresh
 //! output. Prints one line:
 //!
 //! ```text
@@ -28,7 +29,7 @@ use clap::Parser;
 
 use ferroserve::graph::Attribute;
 use ferroserve::kernels::KernelRegistry;
-use ferroserve::runtime::Plan;
+use ferroserve::runtime::StepRun;
 use ferroserve::servable::Servable;
 use ferroserve::tensor::Tensor;
 
@@ -81,40 +82,37 @@ fn input_for(shape: &[i64], batch: usize) -> Result<Tensor> {
     Ok(Tensor::from_f32(dims, data)?)
 }
 
-/// Multiply-adds of one run at `batch`: Conv as output elements x (input
-/// channels per group x kernel taps), Gemm and MatMul as output elements x
-/// the reduction, from the plan's load-time shapes with the batch filled in.
-fn macs(plan: &Plan, batch: usize) -> Result<u64> {
-    let shape = |id: usize| -> Result<Vec<usize>> {
-        let dims =
-            plan.inferred_shape(id).with_context(|| format!("no inferred shape for {}", plan.value_info(id).name))?;
-        dims.iter()
-            .enumerate()
-            .map(|(i, d)| match d {
-                Some(n) => Ok(*n),
-                None if i == 0 => Ok(batch),
-                None => bail!("{} has a dynamic dim {i}", plan.value_info(id).name),
-            })
-            .collect()
-    };
-    let mut total = 0u64;
-    for step in plan.steps() {
-        let (op, inputs, outputs) = (step.op, step.inputs, step.outputs);
-        let input = |k: usize| inputs.get(k).copied().flatten().context("missing operand");
-        let product = |s: &[usize]| s.iter().product::<usize>() as u64;
-        total += match op {
-            "Conv" | "FusedConv" => product(&shape(outputs[0])?) * product(&shape(input(1)?)?[1..]),
-            "Gemm" | "FusedGemm" | "MatMul" => {
-                let a = shape(input(0)?)?;
-                let trans_a =
-                    op != "MatMul" && matches!(step.attributes.get("transA"), Some(Attribute::Int(t)) if *t != 0);
-                let k = if trans_a { a[a.len() - 2] } else { a[a.len() - 1] };
-                product(&shape(outputs[0])?) * k as u64
-            }
-            _ => 0,
-        };
+/// Multiply-adds of one step: Conv as output elements x (input channels
+/// per group x kernel taps), Gemm and MatMul as output elements x the
+/// reduction; 0 for every other operator.
+fn macs(step: &StepRun<'_>) -> u64 {
+    let product = |s: &[usize]| s.iter().product::<usize>() as u64;
+    let (Some(y), Some(Some(a))) = (step.outputs.first(), step.inputs.first()) else { return 0 };
+    match step.op {
+        "Conv" | "FusedConv" => {
+            step.inputs.get(1).copied().flatten().map_or(0, |w| product(y.shape()) * product(&w.shape()[1..]))
+        }
+        // TensorFlow's channels-last convolution: filter [kh, kw, in, out].
+        "tf.Conv2D" | "tf.Conv3D" => step
+            .inputs
+            .get(1)
+            .copied()
+            .flatten()
+            .map_or(0, |w| product(y.shape()) * product(&w.shape()[..w.shape().len().saturating_sub(1)])),
+        "Gemm" | "FusedGemm" | "MatMul" => {
+            let trans_a =
+                step.op != "MatMul" && matches!(step.attributes.get("transA"), Some(Attribute::Int(t)) if *t != 0);
+            let s = a.shape();
+            let k = match s.len() {
+                0 => 1,
+                1 => s[0],
+                r if trans_a => s[r - 2],
+                r => s[r - 1],
+            };
+            product(y.shape()) * k as u64
+        }
+        _ => 0,
     }
-    Ok(total)
 }
 
 fn peak_rss_kb() -> u64 {
@@ -135,8 +133,11 @@ fn main() -> Result<()> {
     let input = input_for(input_spec.shape.as_deref().context("the input has an unknown rank")?, args.batch)?;
     let (input_id, output_id) = (input_spec.value, output_spec.value);
     let plan = servable.plan();
-    let flop = 2 * macs(plan, args.batch)?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
+    let mut flop = 0u64;
+    pool.install(|| {
+        plan.run_profiled(vec![(input_id, input.clone())], &[output_id], &mut |step| flop += 2 * macs(step))
+    })?;
     let run = || pool.install(|| plan.run_borrowing(vec![], &[(input_id, &input)], &[output_id]));
 
     let warm = Instant::now();
@@ -174,12 +175,12 @@ fn main() -> Result<()> {
         let profiled = times.len().min(200);
         for _ in 0..profiled {
             pool.install(|| {
-                plan.run_profiled(vec![(input_id, input.clone())], &[output_id], &mut |op, _, took| match by_op
+                plan.run_profiled(vec![(input_id, input.clone())], &[output_id], &mut |step| match by_op
                     .iter_mut()
-                    .find(|(o, _)| o == op)
+                    .find(|(o, _)| o == step.op)
                 {
-                    Some((_, total)) => *total += took,
-                    None => by_op.push((op.to_string(), took)),
+                    Some((_, total)) => *total += step.took,
+                    None => by_op.push((step.op.to_string(), step.took)),
                 })
             })?;
         }

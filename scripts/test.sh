@@ -9,7 +9,9 @@
 # (b) the Node.js packages of tests/node from its package-lock.json (for the
 # Node client that the grpc_stubs suite runs), (c) cargo build, (d) cargo
 # nextest, (e) the ONNX backend node tests (written by
-# scripts/gen_onnx_node_tests.py, run by examples/conformance.rs), (f) pytest, one process and one environment per suite: both suites
+# scripts/gen_onnx_node_tests.py, run by examples/conformance.rs), (e2) one
+# short run of examples/model_bench.rs per model format, (f) pytest, one
+# process and one environment per suite: both suites
 # load protobuf modules with the same file names (one generated from proto/,
 # one from the official wheels), which cannot share an interpreter, (g) a
 # 60-second soak of the release server (scripts/soak.sh).
@@ -201,6 +203,17 @@ ensure_node_tests target/onnx-node-tests
 CONFORMANCE_LOG=target/conformance.log
 target/release/examples/conformance target/onnx-node-tests | tee "$CONFORMANCE_LOG" \
     || FAILED+=("onnx conformance")
+end_phase
+
+begin_phase "model_bench runs"
+# Benchmarks are not run here (scripts/bench.sh does); this only checks that
+# the benchmark runs on both model formats and prints its figures.
+for model in examples/models/mnist/1/model.onnx examples/models/mnist_savedmodel/1; do
+    line=$(target/release/examples/model_bench --model "$model" --batch 4 --threads 2 --seconds 0.2) \
+        && grep -qE '^images_per_sec=[0-9.]+ gflops=[0-9.]+ ' <<<"$line" \
+        && echo "$model: $line" \
+        || FAILED+=("model_bench on $model")
+done
 end_phase
 
 begin_phase "python suites"

@@ -34,16 +34,19 @@ struct Step {
     attributes: HashMap<String, crate::graph::Attribute>,
 }
 
-/// Receives each step's operator, node name and run time.
-pub type StepReport<'a> = dyn FnMut(&str, &str, std::time::Duration) + 'a;
+/// Receives each step of a profiled run as it finishes.
+pub type StepReport<'a> = dyn FnMut(&StepRun<'_>) + 'a;
 
-/// What [`Plan::steps`] shows of a step.
+/// One step of a profiled run: the node, the time its kernel took, and its
+/// operands and results.
 #[derive(Debug, Clone, Copy)]
-pub struct StepInfo<'a> {
+pub struct StepRun<'a> {
     pub op: &'a str,
-    pub inputs: &'a [Option<ValueId>],
-    pub outputs: &'a [ValueId],
+    pub name: &'a str,
     pub attributes: &'a HashMap<String, crate::graph::Attribute>,
+    pub took: std::time::Duration,
+    pub inputs: &'a [Option<&'a Tensor>],
+    pub outputs: &'a [Tensor],
 }
 
 /// Why a graph could not become a plan.
@@ -180,16 +183,6 @@ impl Plan {
         &self.input_rules
     }
 
-    /// Each step's operator, inputs, outputs and attributes, in run order.
-    pub fn steps(&self) -> impl Iterator<Item = StepInfo<'_>> {
-        self.steps.iter().map(|s| StepInfo {
-            op: &s.op,
-            inputs: &s.inputs,
-            outputs: &s.outputs,
-            attributes: &s.attributes,
-        })
-    }
-
     /// The values callers feed.
     pub fn inputs(&self) -> &[ValueId] {
         &self.inputs
@@ -226,8 +219,8 @@ impl Plan {
         self.run_inner(feeds, lent, fetches, None)
     }
 
-    /// [`Plan::run`] that reports each step's operator and name and the
-    /// time it took (`model_bench --profile`).
+    /// [`Plan::run`] that reports each step, with the time its kernel took
+    /// and its operands and results (`model_bench`).
     ///
     /// # Errors
     /// As [`Plan::run`].
@@ -287,11 +280,22 @@ impl Plan {
                         id.and_then(|id| self.constants.get(&id).or(slots[id].as_ref()).or_else(|| lent_value(id)))
                     })
                     .collect();
-                step.kernel.run(&operands).map_err(|source| RunError::Kernel {
+                let outputs = step.kernel.run(&operands).map_err(|source| RunError::Kernel {
                     node: step.name.clone(),
                     op: step.op.clone(),
                     source,
-                })?
+                })?;
+                if let (Some(report), Some(started)) = (report.as_mut(), started) {
+                    report(&StepRun {
+                        op: &step.op,
+                        name: &step.name,
+                        attributes: &step.attributes,
+                        took: started.elapsed(),
+                        inputs: &operands,
+                        outputs: &outputs,
+                    });
+                }
+                outputs
             };
             if outputs.len() < step.outputs.len() {
                 return Err(RunError::OutputCount {
@@ -300,9 +304,6 @@ impl Plan {
                     expected: step.outputs.len(),
                     actual: outputs.len(),
                 });
-            }
-            if let (Some(report), Some(started)) = (report.as_mut(), started) {
-                report(&step.op, &step.name, started.elapsed());
             }
             for (&id, t) in step.outputs.iter().zip(outputs) {
                 slots[id] = Some(t);
