@@ -19,7 +19,8 @@
 //! load-time passes), and its default signature's first input gets
 //! pseudo-random floats in [0, 1), with the batch as its first dim.
 //! `--profile` adds one `profile op=... ms_per_run=... share_pct=...` line
-//! per operator, from one more run per timed run.
+//! per operator and one per node (`op=Conv node=...`), from up to 200 more
+//! runs.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -171,24 +172,26 @@ fn main() -> Result<()> {
         peak_rss_kb(),
     );
     if args.profile {
-        let mut by_op: Vec<(String, Duration)> = Vec::new();
+        // Totals per operator, then per node ("Conv node=conv1").
+        let mut totals: Vec<(String, Duration)> = Vec::new();
+        let mut add = |key: String, took: Duration| match totals.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, total)) => *total += took,
+            None => totals.push((key, took)),
+        };
         let profiled = times.len().min(200);
         for _ in 0..profiled {
             pool.install(|| {
-                plan.run_profiled(vec![(input_id, input.clone())], &[output_id], &mut |step| match by_op
-                    .iter_mut()
-                    .find(|(o, _)| o == step.op)
-                {
-                    Some((_, total)) => *total += step.took,
-                    None => by_op.push((step.op.to_string(), step.took)),
+                plan.run_profiled(vec![(input_id, input.clone())], &[output_id], &mut |step| {
+                    add(step.op.to_string(), step.took);
+                    add(format!("{} node={}", step.op, step.name), step.took);
                 })
             })?;
         }
-        let all: Duration = by_op.iter().map(|(_, d)| *d).sum();
-        by_op.sort_by_key(|(_, took)| std::cmp::Reverse(*took));
-        for (op, total) in by_op {
+        let all: Duration = totals.iter().filter(|(k, _)| !k.contains(" node=")).map(|(_, d)| *d).sum();
+        totals.sort_by_key(|(key, took)| (key.contains(" node="), std::cmp::Reverse(*took)));
+        for (key, total) in totals {
             println!(
-                "profile op={op} ms_per_run={:.3} share_pct={:.1}",
+                "profile op={key} ms_per_run={:.3} share_pct={:.1}",
                 total.as_secs_f64() * 1e3 / profiled as f64,
                 100.0 * total.as_secs_f64() / all.as_secs_f64().max(1e-12)
             );

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::conv2d::{Conv2dShape, conv2d};
 use super::epilogue::Activation;
+use super::winograd::{WinogradFilters, conv3x3};
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
 use crate::graph::Node;
 use crate::tensor::Tensor;
@@ -234,6 +235,9 @@ struct Conv {
     kind: ConvKind,
     /// FusedConv's activation (Identity for Conv).
     activation: Activation,
+    /// The weights transformed for Winograd's algorithm, when they are a
+    /// constant of a layer it suits.
+    winograd: Option<WinogradFilters>,
 }
 
 /// What a Conv node computes on.
@@ -273,7 +277,19 @@ fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         _ => ConvKind::Float,
     };
     let activation = if node.op == "FusedConv" { Activation::from_node(node)? } else { Activation::Identity };
-    Ok(Box::new(Conv { windows, group: group as usize, kind, activation }))
+    let winograd = match (kind, windows.as_slice(), ctx.constant_input(1)) {
+        (ConvKind::Float, [window], Some(w)) if window.rank == 2 && w.shape().len() == 4 => {
+            let (m, c, kernel) = (w.shape()[0], w.shape()[1], [w.shape()[2], w.shape()[3]]);
+            let pair = |v: &[usize]| [v[0], v[1]];
+            let fits_kernel = window.kernel.as_deref().is_none_or(|k| k == kernel);
+            (fits_kernel
+                && super::winograd::suits(m, c, kernel, pair(&window.strides), pair(&window.dilations), group as usize))
+            .then(|| w.as_f32().map(|w| WinogradFilters::new(w, m, c)))
+            .flatten()
+        }
+        _ => None,
+    };
+    Ok(Box::new(Conv { windows, group: group as usize, kind, activation, winograd }))
 }
 
 impl Kernel for Conv {
@@ -338,7 +354,10 @@ impl Kernel for Conv {
         }
         let [ah, aw] = window.resolve(&x.shape()[2..], kernel)?;
         let shape = Conv2dShape { n, c, m, cg, g, h: ah, w: aw };
-        let y = conv2d(xd, wd, bias, &shape, self.activation);
+        let y = match &self.winograd {
+            Some(filters) if filters.fits(&shape) => conv3x3(xd, filters, bias, &shape, self.activation),
+            _ => conv2d(xd, wd, bias, &shape, self.activation),
+        };
         Ok(vec![Tensor::from_f32(window.output_shape(n, m, [ah, aw]), y)?])
     }
 }

@@ -204,7 +204,7 @@ thread_local! {
 /// Runs `f` on a buffer of `len` floats with unspecified contents: the
 /// thread's own buffer, or a fresh one when this thread is already using
 /// its own (a task stolen while an inner product waits).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buffer) => {
             if buffer.len() < len {

@@ -2,7 +2,7 @@
 
 use super::broadcast::{broadcast_shape, broadcast_strides};
 use super::epilogue::Activation;
-use super::sgemm::{View, sgemm};
+use super::sgemm::{ColumnBlocks, SMALL_M, View, sgemm, sgemm_blocks};
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
 use crate::tensor::{Tensor, TensorData};
 
@@ -87,11 +87,23 @@ struct Gemm {
     trans_b: bool,
     /// FusedGemm's activation (Identity for Gemm).
     activation: Activation,
+    /// B packed in column blocks when it is a constant (the weights of a
+    /// dense layer), for products of a few rows.
+    packed_b: Option<ColumnBlocks>,
 }
 
 fn build_gemm(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     let n = ctx.node;
+    let trans_b = n.int_attr("transB", 0)? != 0;
+    let packed_b = ctx.constant_input(1).and_then(|b| match (b.shape(), b.as_f32()) {
+        ([rows, cols], Some(data)) => {
+            let view = View::row_major(data, *rows, *cols);
+            Some(ColumnBlocks::new(if trans_b { view.t() } else { view }))
+        }
+        _ => None,
+    });
     Ok(Box::new(Gemm {
+        packed_b,
         alpha: n.float_attr("alpha", 1.0)?,
         beta: n.float_attr("beta", 1.0)?,
         trans_a: n.int_attr("transA", 0)? != 0,
@@ -142,11 +154,16 @@ impl Kernel for Gemm {
                 }
             }
         }
+        let packed = self.packed_b.as_ref().filter(|p| m <= SMALL_M && p.dims() == (k, n));
+        let multiply = |out: &mut [f32], accumulate: bool| match packed {
+            Some(p) => sgemm_blocks(a_view, p, out, n, accumulate, true),
+            None => sgemm(a_view, b_view, out, n, accumulate, true),
+        };
         if self.alpha == 1.0 {
-            sgemm(a_view, b_view, &mut y, n, c.is_some(), true);
+            multiply(&mut y, c.is_some());
         } else {
             let mut product = vec![0.0f32; m * n];
-            sgemm(a_view, b_view, &mut product, n, false, true);
+            multiply(&mut product, false);
             y.iter_mut().zip(product).for_each(|(v, p)| *v += self.alpha * p);
         }
         self.activation.apply(&mut y);

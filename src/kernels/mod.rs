@@ -41,11 +41,12 @@ pub mod sgemm;
 mod shape;
 mod tf;
 mod unary;
+mod winograd;
 
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::graph::{AttributeError, Node};
+use crate::graph::{AttributeError, Node, ValueId};
 use crate::tensor::{DataType, Tensor, TensorError};
 
 pub(crate) use cast::onnx_dtype;
@@ -93,12 +94,23 @@ impl BuildError {
     }
 }
 
-/// What a builder sees: the node, the opset its semantics follow, and the
-/// registry (control flow builds its subgraphs with it).
+/// What a builder sees: the node, the opset its semantics follow, the
+/// registry (control flow builds its subgraphs with it), and the graph's
+/// constants, so a kernel can prepare its weights once, at load time.
 pub struct BuildContext<'a> {
     pub node: &'a Node,
     pub opset: i64,
     pub registry: &'a KernelRegistry,
+    pub constants: Option<&'a HashMap<ValueId, Tensor>>,
+}
+
+impl<'a> BuildContext<'a> {
+    /// Input `index` of the node when it is a constant of the graph: the
+    /// same tensor on every run.
+    pub fn constant_input(&self, index: usize) -> Option<&'a Tensor> {
+        let id = self.node.inputs.get(index).copied().flatten()?;
+        self.constants?.get(&id)
+    }
 }
 
 /// Turns a node into a kernel.
@@ -184,6 +196,20 @@ impl KernelRegistry {
     /// When the operator or the opset is not supported, or the node's
     /// attributes are invalid.
     pub fn build(&self, node: &Node, opset: i64) -> Result<Box<dyn Kernel>, BuildError> {
+        self.build_with_constants(node, opset, None)
+    }
+
+    /// [`KernelRegistry::build`] for a node of a graph with these
+    /// constants, which the kernel may prepare at load time.
+    ///
+    /// # Errors
+    /// As [`KernelRegistry::build`].
+    pub fn build_with_constants(
+        &self,
+        node: &Node,
+        opset: i64,
+        constants: Option<&HashMap<ValueId, Tensor>>,
+    ) -> Result<Box<dyn Kernel>, BuildError> {
         let entry = self.ops.get(node.op.as_str()).ok_or_else(|| BuildError::UnsupportedOp {
             op: node.op.clone(),
             node: node.name.clone(),
@@ -199,7 +225,7 @@ impl KernelRegistry {
                 max: entry.max_opset,
             });
         }
-        (entry.build)(&BuildContext { node, opset, registry: self })
+        (entry.build)(&BuildContext { node, opset, registry: self, constants })
     }
 }
 

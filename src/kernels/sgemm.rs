@@ -104,9 +104,86 @@ pub fn sgemm(a: View<'_>, b: View<'_>, c: &mut [f32], c_rs: usize, accumulate: b
 }
 
 /// Rows up to which [`sgemm`] splits columns rather than rows.
-const SMALL_M: usize = 8;
+pub const SMALL_M: usize = 8;
 /// The column block width of that split.
 const SMALL_M_COLUMNS: usize = 64;
+
+/// A constant right-hand matrix [k, n] stored as its column blocks of
+/// [`sgemm`]'s split, each block [k, 64] contiguous: a product with a few
+/// rows then streams each block once, front to back, instead of striding
+/// through every row of the matrix (dense layers at small batches are bound
+/// by reading their weights).
+#[derive(Debug, Clone)]
+pub struct ColumnBlocks {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl ColumnBlocks {
+    /// Packs `b` (any layout) once, when the model loads.
+    pub fn new(b: View<'_>) -> ColumnBlocks {
+        b.extent("rhs");
+        let (k, n) = (b.rows, b.cols);
+        let mut data = Vec::with_capacity(k * n);
+        for j in (0..n).step_by(SMALL_M_COLUMNS) {
+            let width = SMALL_M_COLUMNS.min(n - j);
+            for p in 0..k {
+                data.extend((j..j + width).map(|col| b.data[p * b.rs + col * b.cs]));
+            }
+        }
+        ColumnBlocks { k, n, data }
+    }
+
+    /// The matrix's [k, n].
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+}
+
+/// `c = a · b` (or `+=`) for a product with at most [`SMALL_M`] rows and a
+/// packed `b`, split in the same fixed column blocks as [`sgemm`] (so the
+/// result does not depend on the thread count).
+///
+/// # Panics
+/// When `a` has more than [`SMALL_M`] rows or the shapes do not chain.
+pub fn sgemm_blocks(a: View<'_>, b: &ColumnBlocks, c: &mut [f32], c_rs: usize, accumulate: bool, parallel: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.n);
+    assert!(m <= SMALL_M && k == b.k, "a [{m}, {k}] does not fit packed columns [{}, {n}]", b.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        c_rs >= n && (m - 1) * c_rs + n <= c.len(),
+        "output of {m}x{n} (row stride {c_rs}) exceeds {} elements",
+        c.len()
+    );
+    if k == 0 {
+        if !accumulate {
+            c.chunks_mut(c_rs).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return;
+    }
+    a.extent("lhs");
+    let threads = rayon::current_num_threads();
+    let parallel = parallel && threads > 1 && m * n * k >= PARALLEL_MIN_MACS;
+    let dst = SendPtr(c.as_mut_ptr());
+    let block = |index: usize| {
+        let j = index * SMALL_M_COLUMNS;
+        let width = SMALL_M_COLUMNS.min(n - j);
+        let b_block = View::row_major(&b.data[j * k..(j + width) * k], k, width);
+        // SAFETY: the blocks are disjoint columns of `c`, which the check
+        // above keeps inside the slice.
+        unsafe { product(a, b_block, dst.get().add(j), c_rs, accumulate, Parallelism::None) };
+    };
+    let blocks = n.div_ceil(SMALL_M_COLUMNS);
+    if parallel {
+        use rayon::prelude::*;
+        (0..blocks).into_par_iter().for_each(block);
+    } else {
+        (0..blocks).for_each(block);
+    }
+}
 
 /// The output pointer the column blocks share.
 #[derive(Clone, Copy)]
@@ -186,6 +263,28 @@ mod tests {
                 sgemm(av, bv, &mut acc, n, true, false);
                 let want: Vec<f32> = naive(av, bv).iter().map(|v| v + 1.0).collect();
                 assert_close(&acc, &want);
+            }
+        }
+    }
+
+    #[test]
+    fn packed_columns_give_the_plain_product_on_any_thread_count() {
+        let (k, n) = (300, 150);
+        let b = random_floats(k * n, 5);
+        for transposed in [false, true] {
+            let bv = if transposed { View::row_major(&b, n, k).t() } else { View::row_major(&b, k, n) };
+            let packed = ColumnBlocks::new(bv);
+            for m in [1, 3, SMALL_M] {
+                let a = random_floats(m * k, 6);
+                let on = |threads: usize| {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let mut c = vec![0.0; m * n];
+                    pool.install(|| sgemm_blocks(View::row_major(&a, m, k), &packed, &mut c, n, false, true));
+                    c
+                };
+                let blocks = on(2);
+                assert_eq!(on(1), blocks, "m {m}, transposed {transposed}");
+                assert_close(&blocks, &naive(View::row_major(&a, m, k), bv));
             }
         }
     }

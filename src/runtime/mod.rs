@@ -123,7 +123,7 @@ impl Plan {
                     return Err(PlanError::NotSorted { node: node.name.clone(), value: graph.values[id].name.clone() });
                 }
             }
-            let kernel = registry.build(node, graph.opset)?;
+            let kernel = registry.build_with_constants(node, graph.opset, Some(&graph.constants))?;
             for &id in &node.outputs {
                 available[id] = true;
             }

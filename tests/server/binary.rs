@@ -126,7 +126,7 @@ async fn connect(port: u16) -> PredictionServiceClient<tonic::transport::Channel
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_request_finish_and_exits_zero() {
     let dir = temp_dir("slow");
-    let (width, layers, batch) = (512, 48, 256);
+    let (width, layers, batch) = (512, 1024, 256);
     write_slow_model(&dir, width, layers);
     let port = free_port();
     let child = Command::new(BIN)

@@ -377,7 +377,7 @@ async fn a_base_path_holding_the_model_file_serves_it_as_version_one() {
 async fn requests_in_flight_complete_when_a_reload_removes_their_model() {
     let slow = temp_dir("reload-slow");
     let other = temp_dir("reload-other");
-    crate::harness::write_slow_model(&slow, 512, 48);
+    crate::harness::write_slow_model(&slow, 512, 1024);
     add_version(&other, 1);
     let server = TestServer::start_polling(
         vec![ModelConfig::new("slow", &slow), ModelConfig::new("other", &other)],

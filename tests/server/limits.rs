@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 use crate::harness::{TestServer, float_tensor, spec, temp_dir, write_slow_model};
 
 const WIDTH: usize = 256;
-const LAYERS: usize = 32;
+const LAYERS: usize = 256;
 
 /// The slow model, served with `state` options applied to one compute
 /// thread.

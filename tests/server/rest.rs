@@ -235,7 +235,7 @@ async fn cors_preflight_headers_and_gzip_bodies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_past_the_rest_timeout_answers_504() {
     let dir = crate::harness::temp_dir("rest-timeout");
-    crate::harness::write_slow_model(&dir, 512, 48);
+    crate::harness::write_slow_model(&dir, 512, 1024);
     let repository = ferroserve::repository::ModelRepository::load(
         &[ferroserve::repository::ModelConfig::new("slow", &dir)],
         ferroserve::kernels::KernelRegistry::with_all_ops(),

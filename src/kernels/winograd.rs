@@ -1,0 +1,466 @@
+//! Winograd's minimal filtering F(2x2, 3x3) for 3x3, stride-1, undilated,
+//! ungrouped float convolutions with constant weights (Lavin and Gray,
+//! "Fast Algorithms for Convolutional Neural Networks", 2015).
+//!
+//! Each 2x2 block of outputs comes from a 4x4 block of input: the input
+//! block is transformed (`Bᵀ d B`), multiplied element by element with the
+//! transformed filter (`G g Gᵀ`, prepared once when the model loads) and
+//! summed over input channels, then transformed back (`Aᵀ m A`). The sums
+//! over channels are 16 matrix products, one per element of the 4x4 block,
+//! `[M, C] x [C, tiles]`: 16 products per 4 outputs where the direct
+//! convolution needs 36, so 2.25 times less arithmetic.
+//!
+//! The transforms of F(2x2, 3x3) use only additions and halvings, so the
+//! result stays within a few rounding errors of the direct sum (measured in
+//! the tests below against an f64 reference; DESIGN.md's rule is rtol 1e-4,
+//! atol 1e-5).
+
+use rayon::prelude::*;
+
+use super::conv2d::Conv2dShape;
+use super::epilogue::Activation;
+use super::sgemm::{View, sgemm};
+
+/// Elements of a transformed tile.
+const TILE: usize = 16;
+
+/// Layers with fewer input or output channels than this run as direct or
+/// im2col convolutions: the transforms would cost more than they save.
+pub const MIN_CHANNELS: usize = 8;
+
+/// Filters transformed for [`conv3x3`]: 16 matrices `[M, C]`, one per
+/// element of the 4x4 tile.
+#[derive(Debug, Clone)]
+pub struct WinogradFilters {
+    m: usize,
+    c: usize,
+    u: Vec<f32>,
+}
+
+impl WinogradFilters {
+    /// Transforms OIHW filters `w` [m, c, 3, 3]: `U = G g Gᵀ`, in f64.
+    pub fn new(w: &[f32], m: usize, c: usize) -> WinogradFilters {
+        assert_eq!(w.len(), m * c * 9, "filters must be [m, c, 3, 3]");
+        const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+        let mut u = vec![0.0f32; TILE * m * c];
+        for (f, g) in w.chunks_exact(9).enumerate() {
+            // G g (4x3), then (G g) Gᵀ (4x4).
+            let mut gg = [[0.0f64; 3]; 4];
+            for (i, row) in gg.iter_mut().enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = (0..3).map(|k| G[i][k] * f64::from(g[k * 3 + j])).sum();
+                }
+            }
+            for i in 0..4 {
+                for j in 0..4 {
+                    let v: f64 = (0..3).map(|k| gg[i][k] * G[j][k]).sum();
+                    u[(i * 4 + j) * m * c + f] = v as f32;
+                }
+            }
+        }
+        WinogradFilters { m, c, u }
+    }
+
+    /// Whether a layer of this shape can run on these filters.
+    pub fn fits(&self, s: &Conv2dShape) -> bool {
+        let unit = |a: &super::conv::Axis| a.kernel == 3 && a.stride == 1 && a.dilation == 1;
+        s.g == 1 && s.m == self.m && s.c == self.c && unit(&s.h) && unit(&s.w)
+    }
+}
+
+/// Whether a layer with these weights takes Winograd filters: 3x3,
+/// stride 1, undilated, ungrouped, and wide enough to gain from it.
+pub fn suits(m: usize, c: usize, kernel: [usize; 2], strides: [usize; 2], dilations: [usize; 2], group: usize) -> bool {
+    kernel == [3, 3] && strides == [1, 1] && dilations == [1, 1] && group == 1 && m >= MIN_CHANNELS && c >= MIN_CHANNELS
+}
+
+/// Declares `$name`, which runs `$imp` compiled for AVX-512 or AVX2 when
+/// the CPU has them (the transforms are plain loops the compiler vectorizes
+/// for the target), or for the baseline otherwise: the same operations in
+/// the same order on each path, so the same result.
+macro_rules! dispatched {
+    ($name:ident => $imp:ident($($arg:ident: $ty:ty),*)) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $imp($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $imp($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $imp($($arg),*)
+        }
+    };
+}
+
+dispatched!(input_channel => input_channel_impl(channel: &[f32], s: &Conv2dShape, dst: &mut [f32]));
+dispatched!(output_channel => output_channel_impl(p: &[f32], oc: usize, s: &Conv2dShape, b: f32, act: Activation, plane: &mut [f32]));
+
+/// The input transform of one channel: `dst` [16][T] = Bᵀ d B of each
+/// tile. The channel is first copied into a zero-bordered plane of exactly
+/// the tiles' extent, so every tile reads 4x4 elements unchecked; each row
+/// of tiles is then transformed along the rows and the columns as vectors
+/// over the tiles.
+#[inline(always)]
+fn input_channel_impl(channel: &[f32], s: &Conv2dShape, dst: &mut [f32]) {
+    let (iw, pt, pl) = (s.w.input, s.h.pad_begin, s.w.pad_begin);
+    let (th, tw) = (s.h.output.div_ceil(2), s.w.output.div_ceil(2));
+    let tiles = th * tw;
+    let (ph, pw) = (2 * th + 2, 2 * tw + 2);
+    let mut padded = vec![0.0f32; ph * pw];
+    for (iy, line) in channel.chunks_exact(iw).enumerate() {
+        let py = iy + pt;
+        if py >= ph {
+            break;
+        }
+        let width = iw.min(pw - pl);
+        padded[py * pw + pl..py * pw + pl + width].copy_from_slice(&line[..width]);
+    }
+    // cols[i][j][tx]: row i of tile tx after the column transform;
+    // even/odd: a padded row split into its even and odd elements, so
+    // every loop below runs over unit-stride slices and vectorizes.
+    let mut cols = vec![0.0f32; 16 * tw];
+    let (mut even, mut odd) = (vec![0.0f32; tw + 1], vec![0.0f32; tw + 1]);
+    for ty in 0..th {
+        for i in 0..4 {
+            let r = &padded[(2 * ty + i) * pw..(2 * ty + i + 1) * pw];
+            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(r.chunks_exact(2)) {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            let (c0, rest) = cols[i * 4 * tw..(i + 1) * 4 * tw].split_at_mut(tw);
+            let (c1, rest) = rest.split_at_mut(tw);
+            let (c2, c3) = rest.split_at_mut(tw);
+            let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
+            // Columns (a, b, c, d) = (e0, o0, e1, o1).
+            sub(c0, e0, e1);
+            add(c1, o0, e1);
+            sub(c2, e1, o0);
+            sub(c3, o0, o1);
+        }
+        let row = ty * tw;
+        for j in 0..4 {
+            let col = |i: usize| &cols[(i * 4 + j) * tw..(i * 4 + j + 1) * tw];
+            let (d0, d1, d2, d3) = (col(0), col(1), col(2), col(3));
+            let span = |xi: usize| xi * tiles + row..xi * tiles + row + tw;
+            sub(&mut dst[span(j)], d0, d2);
+            add(&mut dst[span(4 + j)], d1, d2);
+            sub(&mut dst[span(8 + j)], d2, d1);
+            sub(&mut dst[span(12 + j)], d1, d3);
+        }
+    }
+}
+
+/// The output transform of one output channel: Aᵀ P A of each tile, plus
+/// the bias, cropped to the output plane, then the activation; vectors over
+/// a row of tiles.
+#[inline(always)]
+fn output_channel_impl(p: &[f32], oc: usize, s: &Conv2dShape, b: f32, act: Activation, plane: &mut [f32]) {
+    let (oh, ow, m) = (s.h.output, s.w.output, s.m);
+    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+    let tiles = th * tw;
+    // r[i][j][tx]: row i of Aᵀ P for tile tx; y[i][j][tx]: output
+    // (2 ty + i, 2 tx + j).
+    let mut r = vec![0.0f32; 8 * tw];
+    let mut y = vec![0.0f32; 4 * tw];
+    for ty in 0..th {
+        let at = |xi: usize| &p[(xi * m + oc) * tiles + ty * tw..(xi * m + oc) * tiles + (ty + 1) * tw];
+        for j in 0..4 {
+            let (p0, p1, p2, p3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
+            let (r0, r1) = r.split_at_mut(4 * tw);
+            sum3(&mut r0[j * tw..(j + 1) * tw], p0, p1, p2);
+            diff3(&mut r1[j * tw..(j + 1) * tw], p1, p2, p3);
+        }
+        for i in 0..2 {
+            let q = |j: usize| &r[(i * 4 + j) * tw..(i * 4 + j + 1) * tw];
+            let (y0, y1) = y[i * 2 * tw..(i + 1) * 2 * tw].split_at_mut(tw);
+            sum3(y0, q(0), q(1), q(2));
+            diff3(y1, q(1), q(2), q(3));
+            y0.iter_mut().chain(y1.iter_mut()).for_each(|v| *v += b);
+        }
+        for i in 0..2 {
+            let oy = 2 * ty + i;
+            if oy >= oh {
+                break;
+            }
+            let (y0, y1) = y[i * 2 * tw..(i + 1) * 2 * tw].split_at(tw);
+            let out_row = &mut plane[oy * ow..(oy + 1) * ow];
+            let whole = ow / 2;
+            for (pair, (&a, &c)) in out_row.chunks_exact_mut(2).zip(y0.iter().zip(y1)) {
+                pair[0] = a;
+                pair[1] = c;
+            }
+            if ow % 2 == 1 {
+                out_row[ow - 1] = y0[whole];
+            }
+        }
+    }
+    act.apply(plane);
+}
+
+/// `out = a - b`, elementwise.
+#[inline(always)]
+fn sub(out: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x - y;
+    }
+}
+
+/// `out = a + b`, elementwise.
+#[inline(always)]
+fn add(out: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x + y;
+    }
+}
+
+/// `out = a + b + c`, elementwise.
+#[inline(always)]
+fn sum3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
+    for (((o, &x), &y), &z) in out.iter_mut().zip(a).zip(b).zip(c) {
+        *o = x + y + z;
+    }
+}
+
+/// `out = a - b - c`, elementwise.
+#[inline(always)]
+fn diff3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
+    for (((o, &x), &y), &z) in out.iter_mut().zip(a).zip(b).zip(c) {
+        *o = x - y - z;
+    }
+}
+
+/// Work (in output elements x input channels) below which an image's
+/// transforms and products stay on the calling thread.
+const PARALLEL_MIN_WORK: usize = 1 << 17;
+
+/// Runs the convolution on prepared filters: `x` [n, c, ih, iw] and the
+/// optional bias [m]; returns [n, m, oh, ow]. `s` must fit the filters.
+pub fn conv3x3(x: &[f32], f: &WinogradFilters, bias: Option<&[f32]>, s: &Conv2dShape, act: Activation) -> Vec<f32> {
+    assert!(f.fits(s), "the layer does not fit its Winograd filters");
+    let (oh, ow) = (s.h.output, s.w.output);
+    let plane = oh * ow;
+    let mut y = vec![0.0f32; s.n * s.m * plane];
+    if plane == 0 || s.m == 0 {
+        return y;
+    }
+    let tiles = oh.div_ceil(2) * ow.div_ceil(2);
+    let scratch = TILE * tiles * (s.c + s.m);
+    let in_image = s.c * s.h.input * s.w.input;
+    let threads = rayon::current_num_threads();
+    let work = plane * s.m * s.c;
+    // Whole images per thread when they divide evenly or are many; one image
+    // at a time, each step split, otherwise. Both give the same bits.
+    if threads > 1 && s.n >= threads && (s.n.is_multiple_of(threads) || s.n >= 4 * threads) {
+        y.par_chunks_mut(s.m * plane).enumerate().for_each(|(b, out)| {
+            super::conv2d::with_scratch(scratch, |buf| {
+                image(&x[b * in_image..(b + 1) * in_image], f, bias, s, act, out, buf, false);
+            });
+        });
+    } else {
+        let parallel = threads > 1 && work >= PARALLEL_MIN_WORK;
+        for (b, out) in y.chunks_mut(s.m * plane).enumerate() {
+            super::conv2d::with_scratch(scratch, |buf| {
+                image(&x[b * in_image..(b + 1) * in_image], f, bias, s, act, out, buf, parallel);
+            });
+        }
+    }
+    y
+}
+
+/// One image: input transform into `V` [C][16][T], 16 products into `P`
+/// [16][M][T], output transform into `out` [M, oh, ow].
+#[allow(clippy::too_many_arguments)]
+fn image(
+    x: &[f32],
+    f: &WinogradFilters,
+    bias: Option<&[f32]>,
+    s: &Conv2dShape,
+    act: Activation,
+    out: &mut [f32],
+    scratch: &mut [f32],
+    parallel: bool,
+) {
+    let (ih, iw) = (s.h.input, s.w.input);
+    let (oh, ow) = (s.h.output, s.w.output);
+    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+    let tiles = th * tw;
+    let (v, p) = scratch.split_at_mut(TILE * s.c * tiles);
+    let p = &mut p[..TILE * s.m * tiles];
+
+    // Input transform, one channel at a time: V[c][ξ][t] = (Bᵀ d B)[ξ].
+    let transform_channel = |(c, dst): (usize, &mut [f32])| {
+        let channel = &x[c * ih * iw..(c + 1) * ih * iw];
+        input_channel(channel, s, dst);
+    };
+    if parallel {
+        v.par_chunks_mut(TILE * tiles).enumerate().for_each(transform_channel);
+    } else {
+        v.chunks_mut(TILE * tiles).enumerate().for_each(transform_channel);
+    }
+
+    // P[ξ] = U[ξ] · V[ξ], one product per element of the tile.
+    let v = &*v;
+    let (m, c) = (s.m, s.c);
+    let product = |(xi, p_xi): (usize, &mut [f32])| {
+        let u = View::row_major(&f.u[xi * m * c..(xi + 1) * m * c], m, c);
+        let v = View { data: &v[xi * tiles..], rows: c, cols: tiles, rs: TILE * tiles, cs: 1 };
+        sgemm(u, v, p_xi, tiles, false, false);
+    };
+    if parallel {
+        p.par_chunks_mut(m * tiles).enumerate().for_each(product);
+    } else {
+        p.chunks_mut(m * tiles).enumerate().for_each(product);
+    }
+
+    // Output transform, one output channel at a time.
+    let p = &*p;
+    let each_channel = |(oc, plane): (usize, &mut [f32])| {
+        let b = bias.map_or(0.0, |b| b[oc]);
+        output_channel(p, oc, s, b, act, plane);
+    };
+    if parallel {
+        out.par_chunks_mut(oh * ow).enumerate().for_each(each_channel);
+    } else {
+        out.chunks_mut(oh * ow).enumerate().for_each(each_channel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::Axis;
+    use crate::kernels::conv2d::{Algorithm, conv2d_with};
+    use crate::kernels::testing::random_floats;
+
+    fn shape(n: usize, c: usize, m: usize, [ih, iw]: [usize; 2], [pt, pb, pl, pr]: [usize; 4]) -> Conv2dShape {
+        let axis = |input: usize, pad_begin: usize, pad_end: usize| Axis {
+            input,
+            kernel: 3,
+            stride: 1,
+            dilation: 1,
+            pad_begin,
+            pad_end,
+            output: input + pad_begin + pad_end - 2,
+        };
+        Conv2dShape { n, c, m, cg: c, g: 1, h: axis(ih, pt, pb), w: axis(iw, pl, pr) }
+    }
+
+    /// The direct sum in f64, per output element, and the sum of the
+    /// magnitudes of its terms (the scale its rounding error is relative to).
+    fn reference(x: &[f32], w: &[f32], b: &[f32], s: &Conv2dShape) -> (Vec<f64>, Vec<f64>) {
+        let (ah, aw) = (s.h, s.w);
+        let (mut y, mut scale) = (Vec::new(), Vec::new());
+        for n in 0..s.n {
+            for oc in 0..s.m {
+                for oy in 0..ah.output {
+                    for ox in 0..aw.output {
+                        let (mut sum, mut mag) = (f64::from(b[oc]), f64::from(b[oc]).abs());
+                        for ic in 0..s.c {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let iy = (oy + ky) as isize - ah.pad_begin as isize;
+                                    let ix = (ox + kx) as isize - aw.pad_begin as isize;
+                                    if iy < 0 || ix < 0 || iy >= ah.input as isize || ix >= aw.input as isize {
+                                        continue;
+                                    }
+                                    let xv = f64::from(
+                                        x[((n * s.c + ic) * ah.input + iy as usize) * aw.input + ix as usize],
+                                    );
+                                    let wv = f64::from(w[((oc * s.c + ic) * 3 + ky) * 3 + kx]);
+                                    sum += xv * wv;
+                                    mag += (xv * wv).abs();
+                                }
+                            }
+                        }
+                        y.push(sum);
+                        scale.push(mag);
+                    }
+                }
+            }
+        }
+        (y, scale)
+    }
+
+    /// Image-like inputs in [0, 1) and He-initialised filters, as a trained
+    /// network's first layers see.
+    fn data(s: &Conv2dShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x: Vec<f32> =
+            random_floats(s.n * s.c * s.h.input * s.w.input, seed).iter().map(|v| (v + 1.0) / 2.0).collect();
+        let he = (2.0 / (s.c * 9) as f32).sqrt();
+        let w: Vec<f32> = random_floats(s.m * s.c * 9, seed + 1).iter().map(|v| v * he * 1.7).collect();
+        let b = random_floats(s.m, seed + 2).iter().map(|v| v * 0.01).collect();
+        (x, w, b)
+    }
+
+    #[test]
+    fn winograd_stays_within_the_kernel_tolerance_of_the_exact_sum() {
+        let cases = [
+            shape(1, 64, 128, [32, 32], [1, 1, 1, 1]),
+            shape(2, 128, 256, [16, 16], [1, 1, 1, 1]),
+            shape(1, 8, 8, [7, 9], [0, 0, 0, 0]),
+            shape(2, 16, 12, [5, 6], [1, 0, 2, 1]),
+            shape(1, 256, 16, [3, 3], [1, 1, 1, 1]),
+        ];
+        for (i, s) in cases.iter().enumerate() {
+            let (x, w, b) = data(s, 40 + i as u64);
+            let filters = WinogradFilters::new(&w, s.m, s.c);
+            let got = conv3x3(&x, &filters, Some(&b), s, Activation::Identity);
+            let direct = conv2d_with(Algorithm::Gemm, &x, &w, Some(&b), s, Activation::Identity);
+            let (want, scale) = reference(&x, &w, &b, s);
+            let (mut worst, mut worst_direct) = (0.0f64, 0.0f64);
+            for k in 0..want.len() {
+                let tolerance = 1e-5 + 1e-4 * want[k].abs();
+                let err = (f64::from(got[k]) - want[k]).abs();
+                assert!(err <= tolerance, "case {i} element {k}: got {}, exact {}", got[k], want[k]);
+                worst = worst.max(err / scale[k].max(1e-30));
+                worst_direct = worst_direct.max((f64::from(direct[k]) - want[k]).abs() / scale[k].max(1e-30));
+            }
+            println!("case {i}: worst error / sum of |terms|: winograd {worst:.2e}, im2col {worst_direct:.2e}");
+            // The error relative to the terms' magnitudes stays within a
+            // small multiple of the direct product's.
+            assert!(
+                worst <= 8.0 * worst_direct.max(f64::from(f32::EPSILON)),
+                "case {i}: {worst:e} vs direct {worst_direct:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_size_and_thread_count_change_no_bit() {
+        let s = shape(4, 16, 24, [10, 11], [1, 1, 1, 1]);
+        let (x, w, b) = data(&s, 3);
+        let filters = WinogradFilters::new(&w, s.m, s.c);
+        let on = |threads: usize, s: &Conv2dShape, x: &[f32]| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| conv3x3(x, &filters, Some(&b), s, Activation::Relu))
+        };
+        let whole = on(1, &s, &x);
+        assert_eq!(on(2, &s, &x), whole);
+        let one = Conv2dShape { n: 1, ..s };
+        let images: Vec<f32> = x.chunks(x.len() / 4).flat_map(|image| on(2, &one, image)).collect();
+        assert_eq!(images, whole);
+    }
+
+    #[test]
+    fn only_3x3_unit_stride_ungrouped_layers_suit() {
+        assert!(suits(64, 64, [3, 3], [1, 1], [1, 1], 1));
+        assert!(!suits(64, 64, [3, 3], [2, 2], [1, 1], 1));
+        assert!(!suits(64, 64, [3, 3], [1, 1], [2, 2], 1));
+        assert!(!suits(64, 64, [3, 3], [1, 1], [1, 1], 2));
+        assert!(!suits(64, 3, [3, 3], [1, 1], [1, 1], 1));
+        assert!(!suits(64, 64, [5, 5], [1, 1], [1, 1], 1));
+    }
+}
