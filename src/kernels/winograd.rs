@@ -15,6 +15,8 @@
 //! the tests below against an f64 reference; DESIGN.md's rule is rtol 1e-4,
 //! atol 1e-5).
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::conv2d::Conv2dShape;
@@ -105,35 +107,40 @@ macro_rules! dispatched {
     };
 }
 
-dispatched!(input_channel => input_channel_impl(channel: &[f32], s: &Conv2dShape, dst: &mut [f32]));
-dispatched!(output_channel => output_channel_impl(p: &[f32], oc: usize, s: &Conv2dShape, b: f32, act: Activation, plane: &mut [f32]));
+dispatched!(input_channel => input_channel_impl(channel: &[f32], s: &Conv2dShape, rows: Range<usize>, dst: &mut [f32], work: &mut Vec<f32>));
+dispatched!(output_channel => output_channel_impl(p: &[f32], oc: usize, s: &Conv2dShape, rows: Range<usize>, b: f32, act: Activation, strip: &mut [f32], work: &mut Vec<f32>));
 
-/// The input transform of one channel: `dst` [16][T] = Bᵀ d B of each
-/// tile. The channel is first copied into a zero-bordered plane of exactly
-/// the tiles' extent, so every tile reads 4x4 elements unchecked; each row
-/// of tiles is then transformed along the rows and the columns as vectors
-/// over the tiles.
+/// The input transform of one channel for the tile rows `rows`: `dst`
+/// [16][tiles of those rows] = Bᵀ d B of each tile. The input rows they
+/// read are first copied into a zero-bordered strip of exactly the tiles'
+/// extent, so every tile reads 4x4 elements unchecked; each row of tiles is
+/// then transformed along the rows and the columns as vectors over the
+/// tiles.
 #[inline(always)]
-fn input_channel_impl(channel: &[f32], s: &Conv2dShape, dst: &mut [f32]) {
-    let (iw, pt, pl) = (s.w.input, s.h.pad_begin, s.w.pad_begin);
-    let (th, tw) = (s.h.output.div_ceil(2), s.w.output.div_ceil(2));
-    let tiles = th * tw;
-    let (ph, pw) = (2 * th + 2, 2 * tw + 2);
-    let mut padded = vec![0.0f32; ph * pw];
-    for (iy, line) in channel.chunks_exact(iw).enumerate() {
-        let py = iy + pt;
-        if py >= ph {
-            break;
+fn input_channel_impl(channel: &[f32], s: &Conv2dShape, rows: Range<usize>, dst: &mut [f32], work: &mut Vec<f32>) {
+    let (ih, iw, pt, pl) = (s.h.input, s.w.input, s.h.pad_begin, s.w.pad_begin);
+    let tw = s.w.output.div_ceil(2);
+    let tiles = rows.len() * tw;
+    let (ph, pw) = (2 * rows.len() + 2, 2 * tw + 2);
+    // One buffer for the strip, the column-transformed rows and a row's
+    // even and odd elements, reused from channel to channel.
+    work.clear();
+    work.resize(ph * pw + 16 * tw + 2 * (tw + 1), 0.0);
+    let (padded, rest) = work.split_at_mut(ph * pw);
+    let (cols, rest) = rest.split_at_mut(16 * tw);
+    let (even, odd) = rest.split_at_mut(tw + 1);
+    let width = iw.min(pw - pl);
+    for (py, strip_row) in padded.chunks_exact_mut(pw).enumerate() {
+        let iy = (2 * rows.start + py) as isize - pt as isize;
+        if (0..ih as isize).contains(&iy) {
+            let line = &channel[iy as usize * iw..iy as usize * iw + width];
+            strip_row[pl..pl + width].copy_from_slice(line);
         }
-        let width = iw.min(pw - pl);
-        padded[py * pw + pl..py * pw + pl + width].copy_from_slice(&line[..width]);
     }
     // cols[i][j][tx]: row i of tile tx after the column transform;
     // even/odd: a padded row split into its even and odd elements, so
     // every loop below runs over unit-stride slices and vectorizes.
-    let mut cols = vec![0.0f32; 16 * tw];
-    let (mut even, mut odd) = (vec![0.0f32; tw + 1], vec![0.0f32; tw + 1]);
-    for ty in 0..th {
+    for ty in 0..rows.len() {
         for i in 0..4 {
             let r = &padded[(2 * ty + i) * pw..(2 * ty + i + 1) * pw];
             for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(r.chunks_exact(2)) {
@@ -163,19 +170,31 @@ fn input_channel_impl(channel: &[f32], s: &Conv2dShape, dst: &mut [f32]) {
     }
 }
 
-/// The output transform of one output channel: Aᵀ P A of each tile, plus
-/// the bias, cropped to the output plane, then the activation; vectors over
-/// a row of tiles.
+/// The output transform of one output channel for the tile rows `rows`:
+/// Aᵀ P A of each tile, plus the bias, cropped to the output plane, then
+/// the activation, into `strip` (the output rows those tiles cover);
+/// vectors over a row of tiles.
 #[inline(always)]
-fn output_channel_impl(p: &[f32], oc: usize, s: &Conv2dShape, b: f32, act: Activation, plane: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn output_channel_impl(
+    p: &[f32],
+    oc: usize,
+    s: &Conv2dShape,
+    rows: Range<usize>,
+    b: f32,
+    act: Activation,
+    strip: &mut [f32],
+    work: &mut Vec<f32>,
+) {
     let (oh, ow, m) = (s.h.output, s.w.output, s.m);
-    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
-    let tiles = th * tw;
+    let tw = ow.div_ceil(2);
+    let tiles = rows.len() * tw;
     // r[i][j][tx]: row i of Aᵀ P for tile tx; y[i][j][tx]: output
     // (2 ty + i, 2 tx + j).
-    let mut r = vec![0.0f32; 8 * tw];
-    let mut y = vec![0.0f32; 4 * tw];
-    for ty in 0..th {
+    work.clear();
+    work.resize(12 * tw, 0.0);
+    let (r, y) = work.split_at_mut(8 * tw);
+    for ty in 0..rows.len() {
         let at = |xi: usize| &p[(xi * m + oc) * tiles + ty * tw..(xi * m + oc) * tiles + (ty + 1) * tw];
         for j in 0..4 {
             let (p0, p1, p2, p3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
@@ -191,12 +210,13 @@ fn output_channel_impl(p: &[f32], oc: usize, s: &Conv2dShape, b: f32, act: Activ
             y0.iter_mut().chain(y1.iter_mut()).for_each(|v| *v += b);
         }
         for i in 0..2 {
-            let oy = 2 * ty + i;
+            // The row within the strip, and within the plane.
+            let (sy, oy) = (2 * ty + i, 2 * (rows.start + ty) + i);
             if oy >= oh {
                 break;
             }
             let (y0, y1) = y[i * 2 * tw..(i + 1) * 2 * tw].split_at(tw);
-            let out_row = &mut plane[oy * ow..(oy + 1) * ow];
+            let out_row = &mut strip[sy * ow..(sy + 1) * ow];
             let whole = ow / 2;
             for (pair, (&a, &c)) in out_row.chunks_exact_mut(2).zip(y0.iter().zip(y1)) {
                 pair[0] = a;
@@ -207,7 +227,7 @@ fn output_channel_impl(p: &[f32], oc: usize, s: &Conv2dShape, b: f32, act: Activ
             }
         }
     }
-    act.apply(plane);
+    act.apply(strip);
 }
 
 /// `out = a - b`, elementwise.
@@ -243,8 +263,22 @@ fn diff3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
 }
 
 /// Work (in output elements x input channels) below which an image's
-/// transforms and products stay on the calling thread.
+/// blocks stay on the calling thread.
 const PARALLEL_MIN_WORK: usize = 1 << 17;
+
+/// Bytes of transformed input and products one block of tiles may take,
+/// so a block's working set stays in a core's L2 cache.
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// The tile rows each block of an image takes: as many as fit
+/// [`BLOCK_BYTES`], spread evenly over the blocks. Depends on the layer's
+/// shape only.
+fn rows_per_block(s: &Conv2dShape) -> usize {
+    let (th, tw) = (s.h.output.div_ceil(2), s.w.output.div_ceil(2));
+    let per_row = TILE * tw * (s.c + s.m) * std::mem::size_of::<f32>();
+    let most = (BLOCK_BYTES / per_row.max(1)).clamp(1, th.max(1));
+    th.div_ceil(th.div_ceil(most).max(1)).max(1)
+}
 
 /// Runs the convolution on prepared filters: `x` [n, c, ih, iw] and the
 /// optional bias [m]; returns [n, m, oh, ow]. `s` must fit the filters.
@@ -256,86 +290,105 @@ pub fn conv3x3(x: &[f32], f: &WinogradFilters, bias: Option<&[f32]>, s: &Conv2dS
     if plane == 0 || s.m == 0 {
         return y;
     }
-    let tiles = oh.div_ceil(2) * ow.div_ceil(2);
-    let scratch = TILE * tiles * (s.c + s.m);
+    let th = oh.div_ceil(2);
+    let rows = rows_per_block(s);
+    let blocks: Vec<Range<usize>> = (0..th).step_by(rows).map(|r| r..(r + rows).min(th)).collect();
     let in_image = s.c * s.h.input * s.w.input;
     let threads = rayon::current_num_threads();
-    let work = plane * s.m * s.c;
-    // Whole images per thread when they divide evenly or are many; one image
-    // at a time, each step split, otherwise. Both give the same bits.
-    if threads > 1 && s.n >= threads && (s.n.is_multiple_of(threads) || s.n >= 4 * threads) {
-        y.par_chunks_mut(s.m * plane).enumerate().for_each(|(b, out)| {
-            super::conv2d::with_scratch(scratch, |buf| {
-                image(&x[b * in_image..(b + 1) * in_image], f, bias, s, act, out, buf, false);
-            });
-        });
-    } else {
-        let parallel = threads > 1 && work >= PARALLEL_MIN_WORK;
-        for (b, out) in y.chunks_mut(s.m * plane).enumerate() {
-            super::conv2d::with_scratch(scratch, |buf| {
-                image(&x[b * in_image..(b + 1) * in_image], f, bias, s, act, out, buf, parallel);
-            });
+    // Whole images per thread when they divide evenly or are many;
+    // otherwise one image at a time, its blocks spread over the threads.
+    // Every block computes the same sums either way.
+    let by_image = threads > 1 && s.n >= threads && (s.n.is_multiple_of(threads) || s.n >= 4 * threads);
+    let by_block = !by_image && threads > 1 && blocks.len() > 1 && plane * s.m * s.c >= PARALLEL_MIN_WORK;
+    let image = |b: usize, out: &mut [f32]| {
+        let x = &x[b * in_image..(b + 1) * in_image];
+        let out = Strips::new(out);
+        let each = |rows: &Range<usize>| block(x, f, bias, s, act, rows.clone(), &out);
+        if by_block {
+            blocks.par_iter().for_each(each);
+        } else {
+            blocks.iter().for_each(each);
         }
+    };
+    if by_image {
+        y.par_chunks_mut(s.m * plane).enumerate().for_each(|(b, out)| image(b, out));
+    } else {
+        y.chunks_mut(s.m * plane).enumerate().for_each(|(b, out)| image(b, out));
     }
     y
 }
 
-/// One image: input transform into `V` [C][16][T], 16 products into `P`
-/// [16][M][T], output transform into `out` [M, oh, ow].
+/// One image's output [M, oh, ow], written by blocks of tile rows that each
+/// own a horizontal strip of every channel's plane.
+struct Strips<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _image: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: blocks write disjoint strips through it (see `Strips::strip`).
+unsafe impl Send for Strips<'_> {}
+unsafe impl Sync for Strips<'_> {}
+
+impl<'a> Strips<'a> {
+    fn new(out: &'a mut [f32]) -> Strips<'a> {
+        Strips { ptr: out.as_mut_ptr(), len: out.len(), _image: std::marker::PhantomData }
+    }
+
+    /// Output rows `rows` of channel `oc`'s plane of `plane` elements.
+    ///
+    /// # Safety
+    /// No two live strips may overlap: each block asks only for its own
+    /// rows, and each channel once.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn strip(&self, oc: usize, plane: usize, width: usize, rows: Range<usize>) -> &mut [f32] {
+        let start = oc * plane + rows.start * width;
+        let len = rows.len() * width;
+        assert!(start + len <= self.len, "strip outside the image");
+        // SAFETY: inside the image (checked), and disjoint from every other
+        // live strip (the caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// One block of tile rows of one image: input transform into `V`
+/// [C][16][T], 16 products into `P` [16][M][T], output transform into the
+/// block's strip of each output channel.
 #[allow(clippy::too_many_arguments)]
-fn image(
+fn block(
     x: &[f32],
     f: &WinogradFilters,
     bias: Option<&[f32]>,
     s: &Conv2dShape,
     act: Activation,
-    out: &mut [f32],
-    scratch: &mut [f32],
-    parallel: bool,
+    rows: Range<usize>,
+    out: &Strips<'_>,
 ) {
     let (ih, iw) = (s.h.input, s.w.input);
     let (oh, ow) = (s.h.output, s.w.output);
-    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
-    let tiles = th * tw;
-    let (v, p) = scratch.split_at_mut(TILE * s.c * tiles);
-    let p = &mut p[..TILE * s.m * tiles];
-
-    // Input transform, one channel at a time: V[c][ξ][t] = (Bᵀ d B)[ξ].
-    let transform_channel = |(c, dst): (usize, &mut [f32])| {
-        let channel = &x[c * ih * iw..(c + 1) * ih * iw];
-        input_channel(channel, s, dst);
-    };
-    if parallel {
-        v.par_chunks_mut(TILE * tiles).enumerate().for_each(transform_channel);
-    } else {
-        v.chunks_mut(TILE * tiles).enumerate().for_each(transform_channel);
-    }
-
-    // P[ξ] = U[ξ] · V[ξ], one product per element of the tile.
-    let v = &*v;
+    let tiles = rows.len() * ow.div_ceil(2);
     let (m, c) = (s.m, s.c);
-    let product = |(xi, p_xi): (usize, &mut [f32])| {
-        let u = View::row_major(&f.u[xi * m * c..(xi + 1) * m * c], m, c);
-        let v = View { data: &v[xi * tiles..], rows: c, cols: tiles, rs: TILE * tiles, cs: 1 };
-        sgemm(u, v, p_xi, tiles, false, false);
-    };
-    if parallel {
-        p.par_chunks_mut(m * tiles).enumerate().for_each(product);
-    } else {
-        p.chunks_mut(m * tiles).enumerate().for_each(product);
-    }
-
-    // Output transform, one output channel at a time.
-    let p = &*p;
-    let each_channel = |(oc, plane): (usize, &mut [f32])| {
-        let b = bias.map_or(0.0, |b| b[oc]);
-        output_channel(p, oc, s, b, act, plane);
-    };
-    if parallel {
-        out.par_chunks_mut(oh * ow).enumerate().for_each(each_channel);
-    } else {
-        out.chunks_mut(oh * ow).enumerate().for_each(each_channel);
-    }
+    super::conv2d::with_scratch(TILE * tiles * (c + m), |scratch| {
+        let (v, p) = scratch.split_at_mut(TILE * c * tiles);
+        let mut work = Vec::new();
+        for (ch, dst) in v.chunks_mut(TILE * tiles).enumerate() {
+            input_channel(&x[ch * ih * iw..(ch + 1) * ih * iw], s, rows.clone(), dst, &mut work);
+        }
+        // P[ξ] = U[ξ] · V[ξ], one product per element of the tile.
+        let v = &*v;
+        for (xi, p_xi) in p.chunks_mut(m * tiles).enumerate() {
+            let u = View::row_major(&f.u[xi * m * c..(xi + 1) * m * c], m, c);
+            let v = View { data: &v[xi * tiles..], rows: c, cols: tiles, rs: TILE * tiles, cs: 1 };
+            sgemm(u, v, p_xi, tiles, false, false);
+        }
+        let out_rows = 2 * rows.start..(2 * rows.end).min(oh);
+        for oc in 0..m {
+            // SAFETY: this block's rows of channel oc, asked for once; other
+            // blocks own other rows.
+            let strip = unsafe { out.strip(oc, oh * ow, ow, out_rows.clone()) };
+            output_channel(p, oc, s, rows.clone(), bias.map_or(0.0, |b| b[oc]), act, strip, &mut work);
+        }
+    });
 }
 
 #[cfg(test)]
