@@ -82,13 +82,16 @@ pub fn suits(m: usize, c: usize, kernel: [usize; 2], strides: [usize; 2], dilati
 /// the same order on each path, so the same result.
 macro_rules! dispatched {
     ($name:ident => $imp:ident($($arg:ident: $ty:ty),*)) => {
+        #[allow(clippy::too_many_arguments)]
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx512f")]
                 unsafe fn avx512($($arg: $ty),*) {
                     $imp($($arg),*)
                 }
+                #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2($($arg: $ty),*) {
                     $imp($($arg),*)
