@@ -6,6 +6,8 @@
 //! - `Direct`: the reference loop, where the reduction is tiny or a group
 //!   has few output channels (depthwise layers), so packing for a matrix
 //!   product would cost more than it saves;
+//! - `SmallDirect`: a register-blocked direct kernel (AVX-512) for
+//!   ungrouped stride-1 layers whose reduction is at most 32 (`conv_small`);
 //! - `Gemm`: one matrix product per image and group, `W [M/g, K]` times the
 //!   image's patches `[K, OH·OW]` (im2col), written straight into the
 //!   output plane; a 1x1, stride-1, unpadded layer multiplies the input
@@ -58,13 +60,21 @@ impl Conv2dShape {
 pub enum Algorithm {
     Direct,
     Gemm,
+    /// The register-blocked direct kernel of `conv_small` (AVX-512).
+    SmallDirect,
 }
 
 impl Algorithm {
     /// The algorithm for a layer of this shape.
     pub fn choose(shape: &Conv2dShape) -> Algorithm {
         let per_group = shape.m / shape.g.max(1);
-        if shape.reduction() < 4 || per_group < 4 { Algorithm::Direct } else { Algorithm::Gemm }
+        if super::conv_small::suits(shape) && super::conv_small::available() {
+            Algorithm::SmallDirect
+        } else if shape.reduction() < 4 || per_group < 4 {
+            Algorithm::Direct
+        } else {
+            Algorithm::Gemm
+        }
     }
 }
 
@@ -90,6 +100,7 @@ pub fn conv2d_with(
     }
     let macs = y.len() * s.reduction();
     match algorithm {
+        Algorithm::SmallDirect => return super::conv_small::conv2d(x, w, bias, s, act),
         Algorithm::Direct => {
             let each = |(idx, out): (usize, &mut [f32])| {
                 direct_plane(x, w, bias, s, idx, out);

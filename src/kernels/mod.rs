@@ -20,6 +20,7 @@ mod cast;
 mod compare;
 mod conv;
 mod conv2d;
+mod conv_small;
 mod conv_transpose;
 mod detect;
 mod einsum;

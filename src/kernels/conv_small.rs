@@ -1,0 +1,297 @@
+//! The direct convolution for layers whose reduction is tiny (an image's
+//! first layer: 1 or 3 input channels times a 3x3 window, K = 9 or 27),
+//! where packing patches for a matrix product costs more than the product.
+//!
+//! Stride 1, any dilation and padding, one group. For each block of output
+//! channels and pixels of a row (4 x 64, 8 x 32 or 16 x 16, by the row's
+//! width), 16 AVX-512 accumulators stay in registers over all K taps: per
+//! tap, the block's input vectors are loaded and its weights broadcast for
+//! 16 fused multiply-adds. Each output's sum
+//! runs over the taps in order from the bias, whatever the block, batch or
+//! thread count.
+//!
+//! Only for x86-64 CPUs with AVX-512F; [`available`] says whether this CPU
+//! has it (otherwise the layer runs as im2col and a matrix product).
+
+use rayon::prelude::*;
+
+use super::conv2d::Conv2dShape;
+use super::epilogue::Activation;
+
+/// Reductions up to this size (input channels x window taps) run here.
+pub const MAX_REDUCTION: usize = 32;
+
+const LANES: usize = 16;
+
+/// Whether this CPU runs the kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether a layer of this shape runs here (on a CPU that has it).
+pub fn suits(s: &Conv2dShape) -> bool {
+    s.g == 1 && s.h.stride == 1 && s.w.stride == 1 && s.cg * s.h.kernel * s.w.kernel <= MAX_REDUCTION
+}
+
+/// Runs the convolution: `x` [n, c, ih, iw], `w` [m, c, kh, kw], the
+/// optional bias [m]; returns [n, m, oh, ow]. `s` must suit the kernel and
+/// the CPU must have AVX-512F.
+pub fn conv2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &Conv2dShape, act: Activation) -> Vec<f32> {
+    assert!(suits(s) && available(), "conv_small takes stride-1 ungrouped layers with K <= {MAX_REDUCTION} on AVX-512");
+    // 16 accumulators as output channels x vectors of a row, the vectors
+    // sized to the row so few lanes are wasted: the split depends on the
+    // layer's shape only.
+    match s.w.output {
+        0..=16 => blocked::<16, 1>(x, w, bias, s, act),
+        17..=32 => blocked::<8, 2>(x, w, bias, s, act),
+        _ => blocked::<4, 4>(x, w, bias, s, act),
+    }
+}
+
+/// [`conv2d`] with blocks of `OB` output channels and `XB` vectors of 16
+/// pixels.
+fn blocked<const OB: usize, const XB: usize>(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    s: &Conv2dShape,
+    act: Activation,
+) -> Vec<f32> {
+    let (oh, ow) = (s.h.output, s.w.output);
+    let plane = oh * ow;
+    let mut y = vec![0.0f32; s.n * s.m * plane];
+    if plane == 0 || s.m == 0 {
+        return y;
+    }
+    let (kh, kw) = (s.h.kernel, s.w.kernel);
+    let k = s.c * kh * kw;
+    // Weights regrouped per block of 4 output channels: [block][tap][4],
+    // zero for the channels past m.
+    let blocks = s.m.div_ceil(OB);
+    let mut wb = vec![0.0f32; blocks * k * OB];
+    for oc in 0..s.m {
+        for t in 0..k {
+            wb[((oc / OB) * k + t) * OB + oc % OB] = w[oc * k + t];
+        }
+    }
+    // Each image's channels copied into zero-bordered planes, so every tap
+    // reads a full row unchecked.
+    let (ph, pw) = (s.h.input + s.h.pad_begin + s.h.pad_end, s.w.input + s.w.pad_begin + s.w.pad_end);
+    // The farthest element a row of outputs reads, rounded up to whole
+    // blocks of 64 pixels, must be inside the padded plane's allocation.
+    let row_span = ow.div_ceil(XB * LANES) * XB * LANES + (kw - 1) * s.w.dilation;
+    let slack = row_span.saturating_sub(pw);
+    let in_image = s.c * s.h.input * s.w.input;
+    let padded_len = s.c * ph * pw + slack;
+    let work = s.m * plane * k;
+    let each_image = |(b, out): (usize, &mut [f32])| {
+        let mut padded = vec![0.0f32; padded_len];
+        let image = &x[b * in_image..(b + 1) * in_image];
+        for (c, channel) in image.chunks_exact(s.h.input * s.w.input).enumerate() {
+            for (iy, line) in channel.chunks_exact(s.w.input).enumerate() {
+                let at = (c * ph + iy + s.h.pad_begin) * pw + s.w.pad_begin;
+                padded[at..at + s.w.input].copy_from_slice(line);
+            }
+        }
+        let rows = |(block, out): (usize, &mut [f32])| {
+            let bias4: [f32; OB] =
+                std::array::from_fn(|o| bias.and_then(|bv| bv.get(block * OB + o).copied()).unwrap_or(0.0));
+            let channels = OB.min(s.m - block * OB);
+            let weights = &wb[block * k * OB..(block + 1) * k * OB];
+            // SAFETY: `available()` was checked above; the geometry keeps
+            // every read inside `padded` (see `row_span`) and every write
+            // inside `out`.
+            unsafe { avx512::block::<OB, XB>(&padded, weights, bias4, s, (ph, pw), channels, out) };
+            for plane_out in out.chunks_mut(plane).take(channels) {
+                act.apply(plane_out);
+            }
+        };
+        if work >= super::sgemm::PARALLEL_MIN_MACS {
+            out.par_chunks_mut(OB * plane).enumerate().for_each(rows);
+        } else {
+            out.chunks_mut(OB * plane).enumerate().for_each(rows);
+        }
+    };
+    if s.n > 1 && s.n * work >= super::sgemm::PARALLEL_MIN_MACS {
+        y.par_chunks_mut(s.m * plane).enumerate().for_each(each_image);
+    } else {
+        y.chunks_mut(s.m * plane).enumerate().for_each(each_image);
+    }
+    y
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Conv2dShape, LANES};
+
+    /// Up to 4 output channels (`channels`) of one image: `out` holds their
+    /// planes one after another. `padded` is the image's zero-bordered
+    /// planes [c][ph][pw] (with slack after the last), `weights` [tap][4].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, and `padded` must hold every element a
+    /// block of 64 pixels reads past a row's end.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn block<const OB: usize, const XB: usize>(
+        padded: &[f32],
+        weights: &[f32],
+        bias: [f32; OB],
+        s: &Conv2dShape,
+        (ph, pw): (usize, usize),
+        channels: usize,
+        out: &mut [f32],
+    ) {
+        assert!(out.len() >= channels * s.h.output * s.w.output && weights.len() >= s.c * s.h.kernel * s.w.kernel * OB);
+        // SAFETY: the CPU has AVX-512F (the caller's contract); each load
+        // reads 16 floats at or below line + kx·dw + 64 <= padded.len() (the
+        // caller's slack), and each store writes only pixels of the row
+        // inside `out` (checked above).
+        unsafe {
+            let (oh, ow) = (s.h.output, s.w.output);
+            let (kh, kw, dh, dw) = (s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation);
+            let plane = oh * ow;
+            let taps = kh * kw;
+            for oy in 0..oh {
+                for x0 in (0..ow).step_by(XB * LANES) {
+                    let mut acc = [[_mm512_setzero_ps(); XB]; OB];
+                    for (o, row) in acc.iter_mut().enumerate() {
+                        *row = [_mm512_set1_ps(bias[o]); XB];
+                    }
+                    for c in 0..s.c {
+                        for ky in 0..kh {
+                            let line = (c * ph + oy + ky * dh) * pw + x0;
+                            for kx in 0..kw {
+                                let t = (c * taps + ky * kw + kx) * OB;
+                                let src = padded.as_ptr().add(line + kx * dw);
+                                // SAFETY: line + kx·dw + 64 <= padded.len() (the
+                                // caller's slack), so the 4 loads stay inside.
+                                let v: [__m512; XB] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * LANES)));
+                                for (o, row) in acc.iter_mut().enumerate() {
+                                    let wv = _mm512_set1_ps(weights[t + o]);
+                                    for i in 0..XB {
+                                        row[i] = _mm512_fmadd_ps(wv, v[i], row[i]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for (o, row) in acc.iter().enumerate().take(channels) {
+                        let dst = out.as_mut_ptr().add(o * plane + oy * ow + x0);
+                        for (i, vector) in row.iter().enumerate() {
+                            let start = x0 + i * LANES;
+                            if start >= ow {
+                                break;
+                            }
+                            let n = (ow - start).min(LANES);
+                            let mask: __mmask16 = if n == LANES { 0xffff } else { (1u16 << n) - 1 };
+                            // SAFETY: only the n pixels of this row inside the
+                            // plane are written.
+                            _mm512_mask_storeu_ps(dst.add(i * LANES), mask, *vector);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod avx512 {
+    use super::Conv2dShape;
+
+    pub unsafe fn block<const OB: usize, const XB: usize>(
+        _: &[f32],
+        _: &[f32],
+        _: [f32; OB],
+        _: &Conv2dShape,
+        _: (usize, usize),
+        _: usize,
+        _: &mut [f32],
+    ) {
+        unreachable!("conv_small runs only where available() is true");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::Axis;
+    use crate::kernels::conv2d::{Algorithm, conv2d_with};
+    use crate::kernels::testing::{assert_close, random_floats};
+
+    fn shape(
+        n: usize,
+        c: usize,
+        m: usize,
+        [ih, iw]: [usize; 2],
+        [kh, kw]: [usize; 2],
+        pad: usize,
+        dilation: usize,
+    ) -> Conv2dShape {
+        let axis = |input: usize, kernel: usize| Axis {
+            input,
+            kernel,
+            stride: 1,
+            dilation,
+            pad_begin: pad,
+            pad_end: pad,
+            output: input + 2 * pad - (kernel - 1) * dilation,
+        };
+        Conv2dShape { n, c, m, cg: c, g: 1, h: axis(ih, kh), w: axis(iw, kw) }
+    }
+
+    #[test]
+    fn small_reductions_match_the_reference_loop() {
+        if !available() {
+            return;
+        }
+        let cases = [
+            shape(2, 1, 32, [28, 28], [3, 3], 0, 1),
+            shape(1, 3, 64, [64, 64], [3, 3], 1, 1),
+            shape(3, 3, 6, [9, 70], [3, 3], 1, 1),
+            shape(1, 2, 5, [11, 13], [3, 2], 2, 2),
+            shape(1, 1, 7, [1, 100], [1, 5], 0, 1),
+            shape(2, 16, 3, [5, 5], [1, 1], 0, 1),
+        ];
+        for (i, s) in cases.iter().enumerate() {
+            assert!(suits(s), "case {i}");
+            let x = random_floats(s.n * s.c * s.h.input * s.w.input, 60 + i as u64);
+            let w = random_floats(s.m * s.c * s.h.kernel * s.w.kernel, 70 + i as u64);
+            let b = random_floats(s.m, 80 + i as u64);
+            for act in [Activation::Identity, Activation::Relu] {
+                let want = conv2d_with(Algorithm::Direct, &x, &w, Some(&b), s, act);
+                assert_close(&conv2d(&x, &w, Some(&b), s, act), &want);
+            }
+            let want = conv2d_with(Algorithm::Direct, &x, &w, None, s, Activation::Identity);
+            assert_close(&conv2d(&x, &w, None, s, Activation::Identity), &want);
+        }
+    }
+
+    #[test]
+    fn batch_size_and_thread_count_change_no_bit() {
+        if !available() {
+            return;
+        }
+        let s = shape(4, 3, 20, [40, 40], [3, 3], 1, 1);
+        let x = random_floats(s.n * s.c * 1600, 1);
+        let w = random_floats(s.m * 27, 2);
+        let on = |threads: usize, s: &Conv2dShape, x: &[f32]| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| conv2d(x, &w, None, s, Activation::Relu))
+        };
+        let whole = on(1, &s, &x);
+        assert_eq!(on(2, &s, &x), whole);
+        let one = Conv2dShape { n: 1, ..s };
+        let images: Vec<f32> = x.chunks(x.len() / 4).flat_map(|image| on(2, &one, image)).collect();
+        assert_eq!(images, whole);
+    }
+}
