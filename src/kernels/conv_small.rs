@@ -108,9 +108,14 @@ fn blocked<const OB: usize, const XB: usize>(
             // SAFETY: `available()` was checked above; the geometry keeps
             // every read inside `padded` (see `row_span`) and every write
             // inside `out`.
-            unsafe { avx512::block::<OB, XB>(&padded, weights, bias4, s, (ph, pw), channels, out) };
-            for plane_out in out.chunks_mut(plane).take(channels) {
-                act.apply(plane_out);
+            // Relu is applied in registers before the store; the other
+            // activations afterwards.
+            let relu = act == Activation::Relu;
+            unsafe { avx512::block::<OB, XB>(&padded, weights, bias4, s, (ph, pw), (channels, relu), out) };
+            if !relu {
+                for plane_out in out.chunks_mut(plane).take(channels) {
+                    act.apply(plane_out);
+                }
             }
         };
         if work >= super::sgemm::PARALLEL_MIN_MACS {
@@ -133,8 +138,8 @@ mod avx512 {
 
     use super::{Conv2dShape, LANES};
 
-    /// Up to 4 output channels (`channels`) of one image: `out` holds their
-    /// planes one after another. `padded` is the image's zero-bordered
+    /// Up to `OB` output channels (`channels`) of one image, with Relu
+    /// applied when `relu`: `out` holds their planes one after another. `padded` is the image's zero-bordered
     /// planes [c][ph][pw] (with slack after the last), `weights` [tap][4].
     ///
     /// # Safety
@@ -147,7 +152,7 @@ mod avx512 {
         bias: [f32; OB],
         s: &Conv2dShape,
         (ph, pw): (usize, usize),
-        channels: usize,
+        (channels, relu): (usize, bool),
         out: &mut [f32],
     ) {
         assert!(out.len() >= channels * s.h.output * s.w.output && weights.len() >= s.c * s.h.kernel * s.w.kernel * OB);
@@ -195,7 +200,10 @@ mod avx512 {
                             let mask: __mmask16 = if n == LANES { 0xffff } else { (1u16 << n) - 1 };
                             // SAFETY: only the n pixels of this row inside the
                             // plane are written.
-                            _mm512_mask_storeu_ps(dst.add(i * LANES), mask, *vector);
+                            // max(0, v) returns v when v is NaN (and -0.0 for
+                            // -0.0), as the Relu kernel's `v < 0 ? 0 : v`.
+                            let value = if relu { _mm512_max_ps(_mm512_setzero_ps(), *vector) } else { *vector };
+                            _mm512_mask_storeu_ps(dst.add(i * LANES), mask, value);
                         }
                     }
                 }
@@ -214,7 +222,7 @@ mod avx512 {
         _: [f32; OB],
         _: &Conv2dShape,
         _: (usize, usize),
-        _: usize,
+        _: (usize, bool),
         _: &mut [f32],
     ) {
         unreachable!("conv_small runs only where available() is true");
@@ -273,6 +281,24 @@ mod tests {
             }
             let want = conv2d_with(Algorithm::Direct, &x, &w, None, s, Activation::Identity);
             assert_close(&conv2d(&x, &w, None, s, Activation::Identity), &want);
+        }
+    }
+
+    #[test]
+    fn relu_in_registers_keeps_nan_as_the_relu_kernel_does() {
+        if !available() {
+            return;
+        }
+        let s = shape(1, 1, 4, [6, 40], [3, 3], 1, 1);
+        let mut x = random_floats(240, 3);
+        x[100] = f32::NAN;
+        let w = random_floats(36, 4);
+        let got = conv2d(&x, &w, None, &s, Activation::Relu);
+        let want = conv2d_with(Algorithm::Direct, &x, &w, None, &s, Activation::Relu);
+        assert!(got.iter().any(|v| v.is_nan()), "a NaN input reaches the outputs whose windows hold it");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(g.is_nan() == w.is_nan() && (g.is_nan() || (g - w).abs() <= 1e-5 + 1e-4 * w.abs()), "{g} vs {w}");
+            assert!(g.is_nan() || *g >= 0.0);
         }
     }
 

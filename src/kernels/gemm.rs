@@ -2,7 +2,7 @@
 
 use super::broadcast::{broadcast_shape, broadcast_strides};
 use super::epilogue::Activation;
-use super::sgemm::{ColumnBlocks, SMALL_M, View, sgemm, sgemm_blocks};
+use super::sgemm::{ColumnBlocks, FEW_COLUMNS, SMALL_M, TransposedColumns, View, sgemm, sgemm_blocks};
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
 use crate::tensor::{Tensor, TensorData};
 
@@ -90,20 +90,25 @@ struct Gemm {
     /// B packed in column blocks when it is a constant (the weights of a
     /// dense layer), for products of a few rows.
     packed_b: Option<ColumnBlocks>,
+    /// B transposed when it is a constant with few columns: every output is
+    /// a dot product, at any batch size.
+    few_columns: Option<TransposedColumns>,
 }
 
 fn build_gemm(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
     let n = ctx.node;
     let trans_b = n.int_attr("transB", 0)? != 0;
-    let packed_b = ctx.constant_input(1).and_then(|b| match (b.shape(), b.as_f32()) {
+    let weights = ctx.constant_input(1).and_then(|b| match (b.shape(), b.as_f32()) {
         ([rows, cols], Some(data)) => {
             let view = View::row_major(data, *rows, *cols);
-            Some(ColumnBlocks::new(if trans_b { view.t() } else { view }))
+            Some(if trans_b { view.t() } else { view })
         }
         _ => None,
     });
+    let few = weights.filter(|w| w.cols <= FEW_COLUMNS);
     Ok(Box::new(Gemm {
-        packed_b,
+        packed_b: weights.filter(|w| w.cols > FEW_COLUMNS).map(ColumnBlocks::new),
+        few_columns: few.map(TransposedColumns::new),
         alpha: n.float_attr("alpha", 1.0)?,
         beta: n.float_attr("beta", 1.0)?,
         trans_a: n.int_attr("transA", 0)? != 0,
@@ -155,9 +160,11 @@ impl Kernel for Gemm {
             }
         }
         let packed = self.packed_b.as_ref().filter(|p| m <= SMALL_M && p.dims() == (k, n));
-        let multiply = |out: &mut [f32], accumulate: bool| match packed {
-            Some(p) => sgemm_blocks(a_view, p, out, n, accumulate, true),
-            None => sgemm(a_view, b_view, out, n, accumulate, true),
+        let few = self.few_columns.as_ref().filter(|p| p.dims() == (k, n) && (a_view.cs == 1 || k <= 1));
+        let multiply = |out: &mut [f32], accumulate: bool| match (few, packed) {
+            (Some(p), _) => p.multiply(a_view, out, n, accumulate, true),
+            (None, Some(p)) => sgemm_blocks(a_view, p, out, n, accumulate, true),
+            (None, None) => sgemm(a_view, b_view, out, n, accumulate, true),
         };
         if self.alpha == 1.0 {
             multiply(&mut y, c.is_some());

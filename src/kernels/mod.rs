@@ -13,6 +13,41 @@
 //!
 //! Nothing here knows about wire formats, async runtimes or model files.
 
+/// Declares `$name`, which runs `$imp` (an `#[inline(always)]` function of
+/// plain loops) compiled for AVX-512 or AVX2 when the CPU has them, so the
+/// compiler vectorizes the loops for the widest registers there are, or for
+/// the baseline otherwise: the same operations in the same order on each
+/// path, so the same result.
+macro_rules! dispatched {
+    ($name:ident => $imp:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[allow(clippy::too_many_arguments)]
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $imp($($arg),*)
+                }
+                #[allow(clippy::too_many_arguments)]
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $imp($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $imp($($arg),*)
+        }
+    };
+}
+
 mod activation;
 mod attention;
 mod broadcast;

@@ -231,6 +231,104 @@ unsafe fn product(a: View<'_>, b: View<'_>, dst: *mut f32, c_rs: usize, accumula
     }
 }
 
+/// Dense layers with at most this many outputs keep their weights
+/// transposed and compute each output as one dot product.
+pub const FEW_COLUMNS: usize = 16;
+
+/// A constant right-hand matrix [k, n] with few columns (a classifier's
+/// last layer), kept as its transpose [n, k]: each output is then one dot
+/// product of a row of `a` with a row of it, summed in an order that
+/// depends on `k` alone, so a row's result is the same bits at any batch
+/// size and thread count.
+#[derive(Debug, Clone)]
+pub struct TransposedColumns {
+    k: usize,
+    n: usize,
+    bt: Vec<f32>,
+}
+
+impl TransposedColumns {
+    /// Transposes `b` once, when the model loads.
+    pub fn new(b: View<'_>) -> TransposedColumns {
+        b.extent("rhs");
+        let (k, n) = (b.rows, b.cols);
+        let bt = (0..n).flat_map(|j| (0..k).map(move |p| (p, j))).map(|(p, j)| b.data[p * b.rs + j * b.cs]).collect();
+        TransposedColumns { k, n, bt }
+    }
+
+    /// The matrix's [k, n].
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// `c = a · b` (or `+=` when `accumulate`), for an `a` whose rows are
+    /// contiguous, with `c` row-major with row stride `c_rs`.
+    ///
+    /// # Panics
+    /// When the shapes do not chain or `a`'s rows are not contiguous.
+    pub fn multiply(&self, a: View<'_>, c: &mut [f32], c_rs: usize, accumulate: bool, parallel: bool) {
+        let (m, k, n) = (a.rows, a.cols, self.n);
+        assert!(
+            k == self.k && (a.cs == 1 || k <= 1),
+            "a [{m}, {k}] does not fit [{}, {n}] or is not row-major",
+            self.k
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            c_rs >= n && (m - 1) * c_rs + n <= c.len(),
+            "output of {m}x{n} (row stride {c_rs}) exceeds {} elements",
+            c.len()
+        );
+        a.extent("lhs");
+        let row = |(i, out): (usize, &mut [f32])| {
+            let a_row = &a.data[i * a.rs..i * a.rs + k];
+            for (j, v) in out[..n].iter_mut().enumerate() {
+                let d = dot(a_row, &self.bt[j * k..(j + 1) * k]);
+                *v = if accumulate { *v + d } else { d };
+            }
+        };
+        if parallel && m > 1 && m * n * k >= PARALLEL_MIN_MACS {
+            use rayon::prelude::*;
+            c.par_chunks_mut(c_rs).take(m).enumerate().for_each(row);
+        } else {
+            c.chunks_mut(c_rs).take(m).enumerate().for_each(row);
+        }
+    }
+}
+
+dispatched!(dot => dot_impl(a: &[f32], b: &[f32]) -> f32);
+
+/// The dot product of two equal-length slices: 64 lanes of partial sums
+/// over the whole-64 prefix, combined pairwise, then the tail in order.
+#[inline(always)]
+fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [[0.0f32; LANES]; 4];
+    let whole = a.len() / (4 * LANES) * (4 * LANES);
+    for (x, y) in a[..whole].chunks_exact(4 * LANES).zip(b[..whole].chunks_exact(4 * LANES)) {
+        for (u, lane) in acc.iter_mut().enumerate() {
+            for l in 0..LANES {
+                lane[l] += x[u * LANES + l] * y[u * LANES + l];
+            }
+        }
+    }
+    let mut lanes = [0.0f32; LANES];
+    for (l, v) in lanes.iter_mut().enumerate() {
+        *v = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            lanes[l] += lanes[l + width];
+        }
+    }
+    let tail: f32 = a[whole..].iter().zip(&b[whole..]).fold(0.0, |s, (x, y)| s + x * y);
+    lanes[0] + tail
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +383,24 @@ mod tests {
                 let blocks = on(2);
                 assert_eq!(on(1), blocks, "m {m}, transposed {transposed}");
                 assert_close(&blocks, &naive(View::row_major(&a, m, k), bv));
+            }
+        }
+    }
+
+    #[test]
+    fn few_columns_give_the_product_and_the_same_bits_per_row_at_any_batch() {
+        for (k, n) in [(5408, 10), (7, 3), (130, 16), (64, 1)] {
+            let b = random_floats(k * n, 8);
+            let packed = TransposedColumns::new(View::row_major(&b, k, n));
+            let a = random_floats(9 * k, 9);
+            let mut all = vec![0.0; 9 * n];
+            packed.multiply(View::row_major(&a, 9, k), &mut all, n, false, true);
+            assert_close(&all, &naive(View::row_major(&a, 9, k), View::row_major(&b, k, n)));
+            for i in 0..9 {
+                let mut one = vec![1.0; n];
+                packed.multiply(View::row_major(&a[i * k..(i + 1) * k], 1, k), &mut one, n, true, false);
+                let want: Vec<f32> = all[i * n..(i + 1) * n].iter().map(|v| 1.0 + v).collect();
+                assert_eq!(one, want, "row {i} of k {k}");
             }
         }
     }

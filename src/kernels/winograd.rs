@@ -76,40 +76,6 @@ pub fn suits(m: usize, c: usize, kernel: [usize; 2], strides: [usize; 2], dilati
     kernel == [3, 3] && strides == [1, 1] && dilations == [1, 1] && group == 1 && m >= MIN_CHANNELS && c >= MIN_CHANNELS
 }
 
-/// Declares `$name`, which runs `$imp` compiled for AVX-512 or AVX2 when
-/// the CPU has them (the transforms are plain loops the compiler vectorizes
-/// for the target), or for the baseline otherwise: the same operations in
-/// the same order on each path, so the same result.
-macro_rules! dispatched {
-    ($name:ident => $imp:ident($($arg:ident: $ty:ty),*)) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[allow(clippy::too_many_arguments)]
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) {
-                    $imp($($arg),*)
-                }
-                #[allow(clippy::too_many_arguments)]
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $imp($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $imp($($arg),*)
-        }
-    };
-}
-
 dispatched!(input_channel => input_channel_impl(channel: &[f32], s: &Conv2dShape, rows: Range<usize>, dst: &mut [f32], work: &mut Vec<f32>));
 dispatched!(output_channel => output_channel_impl(p: &[f32], oc: usize, s: &Conv2dShape, rows: Range<usize>, b: f32, act: Activation, strip: &mut [f32], work: &mut Vec<f32>));
 
