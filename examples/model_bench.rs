@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use ferroserve::graph::Attribute;
 use ferroserve::kernels::KernelRegistry;
 use ferroserve::runtime::StepRun;
 use ferroserve::servable::Servable;
@@ -100,18 +99,11 @@ fn macs(step: &StepRun<'_>) -> u64 {
             .copied()
             .flatten()
             .map_or(0, |w| product(y.shape()) * product(&w.shape()[..w.shape().len().saturating_sub(1)])),
-        "Gemm" | "FusedGemm" | "MatMul" => {
-            let trans_a =
-                step.op != "MatMul" && matches!(step.attributes.get("transA"), Some(Attribute::Int(t)) if *t != 0);
-            let s = a.shape();
-            let k = match s.len() {
-                0 => 1,
-                1 => s[0],
-                r if trans_a => s[r - 2],
-                r => s[r - 1],
-            };
-            product(y.shape()) * k as u64
-        }
+        // A [m, k] (or its transpose) times B gives [m, n]: m·k·n is A's
+        // size times n, whichever way A is stored.
+        "Gemm" | "FusedGemm" => product(a.shape()) * y.shape().last().map_or(1, |&n| n as u64),
+        // [..., m, k] x [..., k, n]; a 1-D A is one row.
+        "MatMul" => product(y.shape()) * a.shape().last().map_or(1, |&k| k as u64),
         _ => 0,
     }
 }

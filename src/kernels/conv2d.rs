@@ -260,13 +260,13 @@ fn im2col(input: &[f32], s: &Conv2dShape, patches: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
+    //! Shapes and the exact sum the convolution kernels are tested against.
     use super::*;
-    use crate::kernels::testing::{assert_close, random_floats};
 
-    /// The shape of a convolution with the given geometry (stride, pads
-    /// begin/end and dilation per axis).
-    fn shape(
+    /// The shape of a convolution with the given geometry: per axis
+    /// `[stride, pad_begin, pad_end, dilation]`.
+    pub fn shape(
         n: usize,
         c: usize,
         m: usize,
@@ -290,16 +290,19 @@ mod tests {
         Conv2dShape { n, c, m, cg: c / g, g, h: axis(ih, kh, geo[0]), w: axis(iw, kw, geo[1]) }
     }
 
-    /// The textbook sum, in f64.
-    fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &Conv2dShape) -> Vec<f32> {
+    /// The textbook sum in f64 for every output, and the sum of the
+    /// magnitudes of its terms (the scale its rounding error is relative
+    /// to).
+    pub fn exact(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &Conv2dShape) -> (Vec<f64>, Vec<f64>) {
         let (ah, aw) = (s.h, s.w);
-        let mut y = Vec::new();
+        let (mut y, mut scale) = (Vec::new(), Vec::new());
         for b in 0..s.n {
             for oc in 0..s.m {
                 let gi = oc / (s.m / s.g);
                 for oy in 0..ah.output {
                     for ox in 0..aw.output {
-                        let mut sum = bias.map_or(0.0, |b| f64::from(b[oc]));
+                        let bv = bias.map_or(0.0, |b| f64::from(b[oc]));
+                        let (mut sum, mut mag) = (bv, bv.abs());
                         for icg in 0..s.cg {
                             for ky in 0..ah.kernel {
                                 for kx in 0..aw.kernel {
@@ -311,16 +314,31 @@ mod tests {
                                     let ic = gi * s.cg + icg;
                                     let xv = x[((b * s.c + ic) * ah.input + iy as usize) * aw.input + ix as usize];
                                     let wv = w[((oc * s.cg + icg) * ah.kernel + ky) * aw.kernel + kx];
-                                    sum += f64::from(xv) * f64::from(wv);
+                                    let term = f64::from(xv) * f64::from(wv);
+                                    sum += term;
+                                    mag += term.abs();
                                 }
                             }
                         }
-                        y.push(sum as f32);
+                        y.push(sum);
+                        scale.push(mag);
                     }
                 }
             }
         }
-        y
+        (y, scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{exact, shape};
+    use super::*;
+    use crate::kernels::testing::{assert_close, random_floats};
+
+    /// The exact sum, rounded to f32.
+    fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &Conv2dShape) -> Vec<f32> {
+        exact(x, w, bias, s).0.into_iter().map(|v| v as f32).collect()
     }
 
     fn cases() -> Vec<Conv2dShape> {

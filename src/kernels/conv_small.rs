@@ -232,29 +232,20 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::conv::Axis;
-    use crate::kernels::conv2d::{Algorithm, conv2d_with};
+    use crate::kernels::conv2d::{Algorithm, conv2d_with, testing};
     use crate::kernels::testing::{assert_close, random_floats};
 
+    /// A stride-1 layer with the same pad on every side.
     fn shape(
         n: usize,
         c: usize,
         m: usize,
-        [ih, iw]: [usize; 2],
-        [kh, kw]: [usize; 2],
+        input: [usize; 2],
+        kernel: [usize; 2],
         pad: usize,
         dilation: usize,
     ) -> Conv2dShape {
-        let axis = |input: usize, kernel: usize| Axis {
-            input,
-            kernel,
-            stride: 1,
-            dilation,
-            pad_begin: pad,
-            pad_end: pad,
-            output: input + 2 * pad - (kernel - 1) * dilation,
-        };
-        Conv2dShape { n, c, m, cg: c, g: 1, h: axis(ih, kh), w: axis(iw, kw) }
+        testing::shape(n, c, m, 1, input, kernel, [[1, pad, pad, dilation]; 2])
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn build_gemm(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         alpha: n.float_attr("alpha", 1.0)?,
         beta: n.float_attr("beta", 1.0)?,
         trans_a: n.int_attr("transA", 0)? != 0,
-        trans_b: n.int_attr("transB", 0)? != 0,
+        trans_b,
         activation: if n.op == "FusedGemm" { Activation::from_node(n)? } else { Activation::Identity },
     }))
 }
@@ -145,7 +145,7 @@ impl Kernel for Gemm {
         let b_view = if self.trans_b { b_view.t() } else { b_view };
         // Y starts as beta · C (broadcast), and the product adds onto it.
         let mut y = vec![0.0f32; m * n];
-        let c = inputs.get(2).copied().flatten().filter(|_| self.beta != 0.0);
+        let c = inputs.get(2).copied().flatten();
         if let Some(c) = c {
             let c_data = floats(c, "C")?;
             let out_shape = broadcast_shape(c.shape(), &[m, n])?;

@@ -58,49 +58,72 @@ pub const PARALLEL_MIN_MACS: usize = 1 << 18;
 pub fn sgemm(a: View<'_>, b: View<'_>, c: &mut [f32], c_rs: usize, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "inner dimensions differ");
-    if m == 0 || n == 0 {
+    if !needs_product(m, k, n, c, c_rs, accumulate) {
         return;
+    }
+    a.extent("lhs");
+    b.extent("rhs");
+    let parallel = parallel && worth_threads(m, k, n);
+    if m <= SMALL_M && n > SMALL_M_COLUMNS {
+        // A few rows (a dense layer at a small batch) give the crate's own
+        // split nothing to share: the columns are split instead.
+        for_column_blocks(c, n, parallel, |j, width, dst| {
+            let b_block = View { data: &b.data[j * b.cs..], cols: width, ..b };
+            // SAFETY: `dst` is this block's columns of the checked `c`.
+            unsafe { product(a, b_block, dst, c_rs, accumulate, Parallelism::None) };
+        });
+        return;
+    }
+    let parallelism = if parallel { Parallelism::Rayon(rayon::current_num_threads()) } else { Parallelism::None };
+    // SAFETY: `c` was checked to hold the whole product.
+    unsafe { product(a, b, c.as_mut_ptr(), c_rs, accumulate, parallelism) };
+}
+
+/// Checks that `c` (row stride `c_rs`) holds an `m` x `n` product and
+/// settles the products with nothing to multiply: false when the caller has
+/// no more to do (an empty product, or an empty reduction, which leaves `c`
+/// or zeroes it).
+///
+/// # Panics
+/// When `c` is too small.
+fn needs_product(m: usize, k: usize, n: usize, c: &mut [f32], c_rs: usize, accumulate: bool) -> bool {
+    if m == 0 || n == 0 {
+        return false;
     }
     assert!(
         c_rs >= n && (m - 1) * c_rs + n <= c.len(),
         "output of {m}x{n} (row stride {c_rs}) exceeds {} elements",
         c.len()
     );
-    if k == 0 {
-        if !accumulate {
-            c.chunks_mut(c_rs).take(m).for_each(|row| row[..n].fill(0.0));
-        }
-        return;
+    if k == 0 && !accumulate {
+        c.chunks_mut(c_rs).take(m).for_each(|row| row[..n].fill(0.0));
     }
-    let threads = rayon::current_num_threads();
-    let parallel = parallel && threads > 1 && m * n * k >= PARALLEL_MIN_MACS;
-    a.extent("lhs");
-    b.extent("rhs");
+    k > 0
+}
+
+/// Whether a product is large enough to spread over the current pool.
+fn worth_threads(m: usize, k: usize, n: usize) -> bool {
+    rayon::current_num_threads() > 1 && m * n * k >= PARALLEL_MIN_MACS
+}
+
+/// Runs `block(first column, width, output pointer at that column)` for
+/// the columns of `c` in blocks of a fixed width, on the current pool when
+/// `parallel` (on one thread too, the same blocks: the sums do not depend
+/// on the thread count). `c` must have been checked by [`needs_product`].
+fn for_column_blocks(c: &mut [f32], n: usize, parallel: bool, block: impl Fn(usize, usize, *mut f32) + Sync) {
     let dst = SendPtr(c.as_mut_ptr());
-    if m <= SMALL_M && n > SMALL_M_COLUMNS {
-        // A few rows (a dense layer at a small batch) give the crate's own
-        // split nothing to share: the columns are split instead, in blocks
-        // of a fixed width (on one thread too, so the sums are the same on
-        // any number of threads).
+    let each = |index: usize| {
+        let j = index * SMALL_M_COLUMNS;
+        // SAFETY: j < n, inside `c`'s first row.
+        block(j, SMALL_M_COLUMNS.min(n - j), unsafe { dst.get().add(j) });
+    };
+    let blocks = n.div_ceil(SMALL_M_COLUMNS);
+    if parallel {
         use rayon::prelude::*;
-        let block = |index: usize| {
-            let j = index * SMALL_M_COLUMNS;
-            let b_block = View { data: &b.data[j * b.cs..], cols: SMALL_M_COLUMNS.min(n - j), ..b };
-            // SAFETY: the blocks are disjoint columns of `c`, which the
-            // check above keeps inside the slice.
-            unsafe { product(a, b_block, dst.get().add(j), c_rs, accumulate, Parallelism::None) };
-        };
-        let blocks = n.div_ceil(SMALL_M_COLUMNS);
-        if parallel {
-            (0..blocks).into_par_iter().for_each(block);
-        } else {
-            (0..blocks).for_each(block);
-        }
-        return;
+        (0..blocks).into_par_iter().for_each(each);
+    } else {
+        (0..blocks).for_each(each);
     }
-    let parallelism = if parallel { Parallelism::Rayon(threads) } else { Parallelism::None };
-    // SAFETY: as above, for the whole of `c`.
-    unsafe { product(a, b, dst.get(), c_rs, accumulate, parallelism) };
 }
 
 /// Rows up to which [`sgemm`] splits columns rather than rows.
@@ -150,45 +173,21 @@ impl ColumnBlocks {
 pub fn sgemm_blocks(a: View<'_>, b: &ColumnBlocks, c: &mut [f32], c_rs: usize, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.n);
     assert!(m <= SMALL_M && k == b.k, "a [{m}, {k}] does not fit packed columns [{}, {n}]", b.k);
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        c_rs >= n && (m - 1) * c_rs + n <= c.len(),
-        "output of {m}x{n} (row stride {c_rs}) exceeds {} elements",
-        c.len()
-    );
-    if k == 0 {
-        if !accumulate {
-            c.chunks_mut(c_rs).take(m).for_each(|row| row[..n].fill(0.0));
-        }
+    if !needs_product(m, k, n, c, c_rs, accumulate) {
         return;
     }
     a.extent("lhs");
-    let threads = rayon::current_num_threads();
-    let parallel = parallel && threads > 1 && m * n * k >= PARALLEL_MIN_MACS;
-    let dst = SendPtr(c.as_mut_ptr());
-    let block = |index: usize| {
-        let j = index * SMALL_M_COLUMNS;
-        let width = SMALL_M_COLUMNS.min(n - j);
+    for_column_blocks(c, n, parallel && worth_threads(m, k, n), |j, width, dst| {
         let b_block = View::row_major(&b.data[j * k..(j + width) * k], k, width);
-        // SAFETY: the blocks are disjoint columns of `c`, which the check
-        // above keeps inside the slice.
-        unsafe { product(a, b_block, dst.get().add(j), c_rs, accumulate, Parallelism::None) };
-    };
-    let blocks = n.div_ceil(SMALL_M_COLUMNS);
-    if parallel {
-        use rayon::prelude::*;
-        (0..blocks).into_par_iter().for_each(block);
-    } else {
-        (0..blocks).for_each(block);
-    }
+        // SAFETY: `dst` is this block's columns of the checked `c`.
+        unsafe { product(a, b_block, dst, c_rs, accumulate, Parallelism::None) };
+    });
 }
 
 /// The output pointer the column blocks share.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint elements through it (see `sgemm`).
+// SAFETY: tasks write disjoint elements through it (see `for_column_blocks`).
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
@@ -273,14 +272,9 @@ impl TransposedColumns {
             "a [{m}, {k}] does not fit [{}, {n}] or is not row-major",
             self.k
         );
-        if m == 0 || n == 0 {
+        if !needs_product(m, k, n, c, c_rs, accumulate) {
             return;
         }
-        assert!(
-            c_rs >= n && (m - 1) * c_rs + n <= c.len(),
-            "output of {m}x{n} (row stride {c_rs}) exceeds {} elements",
-            c.len()
-        );
         a.extent("lhs");
         let row = |(i, out): (usize, &mut [f32])| {
             let a_row = &a.data[i * a.rs..i * a.rs + k];
@@ -289,7 +283,7 @@ impl TransposedColumns {
                 *v = if accumulate { *v + d } else { d };
             }
         };
-        if parallel && m > 1 && m * n * k >= PARALLEL_MIN_MACS {
+        if parallel && m > 1 && worth_threads(m, k, n) {
             use rayon::prelude::*;
             c.par_chunks_mut(c_rs).take(m).enumerate().for_each(row);
         } else {

@@ -363,57 +363,12 @@ fn block(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::conv::Axis;
-    use crate::kernels::conv2d::{Algorithm, conv2d_with};
+    use crate::kernels::conv2d::{Algorithm, conv2d_with, testing};
     use crate::kernels::testing::random_floats;
 
-    fn shape(n: usize, c: usize, m: usize, [ih, iw]: [usize; 2], [pt, pb, pl, pr]: [usize; 4]) -> Conv2dShape {
-        let axis = |input: usize, pad_begin: usize, pad_end: usize| Axis {
-            input,
-            kernel: 3,
-            stride: 1,
-            dilation: 1,
-            pad_begin,
-            pad_end,
-            output: input + pad_begin + pad_end - 2,
-        };
-        Conv2dShape { n, c, m, cg: c, g: 1, h: axis(ih, pt, pb), w: axis(iw, pl, pr) }
-    }
-
-    /// The direct sum in f64, per output element, and the sum of the
-    /// magnitudes of its terms (the scale its rounding error is relative to).
-    fn reference(x: &[f32], w: &[f32], b: &[f32], s: &Conv2dShape) -> (Vec<f64>, Vec<f64>) {
-        let (ah, aw) = (s.h, s.w);
-        let (mut y, mut scale) = (Vec::new(), Vec::new());
-        for n in 0..s.n {
-            for oc in 0..s.m {
-                for oy in 0..ah.output {
-                    for ox in 0..aw.output {
-                        let (mut sum, mut mag) = (f64::from(b[oc]), f64::from(b[oc]).abs());
-                        for ic in 0..s.c {
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    let iy = (oy + ky) as isize - ah.pad_begin as isize;
-                                    let ix = (ox + kx) as isize - aw.pad_begin as isize;
-                                    if iy < 0 || ix < 0 || iy >= ah.input as isize || ix >= aw.input as isize {
-                                        continue;
-                                    }
-                                    let xv = f64::from(
-                                        x[((n * s.c + ic) * ah.input + iy as usize) * aw.input + ix as usize],
-                                    );
-                                    let wv = f64::from(w[((oc * s.c + ic) * 3 + ky) * 3 + kx]);
-                                    sum += xv * wv;
-                                    mag += (xv * wv).abs();
-                                }
-                            }
-                        }
-                        y.push(sum);
-                        scale.push(mag);
-                    }
-                }
-            }
-        }
-        (y, scale)
+    /// A 3x3, stride-1 layer with the given pads (top, bottom, left, right).
+    fn shape(n: usize, c: usize, m: usize, input: [usize; 2], [pt, pb, pl, pr]: [usize; 4]) -> Conv2dShape {
+        testing::shape(n, c, m, 1, input, [3, 3], [[1, pt, pb, 1], [1, pl, pr, 1]])
     }
 
     /// Image-like inputs in [0, 1) and He-initialised filters, as a trained
@@ -441,7 +396,7 @@ mod tests {
             let filters = WinogradFilters::new(&w, s.m, s.c);
             let got = conv3x3(&x, &filters, Some(&b), s, Activation::Identity);
             let direct = conv2d_with(Algorithm::Gemm, &x, &w, Some(&b), s, Activation::Identity);
-            let (want, scale) = reference(&x, &w, &b, s);
+            let (want, scale) = testing::exact(&x, &w, Some(&b), s);
             let (mut worst, mut worst_direct) = (0.0f64, 0.0f64);
             for k in 0..want.len() {
                 let tolerance = 1e-5 + 1e-4 * want[k].abs();

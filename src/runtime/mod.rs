@@ -30,8 +30,6 @@ struct Step {
     outputs: Vec<ValueId>,
     /// Values no later step reads, freed right after this one.
     frees: Vec<ValueId>,
-    /// The node's attributes, for tools that read the plan.
-    attributes: HashMap<String, crate::graph::Attribute>,
 }
 
 /// Receives each step of a profiled run as it finishes.
@@ -43,7 +41,6 @@ pub type StepReport<'a> = dyn FnMut(&StepRun<'_>) + 'a;
 pub struct StepRun<'a> {
     pub op: &'a str,
     pub name: &'a str,
-    pub attributes: &'a HashMap<String, crate::graph::Attribute>,
     pub took: std::time::Duration,
     pub inputs: &'a [Option<&'a Tensor>],
     pub outputs: &'a [Tensor],
@@ -134,7 +131,6 @@ impl Plan {
                 inputs: node.inputs.clone(),
                 outputs: node.outputs.clone(),
                 frees: Vec::new(),
-                attributes: node.attributes.clone(),
             });
         }
         for &id in &graph.outputs {
@@ -289,7 +285,6 @@ impl Plan {
                     report(&StepRun {
                         op: &step.op,
                         name: &step.name,
-                        attributes: &step.attributes,
                         took: started.elapsed(),
                         inputs: &operands,
                         outputs: &outputs,

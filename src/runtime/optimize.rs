@@ -78,9 +78,11 @@ fn is_const_float_conv(graph: &Graph, node: &Node) -> bool {
 /// becomes one Conv: W' = W · s per output channel, B' = (B - mean) · s +
 /// beta, with s = scale / sqrt(var + epsilon), computed in f64.
 fn fold_batch_norm(graph: &mut Graph) {
+    // A fold leaves every other value's reader count as it was.
+    let readers = readers(graph);
     let mut i = 0;
     while i < graph.nodes.len() {
-        if let Some(bn) = batch_norm_after(graph, i) {
+        if let Some(bn) = batch_norm_after(graph, &readers, i) {
             let (w, b) = folded_weights(graph, i, bn);
             let conv = &graph.nodes[i];
             let name = conv.name.clone();
@@ -99,12 +101,12 @@ fn fold_batch_norm(graph: &mut Graph) {
 }
 
 /// The index of the BatchNormalization that folds into Conv node `i`.
-fn batch_norm_after(graph: &Graph, i: usize) -> Option<usize> {
+fn batch_norm_after(graph: &Graph, readers: &HashMap<ValueId, usize>, i: usize) -> Option<usize> {
     let conv = &graph.nodes[i];
     if !is_const_float_conv(graph, conv) || conv.outputs.len() != 1 {
         return None;
     }
-    let bn = sole_reader(graph, &readers(graph), conv.outputs[0])?;
+    let bn = sole_reader(graph, readers, conv.outputs[0])?;
     let node = &graph.nodes[bn];
     let m = graph.constants[&conv.inputs[1]?].shape()[0];
     let stats_fit = (1..5).all(|k| const_f32(graph, node.inputs.get(k)).is_some_and(|v| v.len() == m));
@@ -163,6 +165,8 @@ fn activation_of(graph: &Graph, node: &Node) -> Option<Activation> {
 /// Conv or Gemm followed by a fusable activation becomes FusedConv or
 /// FusedGemm.
 fn fuse_activations(graph: &mut Graph) {
+    // A fusion leaves every other value's reader count as it was.
+    let readers = readers(graph);
     let mut i = 0;
     while i < graph.nodes.len() {
         let node = &graph.nodes[i];
@@ -175,7 +179,7 @@ fn fuse_activations(graph: &mut Graph) {
             }
         };
         let fusable = (node.outputs.len() == 1)
-            .then(|| sole_reader(graph, &readers(graph), node.outputs[0]))
+            .then(|| sole_reader(graph, &readers, node.outputs[0]))
             .flatten()
             .filter(|&r| graph.nodes[r].inputs.first().copied().flatten() == Some(node.outputs[0]))
             .and_then(|r| activation_of(graph, &graph.nodes[r]).map(|a| (r, a)));
