@@ -82,16 +82,17 @@ fn input_for(shape: &[i64], batch: usize) -> Result<Tensor> {
     Ok(Tensor::from_f32(dims, data)?)
 }
 
-/// Multiply-adds of one step: Conv as output elements x (input channels
-/// per group x kernel taps), Gemm and MatMul as output elements x the
-/// reduction; 0 for every other operator.
+/// Multiply-adds of one step: the kernel's own count where it keeps one
+/// (Conv and its fused forms: output elements before any pooling x input
+/// channels per group x kernel taps), Gemm and MatMul as output elements x
+/// the reduction; 0 for every other operator.
 fn macs(step: &StepRun<'_>) -> u64 {
+    if let Some(macs) = step.multiply_adds {
+        return macs;
+    }
     let product = |s: &[usize]| s.iter().product::<usize>() as u64;
     let (Some(y), Some(Some(a))) = (step.outputs.first(), step.inputs.first()) else { return 0 };
     match step.op {
-        "Conv" | "FusedConv" => {
-            step.inputs.get(1).copied().flatten().map_or(0, |w| product(y.shape()) * product(&w.shape()[1..]))
-        }
         // TensorFlow's channels-last convolution: filter [kh, kw, in, out].
         "tf.Conv2D" | "tf.Conv3D" => step
             .inputs

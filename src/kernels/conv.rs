@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::conv2d::{Conv2dShape, conv2d};
+use super::conv2d::{Conv2dShape, conv2d, conv2d_pooled, pool_output};
 use super::epilogue::Activation;
 use super::winograd::{WinogradFilters, conv3x3};
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
@@ -15,6 +15,10 @@ pub fn register(reg: &mut KernelRegistry) {
     // Conv with its activation fused in (onnxruntime's contrib operator of
     // the same name), made by the load-time passes.
     reg.register("FusedConv", 1, MAX_OPSET, build_conv);
+    // FusedConv followed by a MaxPool whose windows tile the output
+    // (`pool_shape`, strides equal to it, no padding), made by the
+    // load-time passes.
+    reg.register("FusedConvPool", 1, MAX_OPSET, build_conv);
     reg.register("ConvInteger", 10, MAX_OPSET, build_conv);
     reg.register("QLinearConv", 10, MAX_OPSET, build_conv);
 }
@@ -238,6 +242,8 @@ struct Conv {
     /// The weights transformed for Winograd's algorithm, when they are a
     /// constant of a layer it suits.
     winograd: Option<WinogradFilters>,
+    /// FusedConvPool's max-pool window, which tiles each output plane.
+    pool: Option<[usize; 2]>,
 }
 
 /// What a Conv node computes on.
@@ -276,7 +282,18 @@ fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         "QLinearConv" => ConvKind::QLinear,
         _ => ConvKind::Float,
     };
-    let activation = if node.op == "FusedConv" { Activation::from_node(node)? } else { Activation::Identity };
+    let fused = matches!(node.op.as_str(), "FusedConv" | "FusedConvPool");
+    let activation = if fused { Activation::from_node(node)? } else { Activation::Identity };
+    let pool = match node.ints_attr("pool_shape")? {
+        _ if node.op != "FusedConvPool" => None,
+        Some(&[h, w]) if h >= 1 && w >= 1 && windows.iter().any(|w| w.rank == 2) => Some([h as usize, w as usize]),
+        other => {
+            return Err(BuildError::invalid(
+                node,
+                format!("FusedConvPool takes a 2-D convolution and 'pool_shape' of 2 positive integers, got {other:?}"),
+            ));
+        }
+    };
     let winograd = match (kind, windows.as_slice(), ctx.constant_input(1)) {
         (ConvKind::Float, [window], Some(w)) if window.rank == 2 && w.shape().len() == 4 => {
             let (m, c, kernel) = (w.shape()[0], w.shape()[1], [w.shape()[2], w.shape()[3]]);
@@ -289,10 +306,27 @@ fn build_conv(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
         }
         _ => None,
     };
-    Ok(Box::new(Conv { windows, group: group as usize, kind, activation, winograd }))
+    // The pooled form runs on 2-D inputs only.
+    let windows = if pool.is_some() { windows.into_iter().filter(|w| w.rank == 2).collect() } else { windows };
+    Ok(Box::new(Conv { windows, group: group as usize, kind, activation, winograd, pool }))
 }
 
 impl Kernel for Conv {
+    /// Output elements before any pooling, times input channels per group
+    /// and kernel taps.
+    fn multiply_adds(&self, inputs: &[Option<&Tensor>]) -> Option<u64> {
+        let (x, w) = (inputs.first().copied().flatten()?, inputs.get(1).copied().flatten()?);
+        if self.kind != ConvKind::Float || x.shape().len() < 3 || w.shape().len() != x.shape().len() {
+            return None;
+        }
+        let window = self.windows.iter().find(|win| win.rank + 2 == x.shape().len())?;
+        let mut outputs = x.shape()[0] * w.shape()[0];
+        for d in 0..window.rank {
+            outputs *= window.axis(d, x.shape()[2 + d], w.shape()[2 + d]).ok()?.output;
+        }
+        Some((outputs * w.shape()[1..].iter().product::<usize>()) as u64)
+    }
+
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let x = required(inputs, 0, "X")?;
         let w = required(inputs, if self.kind == ConvKind::QLinear { 3 } else { 1 }, "W")?;
@@ -354,11 +388,27 @@ impl Kernel for Conv {
         }
         let [ah, aw] = window.resolve(&x.shape()[2..], kernel)?;
         let shape = Conv2dShape { n, c, m, cg, g, h: ah, w: aw };
-        let y = match &self.winograd {
-            Some(filters) if filters.fits(&shape) => conv3x3(xd, filters, bias, &shape, self.activation),
-            _ => conv2d(xd, wd, bias, &shape, self.activation),
+        let act = self.activation;
+        let winograd = self.winograd.as_ref().filter(|f| f.fits(&shape));
+        let Some(pool) = self.pool else {
+            let y = match winograd {
+                Some(filters) => conv3x3(xd, filters, bias, &shape, act, false),
+                None => conv2d(xd, wd, bias, &shape, act),
+            };
+            return Ok(vec![Tensor::from_f32(window.output_shape(n, m, [ah, aw]), y)?]);
         };
-        Ok(vec![Tensor::from_f32(window.output_shape(n, m, [ah, aw]), y)?])
+        if ah.output < pool[0] || aw.output < pool[1] {
+            return Err(KernelError(format!(
+                "the pool window {pool:?} does not fit in the convolution's output of {}x{}",
+                ah.output, aw.output
+            )));
+        }
+        let y = match winograd {
+            Some(filters) if pool == [2, 2] => conv3x3(xd, filters, bias, &shape, act, true),
+            Some(filters) => pool_output(&conv3x3(xd, filters, bias, &shape, act, false), &shape, pool),
+            None => conv2d_pooled(xd, wd, bias, &shape, act, pool),
+        };
+        Ok(vec![Tensor::from_f32(vec![n, m, ah.output / pool[0], aw.output / pool[1]], y)?])
     }
 }
 

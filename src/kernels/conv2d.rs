@@ -84,6 +84,31 @@ pub fn conv2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &Conv2dShape, act: 
     conv2d_with(Algorithm::choose(s), x, w, bias, s, act)
 }
 
+/// [`conv2d`] followed by a max pool whose windows of `pool` tile each
+/// output plane (strides equal to the window, no padding, the last partial
+/// windows dropped): returns [n, m, oh / ph, ow / pw], the same bits as the
+/// two operators one after the other. The direct kernel pools each block of
+/// planes while it is still in cache; the other algorithms pool the whole
+/// output.
+pub fn conv2d_pooled(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    s: &Conv2dShape,
+    act: Activation,
+    pool: [usize; 2],
+) -> Vec<f32> {
+    match Algorithm::choose(s) {
+        Algorithm::SmallDirect => super::conv_small::conv2d(x, w, bias, s, act, Some(pool)),
+        algorithm => pool_output(&conv2d_with(algorithm, x, w, bias, s, act), s, pool),
+    }
+}
+
+/// Max-pools a whole convolution output [n, m, oh, ow] by tiling windows.
+pub fn pool_output(y: &[f32], s: &Conv2dShape, pool: [usize; 2]) -> Vec<f32> {
+    super::pool::max_pool_planes(y, s.n * s.m, [s.h.output, s.w.output], pool)
+}
+
 /// [`conv2d`] with a given algorithm (tests hold each to the reference).
 pub fn conv2d_with(
     algorithm: Algorithm,
@@ -93,6 +118,9 @@ pub fn conv2d_with(
     s: &Conv2dShape,
     act: Activation,
 ) -> Vec<f32> {
+    if algorithm == Algorithm::SmallDirect {
+        return super::conv_small::conv2d(x, w, bias, s, act, None);
+    }
     let plane = s.out_plane();
     let mut y = vec![0.0f32; s.n * s.m * plane];
     if plane == 0 || s.m == 0 {
@@ -100,7 +128,7 @@ pub fn conv2d_with(
     }
     let macs = y.len() * s.reduction();
     match algorithm {
-        Algorithm::SmallDirect => return super::conv_small::conv2d(x, w, bias, s, act),
+        Algorithm::SmallDirect => unreachable!("returned above"),
         Algorithm::Direct => {
             let each = |(idx, out): (usize, &mut [f32])| {
                 direct_plane(x, w, bias, s, idx, out);

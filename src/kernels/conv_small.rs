@@ -41,17 +41,26 @@ pub fn suits(s: &Conv2dShape) -> bool {
 }
 
 /// Runs the convolution: `x` [n, c, ih, iw], `w` [m, c, kh, kw], the
-/// optional bias [m]; returns [n, m, oh, ow]. `s` must suit the kernel and
-/// the CPU must have AVX-512F.
-pub fn conv2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &Conv2dShape, act: Activation) -> Vec<f32> {
+/// optional bias [m]; returns [n, m, oh, ow], or with `pool` the max pool
+/// of windows of that size tiling each plane, [n, m, oh / ph, ow / pw]
+/// (each block of planes pooled while it is in cache). `s` must suit the
+/// kernel and the CPU must have AVX-512F.
+pub fn conv2d(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    s: &Conv2dShape,
+    act: Activation,
+    pool: Option<[usize; 2]>,
+) -> Vec<f32> {
     assert!(suits(s) && available(), "conv_small takes stride-1 ungrouped layers with K <= {MAX_REDUCTION} on AVX-512");
     // 16 accumulators as output channels x vectors of a row, the vectors
     // sized to the row so few lanes are wasted: the split depends on the
     // layer's shape only.
     match s.w.output {
-        0..=16 => blocked::<16, 1>(x, w, bias, s, act),
-        17..=32 => blocked::<8, 2>(x, w, bias, s, act),
-        _ => blocked::<4, 4>(x, w, bias, s, act),
+        0..=16 => blocked::<16, 1>(x, w, bias, s, act, pool),
+        17..=32 => blocked::<8, 2>(x, w, bias, s, act, pool),
+        _ => blocked::<4, 4>(x, w, bias, s, act, pool),
     }
 }
 
@@ -63,11 +72,15 @@ fn blocked<const OB: usize, const XB: usize>(
     bias: Option<&[f32]>,
     s: &Conv2dShape,
     act: Activation,
+    pool: Option<[usize; 2]>,
 ) -> Vec<f32> {
     let (oh, ow) = (s.h.output, s.w.output);
     let plane = oh * ow;
-    let mut y = vec![0.0f32; s.n * s.m * plane];
-    if plane == 0 || s.m == 0 {
+    // The plane each block writes: the output's, or the pooled one.
+    let [pool_h, pool_w] = pool.unwrap_or([1, 1]);
+    let out_plane = (oh / pool_h) * (ow / pool_w);
+    let mut y = vec![0.0f32; s.n * s.m * out_plane];
+    if out_plane == 0 || s.m == 0 {
         return y;
     }
     let (kh, kw) = (s.h.kernel, s.w.kernel);
@@ -83,20 +96,20 @@ fn blocked<const OB: usize, const XB: usize>(
     }
     // Each image's channels copied into zero-bordered planes, so every tap
     // reads a full row unchecked.
-    let (ph, pw) = (s.h.input + s.h.pad_begin + s.h.pad_end, s.w.input + s.w.pad_begin + s.w.pad_end);
+    let (padded_h, padded_w) = (s.h.input + s.h.pad_begin + s.h.pad_end, s.w.input + s.w.pad_begin + s.w.pad_end);
     // The farthest element a row of outputs reads, rounded up to whole
     // blocks of 64 pixels, must be inside the padded plane's allocation.
     let row_span = ow.div_ceil(XB * LANES) * XB * LANES + (kw - 1) * s.w.dilation;
-    let slack = row_span.saturating_sub(pw);
+    let slack = row_span.saturating_sub(padded_w);
     let in_image = s.c * s.h.input * s.w.input;
-    let padded_len = s.c * ph * pw + slack;
+    let padded_len = s.c * padded_h * padded_w + slack;
     let work = s.m * plane * k;
     let each_image = |(b, out): (usize, &mut [f32])| {
         let mut padded = vec![0.0f32; padded_len];
         let image = &x[b * in_image..(b + 1) * in_image];
         for (c, channel) in image.chunks_exact(s.h.input * s.w.input).enumerate() {
             for (iy, line) in channel.chunks_exact(s.w.input).enumerate() {
-                let at = (c * ph + iy + s.h.pad_begin) * pw + s.w.pad_begin;
+                let at = (c * padded_h + iy + s.h.pad_begin) * padded_w + s.w.pad_begin;
                 padded[at..at + s.w.input].copy_from_slice(line);
             }
         }
@@ -105,29 +118,42 @@ fn blocked<const OB: usize, const XB: usize>(
                 std::array::from_fn(|o| bias.and_then(|bv| bv.get(block * OB + o).copied()).unwrap_or(0.0));
             let channels = OB.min(s.m - block * OB);
             let weights = &wb[block * k * OB..(block + 1) * k * OB];
-            // SAFETY: `available()` was checked above; the geometry keeps
-            // every read inside `padded` (see `row_span`) and every write
-            // inside `out`.
             // Relu is applied in registers before the store; the other
             // activations afterwards.
             let relu = act == Activation::Relu;
-            unsafe { avx512::block::<OB, XB>(&padded, weights, bias4, s, (ph, pw), (channels, relu), out) };
-            if !relu {
-                for plane_out in out.chunks_mut(plane).take(channels) {
-                    act.apply(plane_out);
+            let compute = |planes: &mut [f32]| {
+                // SAFETY: `available()` was checked above; the geometry keeps
+                // every read inside `padded` (see `row_span`), and `block`
+                // checks that `planes` holds the channels it writes.
+                unsafe {
+                    avx512::block::<OB, XB>(&padded, weights, bias4, s, (padded_h, padded_w), (channels, relu), planes)
+                };
+                if !relu {
+                    for plane_out in planes.chunks_mut(plane).take(channels) {
+                        act.apply(plane_out);
+                    }
                 }
+            };
+            match pool {
+                None => compute(out),
+                Some(kernel) => super::conv2d::with_scratch(channels * plane, |planes| {
+                    compute(planes);
+                    for (src, dst) in planes.chunks_exact(plane).zip(out.chunks_mut(out_plane)) {
+                        super::pool::pool_tiled(src, ow, kernel, ow / pool_w, dst);
+                    }
+                }),
             }
         };
         if work >= super::sgemm::PARALLEL_MIN_MACS {
-            out.par_chunks_mut(OB * plane).enumerate().for_each(rows);
+            out.par_chunks_mut(OB * out_plane).enumerate().for_each(rows);
         } else {
-            out.chunks_mut(OB * plane).enumerate().for_each(rows);
+            out.chunks_mut(OB * out_plane).enumerate().for_each(rows);
         }
     };
     if s.n > 1 && s.n * work >= super::sgemm::PARALLEL_MIN_MACS {
-        y.par_chunks_mut(s.m * plane).enumerate().for_each(each_image);
+        y.par_chunks_mut(s.m * out_plane).enumerate().for_each(each_image);
     } else {
-        y.chunks_mut(s.m * plane).enumerate().for_each(each_image);
+        y.chunks_mut(s.m * out_plane).enumerate().for_each(each_image);
     }
     y
 }
@@ -268,10 +294,10 @@ mod tests {
             let b = random_floats(s.m, 80 + i as u64);
             for act in [Activation::Identity, Activation::Relu] {
                 let want = conv2d_with(Algorithm::Direct, &x, &w, Some(&b), s, act);
-                assert_close(&conv2d(&x, &w, Some(&b), s, act), &want);
+                assert_close(&conv2d(&x, &w, Some(&b), s, act, None), &want);
             }
             let want = conv2d_with(Algorithm::Direct, &x, &w, None, s, Activation::Identity);
-            assert_close(&conv2d(&x, &w, None, s, Activation::Identity), &want);
+            assert_close(&conv2d(&x, &w, None, s, Activation::Identity, None), &want);
         }
     }
 
@@ -284,7 +310,7 @@ mod tests {
         let mut x = random_floats(240, 3);
         x[100] = f32::NAN;
         let w = random_floats(36, 4);
-        let got = conv2d(&x, &w, None, &s, Activation::Relu);
+        let got = conv2d(&x, &w, None, &s, Activation::Relu, None);
         let want = conv2d_with(Algorithm::Direct, &x, &w, None, &s, Activation::Relu);
         assert!(got.iter().any(|v| v.is_nan()), "a NaN input reaches the outputs whose windows hold it");
         for (g, w) in got.iter().zip(&want) {
@@ -303,7 +329,7 @@ mod tests {
         let w = random_floats(s.m * 27, 2);
         let on = |threads: usize, s: &Conv2dShape, x: &[f32]| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| conv2d(x, &w, None, s, Activation::Relu))
+            pool.install(|| conv2d(x, &w, None, s, Activation::Relu, None))
         };
         let whole = on(1, &s, &x);
         assert_eq!(on(2, &s, &x), whole);

@@ -97,6 +97,13 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     /// # Errors
     /// When the inputs' types or shapes do not fit the operator.
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError>;
+
+    /// The multiply-adds a run on these inputs does, for kernels whose work
+    /// their results' shapes do not show (a convolution with its pooling
+    /// fused in); `None` for the others.
+    fn multiply_adds(&self, _inputs: &[Option<&Tensor>]) -> Option<u64> {
+        None
+    }
 }
 
 /// A failure while running a kernel; the runtime adds the node's name.

@@ -409,16 +409,22 @@ impl MaxPool {
 
 /// The larger of two pooled values; NaN wins, as in onnxruntime.
 #[inline(always)]
-fn max_nan(best: f32, v: f32) -> f32 {
+pub(crate) fn max_nan(best: f32, v: f32) -> f32 {
     if v > best || v.is_nan() { v } else { best }
 }
 
 /// One plane of a float MaxPool whose windows tile the input: each output
 /// row folds `kernel[0]` input rows, each output the `kernel[1]` elements
-/// of its window, taps in row-major order.
-fn pool_tiled(input: &[f32], iw: usize, kernel: [usize; 2], ow: usize, out: &mut [f32]) {
+/// of its window, taps in row-major order. `out` starts at -inf, except for
+/// 2x2 windows, which overwrite it.
+pub(crate) fn pool_tiled(input: &[f32], iw: usize, kernel: [usize; 2], ow: usize, out: &mut [f32]) {
     let [kh, kw] = kernel;
     for (oy, out_row) in out.chunks_mut(ow).enumerate() {
+        if kernel == [2, 2] {
+            let row = |ky: usize| &input[(2 * oy + ky) * iw..(2 * oy + ky) * iw + 2 * ow];
+            max2x2_row(row(0), row(1), out_row);
+            continue;
+        }
         for ky in 0..kh {
             let in_row = &input[(oy * kh + ky) * iw..(oy * kh + ky) * iw + ow * kw];
             if kw == 2 {
@@ -432,6 +438,75 @@ fn pool_tiled(input: &[f32], iw: usize, kernel: [usize; 2], ow: usize, out: &mut
             }
         }
     }
+}
+
+/// Pools each of `planes` planes [ih, iw] of `x` by windows of `kernel`
+/// that tile it (strides equal to the kernel, no padding, the last partial
+/// windows dropped), as MaxPool does: returns [planes, ih / kh, iw / kw].
+pub(crate) fn max_pool_planes(x: &[f32], planes: usize, [ih, iw]: [usize; 2], kernel: [usize; 2]) -> Vec<f32> {
+    let (oh, ow) = (ih / kernel[0], iw / kernel[1]);
+    let mut y = vec![f32::NEG_INFINITY; planes * oh * ow];
+    if oh * ow == 0 {
+        return y;
+    }
+    let each = |(p, out): (usize, &mut [f32])| pool_tiled(&x[p * ih * iw..(p + 1) * ih * iw], iw, kernel, ow, out);
+    if x.len() >= 1 << 16 {
+        y.par_chunks_mut(oh * ow).enumerate().for_each(each);
+    } else {
+        y.chunks_mut(oh * ow).enumerate().for_each(each);
+    }
+    y
+}
+
+/// One output row of a 2x2, stride-2 max pool: `out[i]` folds `r0[2i]`,
+/// `r0[2i + 1]`, `r1[2i]`, `r1[2i + 1]` in that order with [`max_nan`]
+/// (the same bits as MaxPool's row-major taps from -inf).
+pub(crate) fn max2x2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
+    let ow = out.len();
+    assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow, "a 2x2 pool row reads two input rows of 2 x {ow}");
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F; lengths are checked above.
+        done = unsafe { max2x2_avx512(r0, r1, out) };
+    }
+    for i in done..ow {
+        out[i] = max_nan(max_nan(max_nan(r0[2 * i], r0[2 * i + 1]), r1[2 * i]), r1[2 * i + 1]);
+    }
+}
+
+/// [`max2x2_row`] for whole vectors of 16 outputs; returns how many it
+/// wrote.
+///
+/// # Safety
+/// The CPU must have AVX-512F, and `r0`, `r1` must hold `2 · out.len()`
+/// elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max2x2_avx512(r0: &[f32], r1: &[f32], out: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let whole = out.len() / 16 * 16;
+    // SAFETY: every load reads 32 floats at 2i <= 2 (whole - 16), inside
+    // the rows (the caller's contract); every store 16 floats inside `out`.
+    unsafe {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        // max_nan: v replaces best when greater, or when v is NaN.
+        let fold = |best: __m512, v: __m512| {
+            let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            _mm512_mask_blend_ps(take, best, v)
+        };
+        for i in (0..whole).step_by(16) {
+            let (a0, a1) = (_mm512_loadu_ps(r0.as_ptr().add(2 * i)), _mm512_loadu_ps(r0.as_ptr().add(2 * i + 16)));
+            let (b0, b1) = (_mm512_loadu_ps(r1.as_ptr().add(2 * i)), _mm512_loadu_ps(r1.as_ptr().add(2 * i + 16)));
+            let mut best = _mm512_permutex2var_ps(a0, even, a1);
+            best = fold(best, _mm512_permutex2var_ps(a0, odd, a1));
+            best = fold(best, _mm512_permutex2var_ps(b0, even, b1));
+            best = fold(best, _mm512_permutex2var_ps(b0, odd, b1));
+            _mm512_storeu_ps(out.as_mut_ptr().add(i), best);
+        }
+    }
+    whole
 }
 
 /// One plane of a float MaxPool with any 1-D or 2-D window: each tap over

@@ -21,6 +21,7 @@ use rayon::prelude::*;
 
 use super::conv2d::Conv2dShape;
 use super::epilogue::Activation;
+use super::pool::max_nan;
 use super::sgemm::{View, sgemm};
 
 /// Elements of a transformed tile.
@@ -78,6 +79,7 @@ pub fn suits(m: usize, c: usize, kernel: [usize; 2], strides: [usize; 2], dilati
 
 dispatched!(input_channel => input_channel_impl(channel: &[f32], s: &Conv2dShape, rows: Range<usize>, dst: &mut [f32], work: &mut Vec<f32>));
 dispatched!(output_channel => output_channel_impl(p: &[f32], oc: usize, s: &Conv2dShape, rows: Range<usize>, b: f32, act: Activation, strip: &mut [f32], work: &mut Vec<f32>));
+dispatched!(output_channel_pooled => output_channel_pooled_impl(p: &[f32], oc: usize, s: &Conv2dShape, rows: Range<usize>, b: f32, act: Activation, strip: &mut [f32], work: &mut Vec<f32>));
 
 /// The input transform of one channel for the tile rows `rows`: `dst`
 /// [16][tiles of those rows] = Bᵀ d B of each tile. The input rows they
@@ -155,7 +157,7 @@ fn output_channel_impl(
     strip: &mut [f32],
     work: &mut Vec<f32>,
 ) {
-    let (oh, ow, m) = (s.h.output, s.w.output, s.m);
+    let (oh, ow) = (s.h.output, s.w.output);
     let tw = ow.div_ceil(2);
     let tiles = rows.len() * tw;
     // r[i][j][tx]: row i of Aᵀ P for tile tx; y[i][j][tx]: output
@@ -164,7 +166,7 @@ fn output_channel_impl(
     work.resize(12 * tw, 0.0);
     let (r, y) = work.split_at_mut(8 * tw);
     for ty in 0..rows.len() {
-        let at = |xi: usize| &p[(xi * m + oc) * tiles + ty * tw..(xi * m + oc) * tiles + (ty + 1) * tw];
+        let at = |xi: usize| &p[(oc * TILE + xi) * tiles + ty * tw..(oc * TILE + xi) * tiles + (ty + 1) * tw];
         for j in 0..4 {
             let (p0, p1, p2, p3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
             let (r0, r1) = r.split_at_mut(4 * tw);
@@ -197,6 +199,101 @@ fn output_channel_impl(
         }
     }
     act.apply(strip);
+}
+
+/// The output transform of one output channel for the tile rows `rows`,
+/// max-pooled by 2x2 windows: each tile's 2x2 outputs are exactly one
+/// window, so each tile gives one pooled value: the fold of its outputs
+/// (plus the bias, after the activation) in MaxPool's order. Vectors over
+/// all the block's tiles; `strip` holds the pooled rows of the block that
+/// lie inside the pooled plane (a last odd output row or column is
+/// dropped, as MaxPool drops it).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn output_channel_pooled_impl(
+    p: &[f32],
+    oc: usize,
+    s: &Conv2dShape,
+    rows: Range<usize>,
+    b: f32,
+    act: Activation,
+    strip: &mut [f32],
+    work: &mut Vec<f32>,
+) {
+    let tw = s.w.output.div_ceil(2);
+    let (ph, pw) = (s.h.output / 2, s.w.output / 2);
+    let tiles = rows.len() * tw;
+    let at: [&[f32]; TILE] = std::array::from_fn(|xi| &p[(oc * TILE + xi) * tiles..(oc * TILE + xi + 1) * tiles]);
+    work.clear();
+    work.resize(tiles, 0.0);
+    // One loop per activation, so each vectorizes.
+    match act {
+        Activation::Identity => pool_tiles(&at, b, |v| v, work),
+        Activation::Relu => pool_tiles(&at, b, |v| Activation::Relu.scalar(v), work),
+        other => pool_tiles(&at, b, |v| other.scalar(v), work),
+    }
+    for (ty, out_row) in (rows.start..rows.end.min(ph)).zip(strip.chunks_exact_mut(pw.max(1))) {
+        let t0 = (ty - rows.start) * tw;
+        out_row.copy_from_slice(&work[t0..t0 + pw]);
+    }
+}
+
+/// The pooled value of each tile `t`: the output transform of `at[..][t]`,
+/// plus `b`, through `act`, folded in MaxPool's order. Runs over chunks of
+/// 16 tiles as fixed-size arrays, so every step is one vector operation.
+#[inline(always)]
+fn pool_tiles(at: &[&[f32]; TILE], b: f32, act: impl Fn(f32) -> f32 + Copy, pooled: &mut [f32]) {
+    const V: usize = 16;
+    let one = |t: usize| {
+        let v: [f32; TILE] = std::array::from_fn(|xi| at[xi][t]);
+        pool_tile(v, b, act)
+    };
+    let whole = pooled.len() / V * V;
+    for (chunk, out) in pooled[..whole].chunks_exact_mut(V).enumerate() {
+        let t0 = chunk * V;
+        let mut v = [&[0.0f32; V]; TILE];
+        for (xi, row) in v.iter_mut().enumerate() {
+            *row = at[xi][t0..t0 + V].try_into().expect("16 tiles");
+        }
+        // Aᵀ P: rows r0 = P0 + P1 + P2, r1 = P1 - P2 - P3; then · A. Each
+        // step is one loop over a chunk, so each becomes vector operations.
+        let r0: [[f32; V]; 4] = std::array::from_fn(|j| lanes(|k| v[j][k] + v[4 + j][k] + v[8 + j][k]));
+        let r1: [[f32; V]; 4] = std::array::from_fn(|j| lanes(|k| v[4 + j][k] - v[8 + j][k] - v[12 + j][k]));
+        let y00 = lanes(|k| act(r0[0][k] + r0[1][k] + r0[2][k] + b));
+        let y01 = lanes(|k| act(r0[1][k] - r0[2][k] - r0[3][k] + b));
+        let y10 = lanes(|k| act(r1[0][k] + r1[1][k] + r1[2][k] + b));
+        let y11 = lanes(|k| act(r1[1][k] - r1[2][k] - r1[3][k] + b));
+        for k in 0..V {
+            out[k] = max_nan(max_nan(max_nan(y00[k], y01[k]), y10[k]), y11[k]);
+        }
+    }
+    for (t, out) in pooled.iter_mut().enumerate().skip(whole) {
+        *out = one(t);
+    }
+}
+
+/// A chunk of 16 values, `f(k)` for each lane `k`, in one loop.
+#[inline(always)]
+fn lanes(f: impl Fn(usize) -> f32) -> [f32; 16] {
+    let mut out = [0.0f32; 16];
+    for (k, o) in out.iter_mut().enumerate() {
+        *o = f(k);
+    }
+    out
+}
+
+/// One tile's pooled value (see [`pool_tiles`]).
+#[inline(always)]
+fn pool_tile(v: [f32; TILE], b: f32, act: impl Fn(f32) -> f32) -> f32 {
+    let r0: [f32; 4] = std::array::from_fn(|j| v[j] + v[4 + j] + v[8 + j]);
+    let r1: [f32; 4] = std::array::from_fn(|j| v[4 + j] - v[8 + j] - v[12 + j]);
+    let y = [
+        act(r0[0] + r0[1] + r0[2] + b),
+        act(r0[1] - r0[2] - r0[3] + b),
+        act(r1[0] + r1[1] + r1[2] + b),
+        act(r1[1] - r1[2] - r1[3] + b),
+    ];
+    max_nan(max_nan(max_nan(y[0], y[1]), y[2]), y[3])
 }
 
 /// `out = a - b`, elementwise.
@@ -250,11 +347,20 @@ fn rows_per_block(s: &Conv2dShape) -> usize {
 }
 
 /// Runs the convolution on prepared filters: `x` [n, c, ih, iw] and the
-/// optional bias [m]; returns [n, m, oh, ow]. `s` must fit the filters.
-pub fn conv3x3(x: &[f32], f: &WinogradFilters, bias: Option<&[f32]>, s: &Conv2dShape, act: Activation) -> Vec<f32> {
+/// optional bias [m]; returns [n, m, oh, ow], or with `pool2x2` the max
+/// pool of 2x2 windows at stride 2, [n, m, oh / 2, ow / 2], computed from
+/// each tile's outputs before they are stored. `s` must fit the filters.
+pub fn conv3x3(
+    x: &[f32],
+    f: &WinogradFilters,
+    bias: Option<&[f32]>,
+    s: &Conv2dShape,
+    act: Activation,
+    pool2x2: bool,
+) -> Vec<f32> {
     assert!(f.fits(s), "the layer does not fit its Winograd filters");
     let (oh, ow) = (s.h.output, s.w.output);
-    let plane = oh * ow;
+    let plane = if pool2x2 { (oh / 2) * (ow / 2) } else { oh * ow };
     let mut y = vec![0.0f32; s.n * s.m * plane];
     if plane == 0 || s.m == 0 {
         return y;
@@ -272,7 +378,7 @@ pub fn conv3x3(x: &[f32], f: &WinogradFilters, bias: Option<&[f32]>, s: &Conv2dS
     let image = |b: usize, out: &mut [f32]| {
         let x = &x[b * in_image..(b + 1) * in_image];
         let out = Strips::new(out);
-        let each = |rows: &Range<usize>| block(x, f, bias, s, act, rows.clone(), &out);
+        let each = |rows: &Range<usize>| block(x, f, bias, s, act, pool2x2, rows.clone(), &out);
         if by_block {
             blocks.par_iter().for_each(each);
         } else {
@@ -321,7 +427,7 @@ impl<'a> Strips<'a> {
 }
 
 /// One block of tile rows of one image: input transform into `V`
-/// [C][16][T], 16 products into `P` [16][M][T], output transform into the
+/// [C][16][T], 16 products into `P` [M][16][T] (each channel's 16 rows together, for the output transform), output transform into the
 /// block's strip of each output channel.
 #[allow(clippy::too_many_arguments)]
 fn block(
@@ -330,6 +436,7 @@ fn block(
     bias: Option<&[f32]>,
     s: &Conv2dShape,
     act: Activation,
+    pool2x2: bool,
     rows: Range<usize>,
     out: &Strips<'_>,
 ) {
@@ -345,10 +452,22 @@ fn block(
         }
         // P[ξ] = U[ξ] · V[ξ], one product per element of the tile.
         let v = &*v;
-        for (xi, p_xi) in p.chunks_mut(m * tiles).enumerate() {
+        for xi in 0..TILE {
             let u = View::row_major(&f.u[xi * m * c..(xi + 1) * m * c], m, c);
             let v = View { data: &v[xi * tiles..], rows: c, cols: tiles, rs: TILE * tiles, cs: 1 };
-            sgemm(u, v, p_xi, tiles, false, false);
+            sgemm(u, v, &mut p[xi * tiles..], TILE * tiles, false, false);
+        }
+        if pool2x2 {
+            let (ph, pw) = (oh / 2, ow / 2);
+            let pooled_rows = rows.start.min(ph)..rows.end.min(ph);
+            for oc in 0..m {
+                // SAFETY: this block's pooled rows of channel oc, asked for
+                // once; other blocks own other rows.
+                let strip = unsafe { out.strip(oc, ph * pw, pw, pooled_rows.clone()) };
+                let b = bias.map_or(0.0, |b| b[oc]);
+                output_channel_pooled(p, oc, s, rows.clone(), b, act, strip, &mut work);
+            }
+            return;
         }
         let out_rows = 2 * rows.start..(2 * rows.end).min(oh);
         for oc in 0..m {
@@ -394,7 +513,7 @@ mod tests {
         for (i, s) in cases.iter().enumerate() {
             let (x, w, b) = data(s, 40 + i as u64);
             let filters = WinogradFilters::new(&w, s.m, s.c);
-            let got = conv3x3(&x, &filters, Some(&b), s, Activation::Identity);
+            let got = conv3x3(&x, &filters, Some(&b), s, Activation::Identity, false);
             let direct = conv2d_with(Algorithm::Gemm, &x, &w, Some(&b), s, Activation::Identity);
             let (want, scale) = testing::exact(&x, &w, Some(&b), s);
             let (mut worst, mut worst_direct) = (0.0f64, 0.0f64);
@@ -422,7 +541,7 @@ mod tests {
         let filters = WinogradFilters::new(&w, s.m, s.c);
         let on = |threads: usize, s: &Conv2dShape, x: &[f32]| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| conv3x3(x, &filters, Some(&b), s, Activation::Relu))
+            pool.install(|| conv3x3(x, &filters, Some(&b), s, Activation::Relu, false))
         };
         let whole = on(1, &s, &x);
         assert_eq!(on(2, &s, &x), whole);

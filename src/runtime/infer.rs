@@ -571,6 +571,7 @@ impl Ctx<'_> {
             "MatMul" => self.matmul(),
             "Gemm" | "FusedGemm" => self.gemm(),
             "Conv" | "FusedConv" => self.conv(),
+            "FusedConvPool" => self.conv_pool(),
             "ConvTranspose" => self.conv_transpose(),
             "MaxPool" | "AveragePool" | "LpPool" => self.pool(),
             "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => {
@@ -781,6 +782,30 @@ impl Ctx<'_> {
         let mut y = vec![x[0], w[0]];
         y.extend(self.window_dims(&window, &x, &kernel)?);
         Ok(vec![Info::shaped(y, dtype)])
+    }
+
+    /// A convolution followed by a max pool whose windows (`pool_shape`)
+    /// tile its 2-D output: each spatial size divided by the window, rounded
+    /// down.
+    fn conv_pool(&mut self) -> Outcome {
+        let mut outcome = self.conv()?;
+        let pool = self.ints_attr("pool_shape").unwrap_or_default();
+        if let Some(y) = outcome.first_mut().and_then(|info| info.shape.as_mut())
+            && y.len() == 2 + pool.len()
+        {
+            for (d, &k) in y[2..].iter_mut().zip(&pool) {
+                *d = match *d {
+                    Sym::Known(v) if k > 0 && v >= k => Sym::Known(v / k),
+                    Sym::Known(v) => {
+                        return Err(format!(
+                            "the pool window {pool:?} does not fit in the convolution's output of {v}"
+                        ));
+                    }
+                    Sym::Var(_) => self.syms.fresh(),
+                };
+            }
+        }
+        Ok(outcome)
     }
 
     fn conv_transpose(&mut self) -> Outcome {

@@ -44,6 +44,9 @@ pub struct StepRun<'a> {
     pub took: std::time::Duration,
     pub inputs: &'a [Option<&'a Tensor>],
     pub outputs: &'a [Tensor],
+    /// The kernel's own count of its multiply-adds, where it keeps one
+    /// ([`Kernel::multiply_adds`](crate::kernels::Kernel::multiply_adds)).
+    pub multiply_adds: Option<u64>,
 }
 
 /// Why a graph could not become a plan.
@@ -288,6 +291,7 @@ impl Plan {
                         took: started.elapsed(),
                         inputs: &operands,
                         outputs: &outputs,
+                        multiply_adds: step.kernel.multiply_adds(&operands),
                     });
                 }
                 outputs

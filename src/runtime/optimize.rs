@@ -5,7 +5,11 @@
 //!   (the one pass that rounds differently: within rtol 1e-4 of the
 //!   unfolded graph, DESIGN.md's rule);
 //! - Relu, LeakyRelu and Clip after a Conv or Gemm fused into it, as
-//!   `FusedConv` / `FusedGemm` (bit for bit what the two nodes give).
+//!   `FusedConv` / `FusedGemm` (bit for bit what the two nodes give);
+//! - a MaxPool whose windows tile a 2-D Conv's output (strides equal to
+//!   the window, no padding, no dilation, no ceil_mode, no Indices) fused
+//!   into it as `FusedConvPool`, so the full-size output is never stored
+//!   (bit for bit what the nodes give).
 //!
 //! A pass rewrites a node only when the value it removes has no other
 //! reader and is not a graph output.
@@ -23,6 +27,7 @@ pub fn optimize(graph: &mut Graph, registry: &KernelRegistry) {
     fold_constants(graph, registry);
     fold_batch_norm(graph);
     fuse_activations(graph);
+    fuse_pooling(graph);
     let mut read: std::collections::HashSet<ValueId> = graph.outputs.iter().copied().collect();
     read.extend(graph.nodes.iter().flat_map(|n| n.inputs.iter().flatten().copied()));
     graph.constants.retain(|id, _| read.contains(id));
@@ -195,6 +200,59 @@ fn fuse_activations(graph: &mut Graph) {
     }
 }
 
+/// The window of a MaxPool that tiles its 2-D input: kernel [kh, kw] with
+/// the same strides, no padding or dilation, floor sizes, one output.
+fn tiling_max_pool(node: &Node) -> Option<[usize; 2]> {
+    use crate::kernels::{AutoPad, Window};
+    if node.op != "MaxPool" || node.outputs.len() != 1 {
+        return None;
+    }
+    let window = Window::parse(node, 2, true).ok()?;
+    let kernel = window.kernel.as_deref()?;
+    let tiles = window.strides == kernel
+        && window.dilations.iter().all(|&d| d == 1)
+        && window.pads.iter().all(|&p| p == 0)
+        && matches!(window.auto_pad, AutoPad::NotSet | AutoPad::Valid)
+        && !window.ceil_mode;
+    tiles.then(|| [kernel[0], kernel[1]])
+}
+
+/// A 2-D float Conv or FusedConv (constant weights) followed by a MaxPool
+/// that tiles its output becomes FusedConvPool.
+fn fuse_pooling(graph: &mut Graph) {
+    let readers = readers(graph);
+    let mut i = 0;
+    while i < graph.nodes.len() {
+        let node = &graph.nodes[i];
+        let conv_2d = match node.op.as_str() {
+            "Conv" => is_const_float_conv(graph, node),
+            "FusedConv" => true,
+            _ => false,
+        } && node.outputs.len() == 1
+            && node
+                .inputs
+                .get(1)
+                .copied()
+                .flatten()
+                .and_then(|w| graph.constants.get(&w))
+                .is_some_and(|w| w.shape().len() == 4);
+        let pool = conv_2d
+            .then(|| sole_reader(graph, &readers, node.outputs[0]))
+            .flatten()
+            .filter(|&r| graph.nodes[r].inputs.first().copied().flatten() == Some(node.outputs[0]))
+            .and_then(|r| tiling_max_pool(&graph.nodes[r]).map(|k| (r, k)));
+        if let Some((r, [kh, kw])) = pool {
+            let y = graph.nodes[r].outputs[0];
+            let node = &mut graph.nodes[i];
+            node.op = "FusedConvPool".to_string();
+            node.attributes.insert("pool_shape".to_string(), crate::graph::Attribute::Ints(vec![kh as i64, kw as i64]));
+            node.outputs = vec![y];
+            graph.nodes.remove(r);
+        }
+        i += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,5 +364,150 @@ mod tests {
         g.inputs.push(15);
         optimize(&mut g, &registry);
         assert_eq!(g.nodes.last().unwrap().op, "Clip");
+    }
+
+    /// x [n, c, h, w] -> Conv(k x k, pad p, c -> m, bias) -> Relu ->
+    /// MaxPool with the given attributes -> y.
+    fn conv_pool_graph(
+        [n, c, h, w]: [usize; 4],
+        m: usize,
+        k: usize,
+        pad: usize,
+        pool: Vec<(&str, Attribute)>,
+    ) -> Graph {
+        let mut g = Graph { opset: 13, ..Graph::default() };
+        let (oh, ow) = (h + 2 * pad + 1 - k, w + 2 * pad + 1 - k);
+        g.values = vec![
+            value("x", &[n, c, h, w]),
+            value("w", &[m, c, k, k]),
+            value("b", &[m]),
+            value("conv", &[n, m, oh, ow]),
+            value("relu", &[n, m, oh, ow]),
+        ];
+        g.values.push(ValueInfo { name: "y".into(), dtype: Some(DataType::Float), shape: None });
+        let he = (2.0 / (c * k * k) as f32).sqrt();
+        let weights = random_floats(m * c * k * k, 21).iter().map(|v| v * he).collect();
+        g.constants.insert(1, Tensor::from_f32(vec![m, c, k, k], weights).unwrap());
+        g.constants.insert(2, Tensor::from_f32(vec![m], random_floats(m, 22)).unwrap());
+        g.nodes = vec![
+            node(
+                "Conv",
+                &[0, 1, 2],
+                3,
+                vec![
+                    ("pads", Attribute::Ints(vec![pad as i64; 4])),
+                    ("kernel_shape", Attribute::Ints(vec![k as i64; 2])),
+                ],
+            ),
+            node("Relu", &[3], 4, vec![]),
+            node("MaxPool", &[4], 5, pool),
+        ];
+        g.inputs = vec![0];
+        g.outputs = vec![5];
+        g
+    }
+
+    fn tiling(kernel: [i64; 2]) -> Vec<(&'static str, Attribute)> {
+        vec![("kernel_shape", Attribute::Ints(kernel.to_vec())), ("strides", Attribute::Ints(kernel.to_vec()))]
+    }
+
+    /// Bit patterns, every NaN as one.
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.as_f32().unwrap().iter().map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() }).collect()
+    }
+
+    #[test]
+    fn a_max_pool_tiling_the_conv_output_fuses_into_it_bit_for_bit() {
+        let registry = KernelRegistry::with_all_ops();
+        // Each case reaches one of the convolution's algorithms: the direct
+        // kernel (K = 9), Winograd with 2x2 windows (odd output sizes, whose
+        // last row and column the pool drops), Winograd then a 3x3 pool,
+        // and im2col (K = 50) with 2x1 windows.
+        let cases = [
+            ([2, 1, 28, 28], 8, 3, 0, [2, 2]),
+            ([3, 8, 9, 11], 8, 3, 1, [2, 2]),
+            ([1, 8, 10, 9], 16, 3, 1, [3, 3]),
+            ([2, 2, 12, 9], 4, 5, 2, [2, 1]),
+        ];
+        for (i, (dims, m, k, pad, pool)) in cases.into_iter().enumerate() {
+            let len: usize = dims.iter().product();
+            let mut input = random_floats(len, 30 + i as u64);
+            input[len / 3] = f32::NAN;
+            let x = Tensor::from_f32(dims.to_vec(), input).unwrap();
+            let plain = conv_pool_graph(dims, m, k, pad, tiling(pool));
+            let want = Plan::new(plain.clone(), &registry).unwrap().run(vec![(0, x.clone())], &[5]).unwrap();
+            let mut g = plain;
+            optimize(&mut g, &registry);
+            let ops: Vec<&str> = g.nodes.iter().map(|n| n.op.as_str()).collect();
+            assert_eq!(ops, ["FusedConvPool"], "case {i}");
+            let plan = Plan::new(g, &registry).unwrap();
+            let got = plan.run(vec![(0, x.clone())], &[5]).unwrap();
+            let mut counted = None;
+            plan.run_profiled(vec![(0, x)], &[5], &mut |step| counted = step.multiply_adds).unwrap();
+            let [n, c, h, w] = dims;
+            let conv_outputs = n * m * (h + 2 * pad + 1 - k) * (w + 2 * pad + 1 - k);
+            assert_eq!(counted, Some((conv_outputs * c * k * k) as u64), "case {i}: the work before pooling");
+            assert_eq!(got[0].shape(), want[0].shape(), "case {i}");
+            let inferred: Vec<usize> = plan.inferred_shape(5).unwrap().iter().map(|d| d.unwrap()).collect();
+            assert_eq!(inferred, got[0].shape(), "case {i}: shape inference knows the pooled shape");
+            assert!(got[0].as_f32().unwrap().iter().any(|v| v.is_nan()), "case {i}: the NaN reaches the output");
+            assert_eq!(bits(&got[0]), bits(&want[0]), "case {i}");
+        }
+    }
+
+    #[test]
+    fn pools_that_do_not_tile_the_output_stay_apart() {
+        let registry = KernelRegistry::with_all_ops();
+        let with = |extra: (&'static str, Attribute)| {
+            let mut attrs = tiling([2, 2]);
+            attrs.retain(|(k, _)| *k != extra.0);
+            attrs.push(extra);
+            attrs
+        };
+        let apart = [
+            with(("strides", Attribute::Ints(vec![1, 1]))),
+            with(("pads", Attribute::Ints(vec![1, 1, 0, 0]))),
+            with(("ceil_mode", Attribute::Int(1))),
+            with(("dilations", Attribute::Ints(vec![2, 2]))),
+            with(("auto_pad", Attribute::String("SAME_UPPER".into()))),
+        ];
+        for (i, attrs) in apart.into_iter().enumerate() {
+            let mut g = conv_pool_graph([1, 8, 10, 10], 8, 3, 1, attrs);
+            optimize(&mut g, &registry);
+            let ops: Vec<&str> = g.nodes.iter().map(|n| n.op.as_str()).collect();
+            assert_eq!(ops, ["FusedConv", "MaxPool"], "case {i}");
+        }
+        // A MaxPool that also gives Indices, and a Conv output read twice.
+        let mut g = conv_pool_graph([1, 8, 10, 10], 8, 3, 1, tiling([2, 2]));
+        g.values.push(value("indices", &[1, 8, 5, 5]));
+        g.nodes[2].outputs.push(6);
+        optimize(&mut g, &registry);
+        assert_eq!(g.nodes.last().unwrap().op, "MaxPool");
+        let mut g = conv_pool_graph([1, 8, 10, 10], 8, 3, 1, tiling([2, 2]));
+        g.outputs.push(4);
+        optimize(&mut g, &registry);
+        let ops: Vec<&str> = g.nodes.iter().map(|n| n.op.as_str()).collect();
+        assert_eq!(ops, ["FusedConv", "MaxPool"]);
+    }
+
+    #[test]
+    fn a_pool_that_does_not_fit_the_conv_output_is_refused() {
+        let registry = KernelRegistry::with_all_ops();
+        let mut g = conv_pool_graph([1, 1, 6, 6], 4, 3, 0, tiling([2, 2]));
+        // Spatial dims left to the request.
+        for v in &mut g.values[3..5] {
+            v.shape = None;
+        }
+        g.values[0].shape = Some(vec![Dim::Known(1), Dim::Known(1), Dim::Unknown(None), Dim::Unknown(None)]);
+        optimize(&mut g, &registry);
+        assert_eq!(g.nodes[0].op, "FusedConvPool");
+        let plan = Plan::new(g, &registry).unwrap();
+        // A 4x4 input gives a 2x2 convolution output: pooled to 1x1.
+        let small = Tensor::from_f32(vec![1, 1, 4, 4], vec![1.0; 16]).unwrap();
+        assert_eq!(plan.run(vec![(0, small)], &[5]).unwrap()[0].shape(), [1, 4, 1, 1]);
+        // A 3x3 input gives 1x1: no whole 2x2 window.
+        let tiny = Tensor::from_f32(vec![1, 1, 3, 3], vec![1.0; 9]).unwrap();
+        let err = plan.run(vec![(0, tiny)], &[5]).unwrap_err().to_string();
+        assert!(err.contains("pool window [2, 2] does not fit"), "{err}");
     }
 }
