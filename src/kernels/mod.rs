@@ -104,6 +104,17 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     fn multiply_adds(&self, _inputs: &[Option<&Tensor>]) -> Option<u64> {
         None
     }
+
+    /// For kernels whose one output is their first input's data under
+    /// another shape (Flatten, Reshape, Identity): that shape, which is what
+    /// `run` would give. The runtime then moves the input into the output
+    /// instead of copying it when no later step reads it.
+    ///
+    /// # Errors
+    /// As `run`'s.
+    fn view_shape(&self, _inputs: &[Option<&Tensor>]) -> Option<Result<Vec<usize>, KernelError>> {
+        None
+    }
 }
 
 /// A failure while running a kernel; the runtime adds the node's name.

@@ -475,8 +475,8 @@ pub(crate) fn max2x2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
     }
 }
 
-/// [`max2x2_row`] for whole vectors of 16 outputs; returns how many it
-/// wrote.
+/// [`max2x2_row`] by vectors of 16 outputs, the last one masked; returns
+/// how many it wrote (all of them).
 ///
 /// # Safety
 /// The CPU must have AVX-512F, and `r0`, `r1` must hold `2 · out.len()`
@@ -485,9 +485,10 @@ pub(crate) fn max2x2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
 #[target_feature(enable = "avx512f")]
 unsafe fn max2x2_avx512(r0: &[f32], r1: &[f32], out: &mut [f32]) -> usize {
     use std::arch::x86_64::*;
-    let whole = out.len() / 16 * 16;
-    // SAFETY: every load reads 32 floats at 2i <= 2 (whole - 16), inside
-    // the rows (the caller's contract); every store 16 floats inside `out`.
+    let ow = out.len();
+    // SAFETY: every load reads (or, masked, touches only) the 2 x 16
+    // elements behind 16 outputs of `out`, inside the rows (the caller's
+    // contract); every store writes only elements of `out`.
     unsafe {
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -496,17 +497,22 @@ unsafe fn max2x2_avx512(r0: &[f32], r1: &[f32], out: &mut [f32]) -> usize {
             let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
             _mm512_mask_blend_ps(take, best, v)
         };
-        for i in (0..whole).step_by(16) {
-            let (a0, a1) = (_mm512_loadu_ps(r0.as_ptr().add(2 * i)), _mm512_loadu_ps(r0.as_ptr().add(2 * i + 16)));
-            let (b0, b1) = (_mm512_loadu_ps(r1.as_ptr().add(2 * i)), _mm512_loadu_ps(r1.as_ptr().add(2 * i + 16)));
+        for i in (0..ow).step_by(16) {
+            // Lanes of this vector of outputs, and of its two input halves.
+            let n = (ow - i).min(16);
+            let mask = |lanes: usize| -> __mmask16 { if lanes >= 16 { 0xffff } else { (1u16 << lanes) - 1 } };
+            let (lo, hi) = (mask(2 * n), mask((2 * n).saturating_sub(16)));
+            let load = |row: &[f32], at: usize, m: __mmask16| _mm512_maskz_loadu_ps(m, row.as_ptr().add(at));
+            let (a0, a1) = (load(r0, 2 * i, lo), load(r0, 2 * i + 16, hi));
+            let (b0, b1) = (load(r1, 2 * i, lo), load(r1, 2 * i + 16, hi));
             let mut best = _mm512_permutex2var_ps(a0, even, a1);
             best = fold(best, _mm512_permutex2var_ps(a0, odd, a1));
             best = fold(best, _mm512_permutex2var_ps(b0, even, b1));
             best = fold(best, _mm512_permutex2var_ps(b0, odd, b1));
-            _mm512_storeu_ps(out.as_mut_ptr().add(i), best);
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), mask(n), best);
         }
     }
-    whole
+    ow
 }
 
 /// One plane of a float MaxPool with any 1-D or 2-D window: each tap over
@@ -567,8 +573,34 @@ impl Kernel for MaxPool {
 
 #[cfg(test)]
 mod tests {
+    use super::{max_nan, max2x2_row};
     use crate::graph::Attribute;
     use crate::kernels::testing::{node, random_floats, run};
+
+    #[test]
+    fn vectorized_2x2_rows_fold_as_the_scalar_taps_at_every_width() {
+        for ow in 0..41 {
+            let mut r0 = random_floats(2 * ow, ow as u64);
+            let mut r1 = random_floats(2 * ow, 100 + ow as u64);
+            // NaN anywhere in a window wins; -0.0 against 0.0 keeps the
+            // first seen.
+            if ow > 3 {
+                r0[5] = f32::NAN;
+                r1[2 * ow - 1] = f32::NAN;
+                (r0[0], r0[1], r1[0], r1[1]) = (-0.0, 0.0, -1.0, -2.0);
+            }
+            let mut got = vec![7.0; ow];
+            max2x2_row(&r0, &r1, &mut got);
+            let want: Vec<f32> = (0..ow)
+                .map(|i| {
+                    [r0[2 * i], r0[2 * i + 1], r1[2 * i], r1[2 * i + 1]].into_iter().fold(f32::NEG_INFINITY, max_nan)
+                })
+                .collect();
+            let bits =
+                |v: &[f32]| v.iter().map(|x| if x.is_nan() { u32::MAX } else { x.to_bits() }).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "width {ow}");
+        }
+    }
     use crate::tensor::Tensor;
 
     #[allow(clippy::too_many_arguments)]

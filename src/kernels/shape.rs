@@ -19,6 +19,10 @@ impl Kernel for Identity {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         Ok(vec![required(inputs, 0, "input")?.clone()])
     }
+
+    fn view_shape(&self, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<usize>, KernelError>> {
+        Some(required(inputs, 0, "input").map(|x| x.shape().to_vec()))
+    }
 }
 
 /// Reshapes to 2-D: the dims before `axis` become rows, the rest columns.
@@ -37,6 +41,17 @@ fn build_flatten(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> 
 
 impl Kernel for Flatten {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let shape = self.shape(inputs)?;
+        Ok(vec![required(inputs, 0, "input")?.clone().reshape(shape)?])
+    }
+
+    fn view_shape(&self, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<usize>, KernelError>> {
+        Some(self.shape(inputs))
+    }
+}
+
+impl Flatten {
+    fn shape(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<usize>, KernelError> {
         let x = required(inputs, 0, "input")?;
         let rank = x.shape().len();
         // axis lies in [-rank, rank]: it may equal rank (all dims in the
@@ -48,7 +63,7 @@ impl Kernel for Flatten {
         let axis = if self.axis < 0 { self.axis + r } else { self.axis } as usize;
         let rows: usize = x.shape()[..axis].iter().product();
         let cols: usize = x.shape()[axis..].iter().product();
-        Ok(vec![x.clone().reshape(vec![rows, cols])?])
+        Ok(vec![rows, cols])
     }
 }
 
@@ -102,11 +117,21 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allow_zero: bool) -> Result
 
 impl Kernel for Reshape {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
+        let shape = self.shape(inputs)?;
+        Ok(vec![required(inputs, 0, "data")?.clone().reshape(shape)?])
+    }
+
+    fn view_shape(&self, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<usize>, KernelError>> {
+        Some(self.shape(inputs))
+    }
+}
+
+impl Reshape {
+    fn shape(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<usize>, KernelError> {
         let x = required(inputs, 0, "data")?;
         let spec = required(inputs, 1, "shape")?;
         let spec = spec.as_i64().ok_or_else(|| KernelError(format!("shape must be int64, got {}", spec.dtype())))?;
-        let shape = reshape_target(x.shape(), spec, self.allow_zero)?;
-        Ok(vec![x.clone().reshape(shape)?])
+        reshape_target(x.shape(), spec, self.allow_zero)
     }
 }
 

@@ -271,6 +271,16 @@ impl Plan {
         }
         for (step, _) in self.steps.iter().zip(&runs).filter(|(_, runs)| **runs) {
             let started = report.as_ref().map(|_| std::time::Instant::now());
+            let failed = |source| RunError::Kernel { node: step.name.clone(), op: step.op.clone(), source };
+            // A step that only reshapes its first input takes it, instead
+            // of a copy, when the run owns it and no later step reads it.
+            let movable = step.inputs.first().copied().flatten().filter(|&id| {
+                step.outputs.len() == 1
+                    && slots[id].is_some()
+                    && step.frees.contains(&id)
+                    && step.inputs[1..].iter().all(|&other| other != Some(id))
+            });
+            let mut view = None;
             let outputs = {
                 let operands: Vec<Option<&Tensor>> = step
                     .inputs
@@ -279,12 +289,14 @@ impl Plan {
                         id.and_then(|id| self.constants.get(&id).or(slots[id].as_ref()).or_else(|| lent_value(id)))
                     })
                     .collect();
-                let outputs = step.kernel.run(&operands).map_err(|source| RunError::Kernel {
-                    node: step.name.clone(),
-                    op: step.op.clone(),
-                    source,
-                })?;
-                if let (Some(report), Some(started)) = (report.as_mut(), started) {
+                if movable.is_some() {
+                    view = step.kernel.view_shape(&operands);
+                }
+                let outputs = match view {
+                    Some(_) => Vec::new(),
+                    None => step.kernel.run(&operands).map_err(failed)?,
+                };
+                if let (Some(report), Some(started), None) = (report.as_mut(), started, &view) {
                     report(&StepRun {
                         op: &step.op,
                         name: &step.name,
@@ -295,6 +307,27 @@ impl Plan {
                     });
                 }
                 outputs
+            };
+            let outputs = match (view, movable) {
+                (Some(shape), Some(id)) => {
+                    let taken = slots[id].take().expect("checked above");
+                    let moved = [taken.reshape(shape.map_err(failed)?).map_err(|e| failed(e.into()))?];
+                    if let (Some(report), Some(started)) = (report.as_mut(), started) {
+                        // The input moved into the output: there is no
+                        // operand left to report.
+                        let took = started.elapsed();
+                        report(&StepRun {
+                            op: &step.op,
+                            name: &step.name,
+                            took,
+                            inputs: &[],
+                            outputs: &moved,
+                            multiply_adds: None,
+                        });
+                    }
+                    Vec::from(moved)
+                }
+                _ => outputs,
             };
             if outputs.len() < step.outputs.len() {
                 return Err(RunError::OutputCount {
@@ -419,6 +452,53 @@ mod tests {
         let twice = plan.run(vec![(0, x)], &[3, 3, 1]).unwrap();
         assert_eq!(twice[0], twice[1], "a value fetched twice comes back twice");
         assert_eq!(twice[2].as_f32().unwrap(), &[1.0, -5.0], "constants can be fetched");
+    }
+
+    #[test]
+    fn a_reshape_takes_its_input_when_nothing_else_reads_it() {
+        // y = reshape(relu(x + b), spec), with the sum also fetched in the
+        // second graph.
+        let reshaped = |spec: Vec<i64>, sum_is_output: bool| {
+            let mut g = tiny_graph();
+            g.values.push(value("spec"));
+            g.values.push(ValueInfo { name: "flat".into(), dtype: Some(DataType::Float), shape: None });
+            g.constants.insert(4, Tensor::from_i64(vec![spec.len()], spec).unwrap());
+            g.nodes.push(Node {
+                name: "reshape".into(),
+                op: "Reshape".into(),
+                inputs: vec![Some(3), Some(4)],
+                outputs: vec![5],
+                attributes: HashMap::new(),
+            });
+            g.outputs = if sum_is_output { vec![5, 3] } else { vec![5] };
+            Plan::new(g, &KernelRegistry::with_all_ops()).unwrap()
+        };
+        let x = Tensor::from_f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let reported = |plan: &Plan, fetches: &[ValueId]| {
+            let mut operands = None;
+            let out = plan
+                .run_profiled(vec![(0, x.clone())], fetches, &mut |step| {
+                    if step.op == "Reshape" {
+                        operands = Some(step.inputs.len());
+                    }
+                })
+                .unwrap();
+            (out, operands.unwrap())
+        };
+        // Moved: the step reports no operands (they became its output).
+        let (out, operands) = reported(&reshaped(vec![4], false), &[5]);
+        assert_eq!((out[0].shape(), out[0].as_f32().unwrap()), (&[4][..], &[2.0, 0.0, 4.0, 0.0][..]));
+        assert_eq!(operands, 0);
+        // Copied: the relu's output is also a graph output.
+        let (out, operands) = reported(&reshaped(vec![1, 4], true), &[5, 3]);
+        assert_eq!(out[0].shape(), [1, 4]);
+        assert_eq!(out[1].as_f32().unwrap(), &[2.0, 0.0, 4.0, 0.0]);
+        assert_eq!(operands, 2);
+        // A bad shape fails the same way on either path.
+        let err = reshaped(vec![3], false).run(vec![(0, x.clone())], &[5]).unwrap_err().to_string();
+        assert!(err.contains("node 'reshape' (Reshape) failed: cannot reshape [2, 2] (4 elements) to [3]"), "{err}");
+        let err = reshaped(vec![3], true).run(vec![(0, x.clone())], &[5, 3]).unwrap_err().to_string();
+        assert!(err.contains("node 'reshape' (Reshape) failed: cannot reshape [2, 2] (4 elements) to [3]"), "{err}");
     }
 
     #[test]
