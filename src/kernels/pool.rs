@@ -419,12 +419,11 @@ pub(crate) fn max_nan(best: f32, v: f32) -> f32 {
 /// 2x2 windows, which overwrite it.
 pub(crate) fn pool_tiled(input: &[f32], iw: usize, kernel: [usize; 2], ow: usize, out: &mut [f32]) {
     let [kh, kw] = kernel;
+    if kernel == [2, 2] {
+        max2x2_plane(input, iw, ow, out);
+        return;
+    }
     for (oy, out_row) in out.chunks_mut(ow).enumerate() {
-        if kernel == [2, 2] {
-            let row = |ky: usize| &input[(2 * oy + ky) * iw..(2 * oy + ky) * iw + 2 * ow];
-            max2x2_row(row(0), row(1), out_row);
-            continue;
-        }
         for ky in 0..kh {
             let in_row = &input[(oy * kh + ky) * iw..(oy * kh + ky) * iw + ow * kw];
             if kw == 2 {
@@ -458,6 +457,36 @@ pub(crate) fn max_pool_planes(x: &[f32], planes: usize, [ih, iw]: [usize; 2], ke
     y
 }
 
+/// The output rows `out` [.., ow] of a 2x2, stride-2 max pool of the plane
+/// `input` of width `iw` (see [`max2x2_row`]).
+fn max2x2_plane(input: &[f32], iw: usize, ow: usize, out: &mut [f32]) {
+    let rows = out.len() / ow.max(1);
+    assert!(
+        ow == 0 || (2 * rows <= input.len() / iw && 2 * ow <= iw),
+        "a 2x2 pool reads 2 input rows of 2 x {ow} per row"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        /// # Safety
+        /// The CPU must have AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn each_row(input: &[f32], iw: usize, ow: usize, out: &mut [f32]) {
+            for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
+                let row = |ky: usize| &input[(2 * oy + ky) * iw..(2 * oy + ky) * iw + 2 * ow];
+                // SAFETY: the CPU has AVX-512F; each row holds 2 · ow.
+                unsafe { max2x2_avx512(row(0), row(1), out_row) };
+            }
+        }
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { each_row(input, iw, ow, out) };
+        return;
+    }
+    for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
+        let row = |ky: usize| &input[(2 * oy + ky) * iw..(2 * oy + ky) * iw + 2 * ow];
+        max2x2_row(row(0), row(1), out_row);
+    }
+}
+
 /// One output row of a 2x2, stride-2 max pool: `out[i]` folds `r0[2i]`,
 /// `r0[2i + 1]`, `r1[2i]`, `r1[2i + 1]` in that order with [`max_nan`]
 /// (the same bits as MaxPool's row-major taps from -inf).
@@ -483,6 +512,7 @@ pub(crate) fn max2x2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
 /// elements.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[inline]
 unsafe fn max2x2_avx512(r0: &[f32], r1: &[f32], out: &mut [f32]) -> usize {
     use std::arch::x86_64::*;
     let ow = out.len();

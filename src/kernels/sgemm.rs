@@ -276,23 +276,107 @@ impl TransposedColumns {
             return;
         }
         a.extent("lhs");
-        let row = |(i, out): (usize, &mut [f32])| {
-            let a_row = &a.data[i * a.rs..i * a.rs + k];
-            for (j, v) in out[..n].iter_mut().enumerate() {
-                let d = dot(a_row, &self.bt[j * k..(j + 1) * k]);
-                *v = if accumulate { *v + d } else { d };
+        let a_row = |i: usize| &a.data[i * a.rs..i * a.rs + k];
+        let store = |v: &mut f32, d: f32| *v = if accumulate { *v + d } else { d };
+        // Rows by fours, each column's weights read once for the four;
+        // every row's sum is computed as `dot` computes it alone.
+        let rows = |(g, out): (usize, &mut [f32])| {
+            let first = g * ROWS;
+            let count = ROWS.min(m - first);
+            if count == ROWS {
+                let a4: [&[f32]; ROWS] = std::array::from_fn(|r| a_row(first + r));
+                for j in 0..n {
+                    let d = dot4(a4, &self.bt[j * k..(j + 1) * k]);
+                    for (r, d) in d.into_iter().enumerate() {
+                        store(&mut out[r * c_rs + j], d);
+                    }
+                }
+            } else {
+                for (r, out) in out.chunks_mut(c_rs).take(count).enumerate() {
+                    for (j, v) in out[..n].iter_mut().enumerate() {
+                        store(v, dot(a_row(first + r), &self.bt[j * k..(j + 1) * k]));
+                    }
+                }
             }
         };
-        if parallel && m > 1 && worth_threads(m, k, n) {
+        const ROWS: usize = 4;
+        let groups = m.div_ceil(ROWS);
+        if parallel && groups > 1 && worth_threads(m, k, n) {
             use rayon::prelude::*;
-            c.par_chunks_mut(c_rs).take(m).enumerate().for_each(row);
+            c.par_chunks_mut(ROWS * c_rs).take(groups).enumerate().for_each(rows);
         } else {
-            c.chunks_mut(c_rs).take(m).enumerate().for_each(row);
+            c.chunks_mut(ROWS * c_rs).take(groups).enumerate().for_each(rows);
         }
     }
 }
 
 dispatched!(dot => dot_impl(a: &[f32], b: &[f32]) -> f32);
+/// Four dot products against one `b`, each summed exactly as [`dot_impl`]
+/// sums it (the same lanes, the same order, a multiply then an add), with
+/// each vector of `b` loaded once for the four (AVX-512; elsewhere four
+/// calls of [`dot`]).
+fn dot4(a: [&[f32]; 4], b: &[f32]) -> [f32; 4] {
+    let a = a.map(|row| &row[..b.len()]);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F; every row is as long as `b`.
+        return unsafe { dot4_avx512(a, b) };
+    }
+    a.map(|row| dot(row, b))
+}
+
+/// [`dot4`] on AVX-512: 4 rows x 4 vectors of partial sums in registers.
+///
+/// # Safety
+/// The CPU must have AVX-512F, and every row of `a` must be as long as `b`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot4_avx512(a: [&[f32]; 4], b: &[f32]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    const LANES: usize = 16;
+    let whole = b.len() / (4 * LANES) * (4 * LANES);
+    let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+    // SAFETY: every load reads 16 floats below `whole` <= b.len(), and the
+    // rows are as long as `b` (the caller's contract).
+    unsafe {
+        for start in (0..whole).step_by(4 * LANES) {
+            let y: [__m512; 4] = std::array::from_fn(|u| _mm512_loadu_ps(b.as_ptr().add(start + u * LANES)));
+            for (row, acc) in a.iter().zip(acc.iter_mut()) {
+                for (u, lane) in acc.iter_mut().enumerate() {
+                    let x = _mm512_loadu_ps(row.as_ptr().add(start + u * LANES));
+                    *lane = _mm512_add_ps(*lane, _mm512_mul_ps(x, y[u]));
+                }
+            }
+        }
+    }
+    std::array::from_fn(|r| {
+        let mut parts = [[0.0f32; LANES]; 4];
+        for (part, lane) in parts.iter_mut().zip(&acc[r]) {
+            // SAFETY: 16 floats into an array of 16.
+            unsafe { _mm512_storeu_ps(part.as_mut_ptr(), *lane) };
+        }
+        finish_dot(&parts, &a[r][whole..], &b[whole..])
+    })
+}
+
+/// The end of a dot product from its 4 x 16 partial sums: combined
+/// pairwise, then the tail in order.
+#[inline(always)]
+fn finish_dot(acc: &[[f32; 16]; 4], a_tail: &[f32], b_tail: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    for (l, v) in lanes.iter_mut().enumerate() {
+        *v = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    }
+    let mut width = 16;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            lanes[l] += lanes[l + width];
+        }
+    }
+    let tail: f32 = a_tail.iter().zip(b_tail).fold(0.0, |s, (x, y)| s + x * y);
+    lanes[0] + tail
+}
 
 /// The dot product of two equal-length slices: 64 lanes of partial sums
 /// over the whole-64 prefix, combined pairwise, then the tail in order.
@@ -308,19 +392,7 @@ fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
             }
         }
     }
-    let mut lanes = [0.0f32; LANES];
-    for (l, v) in lanes.iter_mut().enumerate() {
-        *v = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
-    }
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            lanes[l] += lanes[l + width];
-        }
-    }
-    let tail: f32 = a[whole..].iter().zip(&b[whole..]).fold(0.0, |s, (x, y)| s + x * y);
-    lanes[0] + tail
+    finish_dot(&acc, &a[whole..], &b[whole..])
 }
 
 #[cfg(test)]
