@@ -64,17 +64,29 @@ pub fn binary<A: Copy, B: Copy, O>(
         let y = b[0];
         return Ok((out_shape, a.iter().map(|&x| f(x, y)).collect()));
     }
-    // General case: walk the output in row-major order keeping an index
-    // counter and the two operand offsets.
+    // General case: walk the output in row-major order, a run of the last
+    // dim at a time, keeping an index counter over the other dims and the
+    // two operand offsets. Each run is a plain loop over slices (a bias
+    // over the channels of NHWC, a per-channel scale over a row of NCHW).
     let sa = broadcast_strides(a_shape, &out_shape);
     let sb = broadcast_strides(b_shape, &out_shape);
     let rank = out_shape.len();
-    let mut idx = vec![0usize; rank];
-    let (mut oa, mut ob) = (0usize, 0usize);
     let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(f(a[oa], b[ob]));
-        for d in (0..rank).rev() {
+    let inner = out_shape.last().copied().unwrap_or(1);
+    if n == 0 || inner == 0 {
+        return Ok((out_shape, out));
+    }
+    let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
+    let mut idx = vec![0usize; rank - 1];
+    let (mut oa, mut ob) = (0usize, 0usize);
+    for _ in 0..n / inner {
+        match (ia, ib) {
+            (1, 1) => out.extend(a[oa..oa + inner].iter().zip(&b[ob..ob + inner]).map(|(&x, &y)| f(x, y))),
+            (1, 0) => out.extend(a[oa..oa + inner].iter().map(|&x| f(x, b[ob]))),
+            (0, 1) => out.extend(b[ob..ob + inner].iter().map(|&y| f(a[oa], y))),
+            _ => out.extend((0..inner).map(|k| f(a[oa + k * ia], b[ob + k * ib]))),
+        }
+        for d in (0..rank - 1).rev() {
             idx[d] += 1;
             oa += sa[d];
             ob += sb[d];
@@ -145,6 +157,41 @@ mod tests {
                 .unwrap();
         assert_eq!(shape, vec![2, 3]);
         assert_eq!(out, vec![1.0, 2.0, 3.0, -1.0, -1.0, -1.0]);
+    }
+
+    #[test]
+    fn every_run_pattern_matches_index_arithmetic() {
+        // The last dim full in both, in one, in the other, and in neither
+        // (a size-1 last dim), plus empty outputs.
+        let cases: [(&[usize], &[usize]); 7] = [
+            (&[2, 3, 4], &[4]),
+            (&[2, 3, 4], &[3, 1]),
+            (&[3, 1], &[2, 3, 4]),
+            (&[2, 1, 4], &[3, 4]),
+            (&[2, 3, 1], &[1, 3, 1]),
+            (&[5, 1], &[1, 1, 1]),
+            (&[0, 3], &[3]),
+        ];
+        for (sa, sb) in cases {
+            let a: Vec<i64> = (0..sa.iter().product::<usize>() as i64).collect();
+            let b: Vec<i64> = (0..sb.iter().product::<usize>() as i64).map(|v| v * 1000).collect();
+            let (shape, out) = binary(&a, sa, &b, sb, |x, y| x + y).unwrap();
+            assert_eq!(shape, broadcast_shape(sa, sb).unwrap());
+            let (stride_a, stride_b) = (broadcast_strides(sa, &shape), broadcast_strides(sb, &shape));
+            let want: Vec<i64> = (0..shape.iter().product::<usize>())
+                .map(|flat| {
+                    let (mut rest, mut ia, mut ib) = (flat, 0, 0);
+                    for d in (0..shape.len()).rev() {
+                        let i = rest % shape[d];
+                        rest /= shape[d];
+                        ia += i * stride_a[d];
+                        ib += i * stride_b[d];
+                    }
+                    a[ia] + b[ib]
+                })
+                .collect();
+            assert_eq!(out, want, "{sa:?} with {sb:?}");
+        }
     }
 
     #[test]

@@ -203,7 +203,25 @@ impl Kernel for Conv {
                 for g in 0..groups {
                     patches.clear();
                     patches.resize(pixels * kdim, 0.0f32);
-                    patches.par_chunks_mut(kdim).enumerate().for_each(|(q, patch)| {
+                    let gather = |q: usize, patch: &mut [f32]| {
+                        if let ([ah, aw], [kh, kw]) = (axes.as_slice(), ksize) {
+                            // 2-D: rows and columns of taps directly.
+                            let (oy, ox) = ((first + q) / aw.output, (first + q) % aw.output);
+                            for ky in 0..*kh {
+                                let Some(iy) = source(ah, oy, ky) else { continue };
+                                for kx in 0..*kw {
+                                    let Some(ix) = source(aw, ox, kx) else { continue };
+                                    let from = (iy * aw.input + ix) * c + g * ci;
+                                    let t = ky * kw + kx;
+                                    if ci == 1 {
+                                        patch[t] = image[from];
+                                    } else {
+                                        patch[t * ci..(t + 1) * ci].copy_from_slice(&image[from..from + ci]);
+                                    }
+                                }
+                            }
+                            return;
+                        }
                         let (mut at_out, mut at_tap) = ([0usize; MAX_RANK], [0usize; MAX_RANK]);
                         unravel(first + q, &out_spatial, &mut at_out[..rank]);
                         for t in 0..taps {
@@ -213,7 +231,20 @@ impl Kernel for Conv {
                                 patch[t * ci..(t + 1) * ci].copy_from_slice(&image[from..from + ci]);
                             }
                         }
-                    });
+                    };
+                    // Patches in groups of about 16K floats per task, on the
+                    // calling thread when there is only one group.
+                    let per_task = (1usize << 14).div_ceil(kdim.max(1)).max(1);
+                    let each = |(t, chunk): (usize, &mut [f32])| {
+                        for (i, patch) in chunk.chunks_mut(kdim.max(1)).enumerate() {
+                            gather(t * per_task + i, patch);
+                        }
+                    };
+                    if pixels > per_task {
+                        patches.par_chunks_mut(per_task * kdim.max(1)).enumerate().for_each(each);
+                    } else {
+                        patches.chunks_mut(per_task * kdim.max(1)).enumerate().for_each(each);
+                    }
                     if groups == 1 {
                         matmul_f32(&patches, f, out_block, pixels, kdim, co);
                     } else {
@@ -402,26 +433,29 @@ impl Kernel for Pool {
         out_shape.push(c);
         let mut out = vec![0.0f32; n * per_image * c];
         if c > 0 && per_image > 0 {
-            out.par_chunks_mut(c).enumerate().for_each(|(pixel, acc)| {
+            let one = |pixel: usize, acc: &mut [f32]| {
                 let (b, q) = (pixel / per_image, pixel % per_image);
                 let (mut at_out, mut at_tap) = ([0usize; MAX_RANK], [0usize; MAX_RANK]);
                 unravel(q, &out_spatial, &mut at_out[..rank]);
                 acc.fill(if self.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 });
                 let mut count = 0usize;
                 for t in 0..taps {
-                    unravel(t, &ksize, &mut at_tap[..rank]);
-                    let Some(at) = tap_source(&axes, &at_out[..rank], &at_tap[..rank], &pixel_strides) else {
-                        continue;
+                    let at = if let ([ah, aw], [_, kw]) = (axes.as_slice(), ksize.as_slice()) {
+                        // 2-D: the tap's row and column directly.
+                        source(ah, at_out[0], t / kw)
+                            .zip(source(aw, at_out[1], t % kw))
+                            .map(|(iy, ix)| iy * aw.input + ix)
+                    } else {
+                        unravel(t, &ksize, &mut at_tap[..rank]);
+                        tap_source(&axes, &at_out[..rank], &at_tap[..rank], &pixel_strides)
                     };
+                    let Some(at) = at else { continue };
                     let xin = &x[(b * in_pixels + at) * c..][..c];
                     count += 1;
                     match self.kind {
-                        PoolKind::Max => acc.iter_mut().zip(xin).for_each(|(a, &v)| {
-                            // NaN wins, as in TensorFlow's kernel.
-                            if v > *a || v.is_nan() {
-                                *a = v;
-                            }
-                        }),
+                        // NaN wins, as in TensorFlow's kernel (a select, so
+                        // the loop vectorizes).
+                        PoolKind::Max => acc.iter_mut().zip(xin).for_each(|(a, &v)| *a = super::pool::max_nan(*a, v)),
                         PoolKind::Avg => acc.iter_mut().zip(xin).for_each(|(a, &v)| *a += v),
                     }
                 }
@@ -429,7 +463,20 @@ impl Kernel for Pool {
                     let d = count as f32;
                     acc.iter_mut().for_each(|a| *a /= d);
                 }
-            });
+            };
+            // Pixels in groups of about 16K taps x channels per task, on
+            // the calling thread when there is only one group.
+            let group = (1usize << 14).div_ceil(c * taps.max(1)).max(1);
+            let each = |(g, chunk): (usize, &mut [f32])| {
+                for (i, acc) in chunk.chunks_mut(c).enumerate() {
+                    one(g * group + i, acc);
+                }
+            };
+            if out.len() > group * c {
+                out.par_chunks_mut(group * c).enumerate().for_each(each);
+            } else {
+                out.chunks_mut(group * c).enumerate().for_each(each);
+            }
         }
         Ok(vec![Tensor::from_f32(out_shape, out)?])
     }
