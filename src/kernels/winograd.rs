@@ -84,22 +84,24 @@ dispatched!(output_channel_pooled => output_channel_pooled_impl(p: &[f32], oc: u
 /// The input transform of one channel for the tile rows `rows`: `dst`
 /// [16][tiles of those rows] = Bᵀ d B of each tile. The input rows they
 /// read are first copied into a zero-bordered strip of exactly the tiles'
-/// extent, so every tile reads 4x4 elements unchecked; each row of tiles is
-/// then transformed along the rows and the columns as vectors over the
-/// tiles.
+/// extent. Each strip row is then split into the four columns a tile row
+/// reads (elements 2t, 2t + 1, 2t + 2, 2t + 3 for tile t), kept apart for
+/// even and odd strip rows, so that row i of every tile of the block is
+/// one contiguous span: every step below is a loop over all the block's
+/// tiles at once.
 #[inline(always)]
 fn input_channel_impl(channel: &[f32], s: &Conv2dShape, rows: Range<usize>, dst: &mut [f32], work: &mut Vec<f32>) {
     let (ih, iw, pt, pl) = (s.h.input, s.w.input, s.h.pad_begin, s.w.pad_begin);
     let tw = s.w.output.div_ceil(2);
     let tiles = rows.len() * tw;
     let (ph, pw) = (2 * rows.len() + 2, 2 * tw + 2);
-    // One buffer for the strip, the column-transformed rows and a row's
-    // even and odd elements, reused from channel to channel.
+    // The strip, then for each row parity the four columns of each of its
+    // rows.len() + 1 rows, then a tile row's four column-transformed rows.
+    let half = (rows.len() + 1) * tw;
     work.clear();
-    work.resize(ph * pw + 16 * tw + 2 * (tw + 1), 0.0);
+    work.resize(ph * pw + 8 * half + 16 * tiles, 0.0);
     let (padded, rest) = work.split_at_mut(ph * pw);
-    let (cols, rest) = rest.split_at_mut(16 * tw);
-    let (even, odd) = rest.split_at_mut(tw + 1);
+    let (split, cols) = rest.split_at_mut(8 * half);
     let width = iw.min(pw - pl);
     for (py, strip_row) in padded.chunks_exact_mut(pw).enumerate() {
         let iy = (2 * rows.start + py) as isize - pt as isize;
@@ -108,36 +110,44 @@ fn input_channel_impl(channel: &[f32], s: &Conv2dShape, rows: Range<usize>, dst:
             strip_row[pl..pl + width].copy_from_slice(line);
         }
     }
-    // cols[i][j][tx]: row i of tile tx after the column transform;
-    // even/odd: a padded row split into its even and odd elements, so
-    // every loop below runs over unit-stride slices and vectorizes.
-    for ty in 0..rows.len() {
-        for i in 0..4 {
-            let r = &padded[(2 * ty + i) * pw..(2 * ty + i + 1) * pw];
-            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(r.chunks_exact(2)) {
-                *e = pair[0];
-                *o = pair[1];
-            }
-            let (c0, rest) = cols[i * 4 * tw..(i + 1) * 4 * tw].split_at_mut(tw);
-            let (c1, rest) = rest.split_at_mut(tw);
-            let (c2, c3) = rest.split_at_mut(tw);
-            let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
-            // Columns (a, b, c, d) = (e0, o0, e1, o1).
-            sub(c0, e0, e1);
-            add(c1, o0, e1);
-            sub(c2, e1, o0);
-            sub(c3, o0, o1);
-        }
-        let row = ty * tw;
-        for j in 0..4 {
-            let col = |i: usize| &cols[(i * 4 + j) * tw..(i * 4 + j + 1) * tw];
-            let (d0, d1, d2, d3) = (col(0), col(1), col(2), col(3));
-            let span = |xi: usize| xi * tiles + row..xi * tiles + row + tw;
-            sub(&mut dst[span(j)], d0, d2);
-            add(&mut dst[span(4 + j)], d1, d2);
-            sub(&mut dst[span(8 + j)], d2, d1);
-            sub(&mut dst[span(12 + j)], d1, d3);
-        }
+    // split[parity][k][r * tw + t] = padded[2r + parity][2t + k]: each row
+    // split into its even and odd elements, then copied out twice, the
+    // second time one element on.
+    let (mut even, mut odd) = (vec![0.0f32; tw + 1], vec![0.0f32; tw + 1]);
+    for (py, row) in padded.chunks_exact(pw).enumerate() {
+        let (parity, r) = (py % 2, py / 2);
+        deinterleave(row, &mut even, &mut odd);
+        let at = |k: usize| (parity * 4 + k) * half + r * tw;
+        split[at(0)..at(0) + tw].copy_from_slice(&even[..tw]);
+        split[at(1)..at(1) + tw].copy_from_slice(&odd[..tw]);
+        split[at(2)..at(2) + tw].copy_from_slice(&even[1..]);
+        split[at(3)..at(3) + tw].copy_from_slice(&odd[1..]);
+    }
+    // cols[i][j][tile]: row i of each tile after the transform along the
+    // row, B: (a, b, c, d) -> (a - c, b + c, c - b, b - d).
+    for i in 0..4 {
+        let column = |k: usize| {
+            let from = ((i % 2) * 4 + k) * half + (i / 2) * tw;
+            &split[from..from + tiles]
+        };
+        let (a, b, c, d) = (column(0), column(1), column(2), column(3));
+        let (c0, rest) = cols[i * 4 * tiles..(i + 1) * 4 * tiles].split_at_mut(tiles);
+        let (c1, rest) = rest.split_at_mut(tiles);
+        let (c2, c3) = rest.split_at_mut(tiles);
+        sub(c0, a, c);
+        add(c1, b, c);
+        sub(c2, c, b);
+        sub(c3, b, d);
+    }
+    // Bᵀ down the columns: dst[i'][j] from rows (0, 1, 2, 3) of cols.
+    for j in 0..4 {
+        let col = |i: usize| &cols[(i * 4 + j) * tiles..(i * 4 + j + 1) * tiles];
+        let (d0, d1, d2, d3) = (col(0), col(1), col(2), col(3));
+        let span = |xi: usize| xi * tiles..(xi + 1) * tiles;
+        sub(&mut dst[span(j)], d0, d2);
+        add(&mut dst[span(4 + j)], d1, d2);
+        sub(&mut dst[span(8 + j)], d2, d1);
+        sub(&mut dst[span(12 + j)], d1, d3);
     }
 }
 
@@ -294,6 +304,48 @@ fn pool_tile(v: [f32; TILE], b: f32, act: impl Fn(f32) -> f32) -> f32 {
         act(r1[1] - r1[2] - r1[3] + b),
     ];
     max_nan(max_nan(max_nan(y[0], y[1]), y[2]), y[3])
+}
+
+/// Splits `row` into its even and odd elements (`row` holds 2 · even.len()).
+#[inline(always)]
+fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let n = even.len();
+    assert!(row.len() >= 2 * n && odd.len() == n, "a row of 2 x {n} splits into two halves of {n}");
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F; the lengths are checked above.
+        done = unsafe { deinterleave_avx512(row, even, odd) };
+    }
+    for i in done..n {
+        even[i] = row[2 * i];
+        odd[i] = row[2 * i + 1];
+    }
+}
+
+/// [`deinterleave`] for whole vectors of 16; returns how many it split.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `row` holds 2 · even.len() and `odd` is as
+/// long as `even`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn deinterleave_avx512(row: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let whole = even.len() / 16 * 16;
+    // SAFETY: each load reads 32 floats at 2i + 32 <= row.len(); each store
+    // writes 16 at i + 16 <= whole (the caller's contract).
+    unsafe {
+        let even_at = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd_at = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for i in (0..whole).step_by(16) {
+            let (lo, hi) = (_mm512_loadu_ps(row.as_ptr().add(2 * i)), _mm512_loadu_ps(row.as_ptr().add(2 * i + 16)));
+            _mm512_storeu_ps(even.as_mut_ptr().add(i), _mm512_permutex2var_ps(lo, even_at, hi));
+            _mm512_storeu_ps(odd.as_mut_ptr().add(i), _mm512_permutex2var_ps(lo, odd_at, hi));
+        }
+    }
+    whole
 }
 
 /// `out = a - b`, elementwise.
