@@ -63,20 +63,62 @@ pub fn sgemm(a: View<'_>, b: View<'_>, c: &mut [f32], c_rs: usize, accumulate: b
     }
     a.extent("lhs");
     b.extent("rhs");
-    let parallel = parallel && worth_threads(m, k, n);
+    // SAFETY: `c` was checked to hold the whole product.
+    unsafe { checked_product(a, b, c.as_mut_ptr(), c_rs, accumulate, parallel && worth_threads(m, k, n)) };
+}
+
+/// [`sgemm`] (`c = a · b`, on the calling thread) into a destination that
+/// other products' outputs interleave with (row `i` of product `ξ` of a
+/// batch kept next to row `i` of the others), so that the batch's products
+/// can run on several threads at once.
+///
+/// # Safety
+/// `dst` must be valid for reads and writes of an `a.rows` x `b.cols`
+/// matrix with row stride `c_rs` (at least `b.cols`), and nothing else may
+/// access those elements during the call.
+///
+/// # Panics
+/// When the shapes do not chain or a view reads past its slice.
+pub unsafe fn sgemm_into(a: View<'_>, b: View<'_>, dst: *mut f32, c_rs: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(k == b.rows && c_rs >= n, "inner dimensions differ or rows overlap");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for i in 0..m {
+            // SAFETY: row i of the destination (the caller's contract).
+            unsafe { std::slice::from_raw_parts_mut(dst.add(i * c_rs), n) }.fill(0.0);
+        }
+        return;
+    }
+    a.extent("lhs");
+    b.extent("rhs");
+    // SAFETY: the caller's contract.
+    unsafe { checked_product(a, b, dst, c_rs, false, false) };
+}
+
+/// The product of two checked, non-empty views, split as [`sgemm`] splits
+/// it.
+///
+/// # Safety
+/// As [`product`]'s.
+unsafe fn checked_product(a: View<'_>, b: View<'_>, dst: *mut f32, c_rs: usize, accumulate: bool, parallel: bool) {
+    let (m, n) = (a.rows, b.cols);
     if m <= SMALL_M && n > SMALL_M_COLUMNS {
         // A few rows (a dense layer at a small batch) give the crate's own
         // split nothing to share: the columns are split instead.
-        for_column_blocks(c, n, parallel, |j, width, dst| {
+        for_column_blocks(dst, n, parallel, |j, width, dst| {
             let b_block = View { data: &b.data[j * b.cs..], cols: width, ..b };
-            // SAFETY: `dst` is this block's columns of the checked `c`.
+            // SAFETY: `dst` is this block's columns of the caller's
+            // destination.
             unsafe { product(a, b_block, dst, c_rs, accumulate, Parallelism::None) };
         });
         return;
     }
     let parallelism = if parallel { Parallelism::Rayon(rayon::current_num_threads()) } else { Parallelism::None };
-    // SAFETY: `c` was checked to hold the whole product.
-    unsafe { product(a, b, c.as_mut_ptr(), c_rs, accumulate, parallelism) };
+    // SAFETY: the caller's contract.
+    unsafe { product(a, b, dst, c_rs, accumulate, parallelism) };
 }
 
 /// Checks that `c` (row stride `c_rs`) holds an `m` x `n` product and
@@ -109,9 +151,11 @@ fn worth_threads(m: usize, k: usize, n: usize) -> bool {
 /// Runs `block(first column, width, output pointer at that column)` for
 /// the columns of `c` in blocks of a fixed width, on the current pool when
 /// `parallel` (on one thread too, the same blocks: the sums do not depend
-/// on the thread count). `c` must have been checked by [`needs_product`].
-fn for_column_blocks(c: &mut [f32], n: usize, parallel: bool, block: impl Fn(usize, usize, *mut f32) + Sync) {
-    let dst = SendPtr(c.as_mut_ptr());
+/// on the thread count). `c` must point at a destination whose first row
+/// holds `n` columns (checked by [`needs_product`], or the caller's
+/// contract).
+fn for_column_blocks(c: *mut f32, n: usize, parallel: bool, block: impl Fn(usize, usize, *mut f32) + Sync) {
+    let dst = SendPtr(c);
     let each = |index: usize| {
         let j = index * SMALL_M_COLUMNS;
         // SAFETY: j < n, inside `c`'s first row.
@@ -181,7 +225,7 @@ pub fn sgemm_blocks(a: View<'_>, b: &ColumnBlocks, c: &mut [f32], c_rs: usize, a
     let own = std::arch::is_x86_feature_detected!("avx512f");
     #[cfg(not(target_arch = "x86_64"))]
     let own = false;
-    for_column_blocks(c, n, parallel && worth_threads(m, k, n), |j, width, dst| {
+    for_column_blocks(c.as_mut_ptr(), n, parallel && worth_threads(m, k, n), |j, width, dst| {
         let block = &b.data[j * k..(j + width) * k];
         if own {
             #[cfg(target_arch = "x86_64")]

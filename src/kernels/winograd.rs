@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use super::conv2d::Conv2dShape;
 use super::epilogue::Activation;
 use super::pool::max_nan;
-use super::sgemm::{View, sgemm};
+use super::sgemm::{View, sgemm_into};
 
 /// Elements of a transformed tile.
 const TILE: usize = 16;
@@ -386,7 +386,7 @@ const PARALLEL_MIN_WORK: usize = 1 << 17;
 
 /// Bytes of transformed input and products one block of tiles may take,
 /// so a block's working set stays in a core's L2 cache.
-const BLOCK_BYTES: usize = 1 << 20;
+const BLOCK_BYTES: usize = 3 << 19;
 
 /// The tile rows each block of an image takes: as many as fit
 /// [`BLOCK_BYTES`], spread evenly over the blocks. Depends on the layer's
@@ -423,18 +423,15 @@ pub fn conv3x3(
     let in_image = s.c * s.h.input * s.w.input;
     let threads = rayon::current_num_threads();
     // Whole images per thread when they divide evenly or are many;
-    // otherwise one image at a time, its blocks spread over the threads.
-    // Every block computes the same sums either way.
+    // otherwise one image at a time, each step of each block spread over
+    // the threads. Every block computes the same sums either way.
     let by_image = threads > 1 && s.n >= threads && (s.n.is_multiple_of(threads) || s.n >= 4 * threads);
-    let by_block = !by_image && threads > 1 && blocks.len() > 1 && plane * s.m * s.c >= PARALLEL_MIN_WORK;
+    let within = !by_image && threads > 1 && oh * ow * s.m * s.c >= PARALLEL_MIN_WORK;
     let image = |b: usize, out: &mut [f32]| {
         let x = &x[b * in_image..(b + 1) * in_image];
         let out = Strips::new(out);
-        let each = |rows: &Range<usize>| block(x, f, bias, s, act, pool2x2, rows.clone(), &out);
-        if by_block {
-            blocks.par_iter().for_each(each);
-        } else {
-            blocks.iter().for_each(each);
+        for rows in &blocks {
+            block(x, f, bias, s, act, pool2x2, rows.clone(), &out, within);
         }
     };
     if by_image {
@@ -462,6 +459,14 @@ impl<'a> Strips<'a> {
         Strips { ptr: out.as_mut_ptr(), len: out.len(), _image: std::marker::PhantomData }
     }
 
+    /// The start of `count` rows of `width` elements at `start` with row
+    /// stride `stride`, checked to lie inside the buffer.
+    fn rows(&self, start: usize, count: usize, width: usize, stride: usize) -> *mut f32 {
+        assert!(count == 0 || start + (count - 1) * stride + width <= self.len, "rows outside the buffer");
+        // SAFETY: inside the buffer (checked).
+        unsafe { self.ptr.add(start) }
+    }
+
     /// Output rows `rows` of channel `oc`'s plane of `plane` elements.
     ///
     /// # Safety
@@ -479,8 +484,12 @@ impl<'a> Strips<'a> {
 }
 
 /// One block of tile rows of one image: input transform into `V`
-/// [C][16][T], 16 products into `P` [M][16][T] (each channel's 16 rows together, for the output transform), output transform into the
-/// block's strip of each output channel.
+/// [C][16][T], 16 products into `P` [M][16][T] (each output channel's 16
+/// rows together, for the output transform), output transform into the
+/// block's strip of each output channel. With `parallel`, each of the three
+/// steps is spread over the current pool (by input channel, by element of
+/// the tile, by output channel); every piece computes what it computes on
+/// one thread.
 #[allow(clippy::too_many_arguments)]
 fn block(
     x: &[f32],
@@ -491,6 +500,7 @@ fn block(
     pool2x2: bool,
     rows: Range<usize>,
     out: &Strips<'_>,
+    parallel: bool,
 ) {
     let (ih, iw) = (s.h.input, s.w.input);
     let (oh, ow) = (s.h.output, s.w.output);
@@ -498,35 +508,54 @@ fn block(
     let (m, c) = (s.m, s.c);
     super::conv2d::with_scratch(TILE * tiles * (c + m), |scratch| {
         let (v, p) = scratch.split_at_mut(TILE * c * tiles);
-        let mut work = Vec::new();
-        for (ch, dst) in v.chunks_mut(TILE * tiles).enumerate() {
-            input_channel(&x[ch * ih * iw..(ch + 1) * ih * iw], s, rows.clone(), dst, &mut work);
+        let transform = |work: &mut Vec<f32>, (ch, dst): (usize, &mut [f32])| {
+            input_channel(&x[ch * ih * iw..(ch + 1) * ih * iw], s, rows.clone(), dst, work);
+        };
+        if parallel {
+            v.par_chunks_mut(TILE * tiles).enumerate().for_each_init(Vec::new, transform);
+        } else {
+            let mut work = Vec::new();
+            v.chunks_mut(TILE * tiles).enumerate().for_each(|item| transform(&mut work, item));
         }
-        // P[ξ] = U[ξ] · V[ξ], one product per element of the tile.
+        // P[ξ] = U[ξ] · V[ξ], one product per element of the tile, each
+        // into its rows of P.
         let v = &*v;
-        for xi in 0..TILE {
+        let products = Strips::new(p);
+        let product = |xi: usize| {
             let u = View::row_major(&f.u[xi * m * c..(xi + 1) * m * c], m, c);
             let v = View { data: &v[xi * tiles..], rows: c, cols: tiles, rs: TILE * tiles, cs: 1 };
-            sgemm(u, v, &mut p[xi * tiles..], TILE * tiles, false, false);
+            // SAFETY: product ξ writes rows oc · 16T + ξT .. + T of P, inside
+            // it (checked by `rows`), which no other product touches.
+            unsafe { sgemm_into(u, v, products.rows(xi * tiles, m, tiles, TILE * tiles), TILE * tiles) };
+        };
+        if parallel {
+            (0..TILE).into_par_iter().for_each(product);
+        } else {
+            (0..TILE).for_each(product);
         }
-        if pool2x2 {
-            let (ph, pw) = (oh / 2, ow / 2);
-            let pooled_rows = rows.start.min(ph)..rows.end.min(ph);
-            for oc in 0..m {
+        let p = &*p;
+        let b = |oc: usize| bias.map_or(0.0, |b| b[oc]);
+        let (ph, pw) = (oh / 2, ow / 2);
+        let pooled_rows = rows.start.min(ph)..rows.end.min(ph);
+        let out_rows = 2 * rows.start..(2 * rows.end).min(oh);
+        let channel = |work: &mut Vec<f32>, oc: usize| {
+            if pool2x2 {
                 // SAFETY: this block's pooled rows of channel oc, asked for
                 // once; other blocks own other rows.
                 let strip = unsafe { out.strip(oc, ph * pw, pw, pooled_rows.clone()) };
-                let b = bias.map_or(0.0, |b| b[oc]);
-                output_channel_pooled(p, oc, s, rows.clone(), b, act, strip, &mut work);
+                output_channel_pooled(p, oc, s, rows.clone(), b(oc), act, strip, work);
+            } else {
+                // SAFETY: this block's rows of channel oc, asked for once;
+                // other blocks own other rows.
+                let strip = unsafe { out.strip(oc, oh * ow, ow, out_rows.clone()) };
+                output_channel(p, oc, s, rows.clone(), b(oc), act, strip, work);
             }
-            return;
-        }
-        let out_rows = 2 * rows.start..(2 * rows.end).min(oh);
-        for oc in 0..m {
-            // SAFETY: this block's rows of channel oc, asked for once; other
-            // blocks own other rows.
-            let strip = unsafe { out.strip(oc, oh * ow, ow, out_rows.clone()) };
-            output_channel(p, oc, s, rows.clone(), bias.map_or(0.0, |b| b[oc]), act, strip, &mut work);
+        };
+        if parallel {
+            (0..m).into_par_iter().for_each_init(Vec::new, channel);
+        } else {
+            let mut work = Vec::new();
+            (0..m).for_each(|oc| channel(&mut work, oc));
         }
     });
 }
@@ -588,18 +617,26 @@ mod tests {
 
     #[test]
     fn batch_size_and_thread_count_change_no_bit() {
-        let s = shape(4, 16, 24, [10, 11], [1, 1, 1, 1]);
-        let (x, w, b) = data(&s, 3);
-        let filters = WinogradFilters::new(&w, s.m, s.c);
-        let on = |threads: usize, s: &Conv2dShape, x: &[f32]| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| conv3x3(x, &filters, Some(&b), s, Activation::Relu, false))
-        };
-        let whole = on(1, &s, &x);
-        assert_eq!(on(2, &s, &x), whole);
-        let one = Conv2dShape { n: 1, ..s };
-        let images: Vec<f32> = x.chunks(x.len() / 4).flat_map(|image| on(2, &one, image)).collect();
-        assert_eq!(images, whole);
+        // Small layers run on one thread; large ones split whole images
+        // over the threads (4 images on 2 threads), or each step of one
+        // image's blocks (1 and 3 images on 2 threads).
+        for (s, pool2x2) in [
+            (shape(4, 16, 24, [10, 11], [1, 1, 1, 1]), false),
+            (shape(4, 32, 24, [22, 21], [1, 1, 1, 1]), false),
+            (shape(3, 32, 40, [30, 30], [1, 1, 1, 1]), true),
+        ] {
+            let (x, w, b) = data(&s, 3);
+            let filters = WinogradFilters::new(&w, s.m, s.c);
+            let on = |threads: usize, s: &Conv2dShape, x: &[f32]| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| conv3x3(x, &filters, Some(&b), s, Activation::Relu, pool2x2))
+            };
+            let whole = on(1, &s, &x);
+            assert_eq!(on(2, &s, &x), whole, "{s:?}");
+            let one = Conv2dShape { n: 1, ..s };
+            let images: Vec<f32> = x.chunks(x.len() / s.n).flat_map(|image| on(2, &one, image)).collect();
+            assert_eq!(images, whole, "{s:?}");
+        }
     }
 
     #[test]
