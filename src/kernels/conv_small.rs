@@ -57,6 +57,11 @@ pub fn conv2d(
     // 16 accumulators as output channels x vectors of a row, the vectors
     // sized to the row so few lanes are wasted: the split depends on the
     // layer's shape only.
+    // A 2x2 pool after Relu (or nothing) is taken in registers, two rows
+    // of 4 channels x 32 pixels at a time.
+    if pool == Some([2, 2]) && matches!(act, Activation::Identity | Activation::Relu) {
+        return blocked::<4, 2>(x, w, bias, s, act, pool);
+    }
     match s.w.output {
         0..=16 => blocked::<16, 1>(x, w, bias, s, act, pool),
         17..=32 => blocked::<8, 2>(x, w, bias, s, act, pool),
@@ -136,6 +141,20 @@ fn blocked<const OB: usize, const XB: usize>(
             };
             match pool {
                 None => compute(out),
+                Some([2, 2]) if OB == 4 && XB == 2 && (relu || act == Activation::Identity) => {
+                    // SAFETY: as for `block`; `block_pooled` checks `out`.
+                    unsafe {
+                        avx512::block_pooled::<OB>(
+                            &padded,
+                            weights,
+                            bias4,
+                            s,
+                            (padded_h, padded_w),
+                            (channels, relu),
+                            out,
+                        )
+                    };
+                }
                 Some(kernel) => super::conv2d::with_scratch(channels * plane, |planes| {
                     compute(planes);
                     for (src, dst) in planes.chunks_exact(plane).zip(out.chunks_mut(out_plane)) {
@@ -236,6 +255,89 @@ mod avx512 {
             }
         }
     }
+
+    /// [`block`] followed by a 2x2, stride-2 max pool, in registers: for
+    /// each pair of output rows and 32 pixels, `OB` channels x 2 vectors x
+    /// 2 rows of sums over the taps, Relu when `relu`, then each window's
+    /// four values folded in MaxPool's order (NaN wins) into 16 pooled
+    /// outputs. `out` holds the channels' pooled planes one after another.
+    ///
+    /// # Safety
+    /// As for [`block`]: the CPU must have AVX-512F, and `padded` must hold
+    /// every element a block of 32 pixels reads past a row's end.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn block_pooled<const OB: usize>(
+        padded: &[f32],
+        weights: &[f32],
+        bias: [f32; OB],
+        s: &Conv2dShape,
+        (ph, pw): (usize, usize),
+        (channels, relu): (usize, bool),
+        out: &mut [f32],
+    ) {
+        let (oh, ow) = (s.h.output, s.w.output);
+        let (qh, qw) = (oh / 2, ow / 2);
+        let (kh, kw, dh, dw) = (s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation);
+        let taps = kh * kw;
+        assert!(out.len() >= channels * qh * qw && weights.len() >= s.c * taps * OB && channels <= OB);
+        assert!(padded.len() >= (s.c * ph - 1) * pw + (qw * 2).div_ceil(2 * LANES) * 2 * LANES + (kw - 1) * dw);
+        // SAFETY: the CPU has AVX-512F (the caller's contract); each load
+        // reads 16 floats inside `padded` (checked above: rows 2qy + 1 +
+        // ky·dh < ph, and 32 pixels from x0 plus the taps' reach), and each
+        // store writes only pooled outputs of the row inside `out`.
+        unsafe {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            let fold = |best: __m512, v: __m512| {
+                let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                _mm512_mask_blend_ps(take, best, v)
+            };
+            for qy in 0..qh {
+                let oy = 2 * qy;
+                for x0 in (0..2 * qw).step_by(2 * LANES) {
+                    // acc[o][2 r + v]: channel o, row oy + r, pixels x0 + 16 v.
+                    let mut acc = [[_mm512_setzero_ps(); 4]; OB];
+                    for (o, row) in acc.iter_mut().enumerate() {
+                        *row = [_mm512_set1_ps(bias[o]); 4];
+                    }
+                    for c in 0..s.c {
+                        for ky in 0..kh {
+                            let line = (c * ph + oy + ky * dh) * pw + x0;
+                            for kx in 0..kw {
+                                let t = (c * taps + ky * kw + kx) * OB;
+                                let src = padded.as_ptr().add(line + kx * dw);
+                                let v = [
+                                    _mm512_loadu_ps(src),
+                                    _mm512_loadu_ps(src.add(LANES)),
+                                    _mm512_loadu_ps(src.add(pw)),
+                                    _mm512_loadu_ps(src.add(pw + LANES)),
+                                ];
+                                for (o, row) in acc.iter_mut().enumerate() {
+                                    let wv = _mm512_set1_ps(*weights.get_unchecked(t + o));
+                                    for i in 0..4 {
+                                        row[i] = _mm512_fmadd_ps(wv, v[i], row[i]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let n = (qw - x0 / 2).min(LANES);
+                    let mask: __mmask16 = if n == LANES { 0xffff } else { (1u16 << n) - 1 };
+                    for (o, row) in acc.iter().enumerate().take(channels) {
+                        // max(0, v) keeps NaN and -0.0, as the Relu kernel.
+                        let r = row.map(|v| if relu { _mm512_max_ps(_mm512_setzero_ps(), v) } else { v });
+                        // Window taps in MaxPool's order: (0, 0), (0, 1), (1, 0), (1, 1).
+                        let mut best = _mm512_permutex2var_ps(r[0], even, r[1]);
+                        best = fold(best, _mm512_permutex2var_ps(r[0], odd, r[1]));
+                        best = fold(best, _mm512_permutex2var_ps(r[2], even, r[3]));
+                        best = fold(best, _mm512_permutex2var_ps(r[2], odd, r[3]));
+                        let dst = out.as_mut_ptr().add(o * qh * qw + qy * qw + x0 / 2);
+                        _mm512_mask_storeu_ps(dst, mask, best);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -243,6 +345,18 @@ mod avx512 {
     use super::Conv2dShape;
 
     pub unsafe fn block<const OB: usize, const XB: usize>(
+        _: &[f32],
+        _: &[f32],
+        _: [f32; OB],
+        _: &Conv2dShape,
+        _: (usize, usize),
+        _: (usize, bool),
+        _: &mut [f32],
+    ) {
+        unreachable!("conv_small runs only where available() is true");
+    }
+
+    pub unsafe fn block_pooled<const OB: usize>(
         _: &[f32],
         _: &[f32],
         _: [f32; OB],

@@ -425,16 +425,24 @@ mod tests {
         // and im2col (K = 50) with 2x1 windows.
         let cases = [
             ([2, 1, 28, 28], 8, 3, 0, [2, 2]),
+            ([1, 3, 21, 71], 6, 3, 1, [2, 2]),
             ([3, 8, 9, 11], 8, 3, 1, [2, 2]),
             ([1, 8, 10, 9], 16, 3, 1, [3, 3]),
             ([2, 2, 12, 9], 4, 5, 2, [2, 1]),
         ];
-        for (i, (dims, m, k, pad, pool)) in cases.into_iter().enumerate() {
+        // Each case with the Relu, and without it (a Conv straight into
+        // the MaxPool).
+        let cases = cases.into_iter().flat_map(|case| [(case, true), (case, false)]);
+        for (i, ((dims, m, k, pad, pool), relu)) in cases.enumerate() {
             let len: usize = dims.iter().product();
             let mut input = random_floats(len, 30 + i as u64);
             input[len / 3] = f32::NAN;
             let x = Tensor::from_f32(dims.to_vec(), input).unwrap();
-            let plain = conv_pool_graph(dims, m, k, pad, tiling(pool));
+            let mut plain = conv_pool_graph(dims, m, k, pad, tiling(pool));
+            if !relu {
+                plain.nodes.remove(1);
+                plain.nodes[1].inputs[0] = Some(3);
+            }
             let want = Plan::new(plain.clone(), &registry).unwrap().run(vec![(0, x.clone())], &[5]).unwrap();
             let mut g = plain;
             optimize(&mut g, &registry);
