@@ -165,24 +165,77 @@ fn build_transpose(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError
 }
 
 fn permute<T: Clone>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
-    let rank = shape.len();
+    let Some(first) = data.first() else { return Vec::new() };
     let in_strides = crate::tensor::strides(shape);
-    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    // Stride in the input of each output dim.
-    let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
-    let mut out = Vec::with_capacity(data.len());
-    let mut idx = vec![0usize; rank];
-    let mut offset = 0usize;
-    for _ in 0..data.len() {
-        out.push(data[offset].clone());
-        for d in (0..rank).rev() {
-            idx[d] += 1;
-            offset += strides[d];
-            if idx[d] < out_shape[d] {
+    // The output's dims as (size, stride in the input), with unit dims
+    // dropped and dims that stay neighbours in the input merged, so NCHW to
+    // NHWC is [N, HW, C] from [N, C, HW]: a batch of 2-D transposes.
+    let mut dims: Vec<(usize, usize)> = Vec::with_capacity(perm.len());
+    for &p in perm {
+        let (size, stride) = (shape[p], in_strides[p]);
+        if size == 1 {
+            continue;
+        }
+        match dims.last_mut() {
+            Some((outer, outer_stride)) if *outer_stride == stride * size => {
+                *outer *= size;
+                *outer_stride = stride;
+            }
+            _ => dims.push((size, stride)),
+        }
+    }
+    if dims.is_empty() {
+        return data.to_vec();
+    }
+    let rank = dims.len();
+    let mut out_strides = vec![1usize; rank];
+    for d in (0..rank - 1).rev() {
+        out_strides[d] = out_strides[d + 1] * dims[d + 1].0;
+    }
+    let mut out = vec![first.clone(); data.len()];
+    let (inner, inner_stride) = dims[rank - 1];
+    // The output dim read contiguously from the input, when it is not the
+    // last: the two are then walked in square tiles, so that both the reads
+    // and the writes stay within a few cache lines.
+    let unit = (0..rank - 1).find(|&d| dims[d].1 == 1).filter(|_| inner_stride != 1);
+    // Every output position over the dims other than the last (and the
+    // tiled one), with its offsets in the input and the output.
+    let outer: Vec<usize> = (0..rank - 1).filter(|&d| Some(d) != unit).collect();
+    let count: usize = outer.iter().map(|&d| dims[d].0).product();
+    let mut idx = vec![0usize; outer.len()];
+    let (mut src, mut dst) = (0usize, 0usize);
+    const TILE: usize = 16;
+    for _ in 0..count {
+        match unit {
+            None if inner_stride == 1 => out[dst..dst + inner].clone_from_slice(&data[src..src + inner]),
+            None => {
+                for (k, o) in out[dst..dst + inner].iter_mut().enumerate() {
+                    *o = data[src + k * inner_stride].clone();
+                }
+            }
+            Some(u) => {
+                let (rows, row_out) = (dims[u].0, out_strides[u]);
+                for r0 in (0..rows).step_by(TILE) {
+                    for c0 in (0..inner).step_by(TILE) {
+                        for c in c0..(c0 + TILE).min(inner) {
+                            for r in r0..(r0 + TILE).min(rows) {
+                                out[dst + r * row_out + c] = data[src + r + c * inner_stride].clone();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (k, &d) in outer.iter().enumerate().rev() {
+            idx[k] += 1;
+            src += dims[d].1;
+            dst += out_strides[d];
+            if idx[k] < dims[d].0 {
                 break;
             }
-            offset -= strides[d] * out_shape[d];
-            idx[d] = 0;
+            src -= dims[d].1 * dims[d].0;
+            dst -= out_strides[d] * dims[d].0;
+            idx[k] = 0;
         }
     }
     out
@@ -223,7 +276,7 @@ impl Kernel for Transpose {
 
 #[cfg(test)]
 mod tests {
-    use super::reshape_target;
+    use super::{permute, reshape_target};
     use crate::graph::Attribute;
     use crate::kernels::testing::{node, run};
     use crate::tensor::Tensor;
@@ -258,6 +311,43 @@ mod tests {
         }
         let out = run(&node("Transpose", 1, vec![]), 13, &[&t]).unwrap();
         assert_eq!(out[0].shape(), &[c, w, h, n]);
+    }
+
+    #[test]
+    fn every_permutation_matches_the_index_formula() {
+        for shape in [[2usize, 3, 4, 5], [1, 17, 1, 33], [3, 1, 40, 2], [2, 2, 2, 2]] {
+            let n: usize = shape.iter().product();
+            let x: Vec<i64> = (0..n as i64).collect();
+            let strides = crate::tensor::strides(&shape);
+            let mut perms = Vec::new();
+            for a in 0..4 {
+                for b in 0..4 {
+                    for c in 0..4 {
+                        for d in 0..4 {
+                            let p = [a, b, c, d];
+                            if (0..4).all(|i| p.contains(&i)) {
+                                perms.push(p);
+                            }
+                        }
+                    }
+                }
+            }
+            for perm in perms {
+                let got = permute(&x, &shape, &perm);
+                let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+                let want: Vec<i64> = (0..n)
+                    .map(|flat| {
+                        let (mut rest, mut at) = (flat, 0);
+                        for d in (0..4).rev() {
+                            at += (rest % out_shape[d]) * strides[perm[d]];
+                            rest /= out_shape[d];
+                        }
+                        x[at]
+                    })
+                    .collect();
+                assert_eq!(got, want, "{shape:?} by {perm:?}");
+            }
+        }
     }
 
     #[test]
