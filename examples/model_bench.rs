@@ -83,9 +83,10 @@ fn input_for(shape: &[i64], batch: usize) -> Result<Tensor> {
 }
 
 /// Multiply-adds of one step: the kernel's own count where it keeps one
-/// (Conv and its fused forms: output elements before any pooling x input
-/// channels per group x kernel taps), Gemm and MatMul as output elements x
-/// the reduction; 0 for every other operator.
+/// (Conv, TensorFlow's Conv2D and Conv3D, and their fused forms: output
+/// elements before any pooling x input channels per group x kernel taps),
+/// Gemm and MatMul as output elements x the reduction; 0 for every other
+/// operator.
 fn macs(step: &StepRun<'_>) -> u64 {
     if let Some(macs) = step.multiply_adds {
         return macs;
@@ -93,13 +94,6 @@ fn macs(step: &StepRun<'_>) -> u64 {
     let product = |s: &[usize]| s.iter().product::<usize>() as u64;
     let (Some(y), Some(Some(a))) = (step.outputs.first(), step.inputs.first()) else { return 0 };
     match step.op {
-        // TensorFlow's channels-last convolution: filter [kh, kw, in, out].
-        "tf.Conv2D" | "tf.Conv3D" => step
-            .inputs
-            .get(1)
-            .copied()
-            .flatten()
-            .map_or(0, |w| product(y.shape()) * product(&w.shape()[..w.shape().len().saturating_sub(1)])),
         // A [m, k] (or its transpose) times B gives [m, n]: m·k·n is A's
         // size times n, whichever way A is stored.
         "Gemm" | "FusedGemm" => product(a.shape()) * y.shape().last().map_or(1, |&n| n as u64),
@@ -118,6 +112,8 @@ fn peak_rss_kb() -> u64 {
 }
 
 fn main() -> Result<()> {
+    // The allocator as the server sets it.
+    ferroserve::runtime::tune_allocator();
     let args = Args::parse();
     let registry = KernelRegistry::with_all_ops();
     let servable = load(&args.model, &registry).with_context(|| format!("loading {}", args.model.display()))?;

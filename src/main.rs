@@ -39,6 +39,7 @@ fn init_tracing() {
 }
 
 fn main() -> ExitCode {
+    ferroserve::runtime::tune_allocator();
     let flags = match Flags::try_parse() {
         Ok(flags) => flags,
         Err(e) => {

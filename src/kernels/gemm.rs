@@ -11,7 +11,7 @@ pub fn register(reg: &mut KernelRegistry) {
     // Gemm with its activation fused in (onnxruntime's contrib operator of
     // the same name), made by the load-time passes.
     reg.register("FusedGemm", 7, MAX_OPSET, build_gemm);
-    reg.register("MatMul", 1, MAX_OPSET, |_| Ok(Box::new(MatMul)));
+    reg.register("MatMul", 1, MAX_OPSET, build_matmul);
     reg.register("Det", 11, MAX_OPSET, |_| Ok(Box::new(Det)));
 }
 
@@ -181,7 +181,21 @@ impl Kernel for Gemm {
 /// Numpy's matmul: batched over leading dims with broadcasting, with 1-D
 /// operands promoted to a matrix and the added dim removed afterwards.
 #[derive(Debug)]
-struct MatMul;
+struct MatMul {
+    /// For a constant float matrix B (a dense layer's weights, as
+    /// TensorFlow's MatMul holds them): Gemm's kernel with B prepared,
+    /// which runs every float A of rank 2.
+    dense: Option<Box<dyn Kernel>>,
+}
+
+fn build_matmul(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError> {
+    let weights = ctx.constant_input(1).filter(|b| b.shape().len() == 2 && b.as_f32().is_some());
+    let dense = match weights {
+        Some(_) => Some(build_gemm(ctx)?),
+        None => None,
+    };
+    Ok(Box::new(MatMul { dense }))
+}
 
 /// The plain product of an [m, k] and a [k, n] matrix, for the element
 /// types without a tuned kernel (integers wrap, as numpy's).
@@ -234,6 +248,14 @@ impl Kernel for MatMul {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let a = required(inputs, 0, "A")?;
         let b = required(inputs, 1, "B")?;
+        if let Some(dense) = &self.dense
+            && a.shape().len() == 2
+            && a.as_f32().is_some()
+            && b.as_f32().is_some()
+            && b.shape().len() == 2
+        {
+            return dense.run(&[Some(a), Some(b)]);
+        }
         if a.shape().is_empty() || b.shape().is_empty() {
             return Err(KernelError("MatMul operands must have rank 1 or more".into()));
         }

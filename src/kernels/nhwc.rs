@@ -13,13 +13,19 @@
 use rayon::prelude::*;
 
 use super::conv::{AutoPad, Axis, Window};
+use super::conv2d::{Conv2dShape, conv2d, conv2d_pooled, pool_output};
+use super::epilogue::Activation;
+use super::winograd::{WinogradFilters, conv3x3};
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, matmul_f32, required};
 use crate::graph::Node;
 use crate::tensor::Tensor;
 
 pub fn register(reg: &mut KernelRegistry) {
-    reg.register("tf.Conv2D", 1, MAX_OPSET, |ctx| Ok(Box::new(Conv { window: tf_window(ctx.node, 2, None)? })));
-    reg.register("tf.Conv3D", 1, MAX_OPSET, |ctx| Ok(Box::new(Conv { window: tf_window(ctx.node, 3, None)? })));
+    reg.register("tf.Conv2D", 1, MAX_OPSET, |ctx| build_conv(ctx, 2));
+    // Conv2D with its bias, activation and a tiling max pool fused in, made
+    // by the load-time passes (inputs: input, filter, bias).
+    reg.register("tf.FusedConv2D", 1, MAX_OPSET, |ctx| build_conv(ctx, 2));
+    reg.register("tf.Conv3D", 1, MAX_OPSET, |ctx| build_conv(ctx, 3));
     reg.register("tf.DepthwiseConv2dNative", 1, MAX_OPSET, |ctx| {
         Ok(Box::new(Depthwise { window: tf_window(ctx.node, 2, None)? }))
     });
@@ -144,16 +150,179 @@ const PATCH_FLOATS: usize = 1 << 20;
 #[derive(Debug)]
 struct Conv {
     window: Window,
+    /// A constant 2-D filter, prepared for the channels-first kernels.
+    prepared: Option<Prepared>,
+    /// tf.FusedConv2D's activation (Identity otherwise).
+    activation: Activation,
+    /// tf.FusedConv2D's max-pool window, which tiles the output.
+    pool: Option<[usize; 2]>,
+}
+
+/// A constant filter [kh, kw, ci, co] as the channels-first kernels take
+/// it: OIHW, and Winograd's transform where the layer suits it.
+#[derive(Debug)]
+struct Prepared {
+    oihw: Vec<f32>,
+    kernel: [usize; 2],
+    ci: usize,
+    co: usize,
+    winograd: Option<WinogradFilters>,
+}
+
+fn build_conv(ctx: &BuildContext<'_>, rank: usize) -> Result<Box<dyn Kernel>, BuildError> {
+    let node = ctx.node;
+    let window = tf_window(node, rank, None)?;
+    let fused = node.op == "tf.FusedConv2D";
+    let activation = if fused { Activation::from_node(node)? } else { Activation::Identity };
+    let pool = match node.ints_attr("pool_shape")? {
+        _ if !fused => None,
+        None => None,
+        Some(&[h, w]) if h >= 1 && w >= 1 => Some([h as usize, w as usize]),
+        Some(other) => {
+            return Err(BuildError::invalid(node, format!("pool_shape must be 2 positive integers, got {other:?}")));
+        }
+    };
+    let prepared = match ctx.constant_input(1) {
+        Some(f) if rank == 2 && f.shape().len() == 4 => f.as_f32().map(|data| {
+            let [kh, kw, ci, co] = [f.shape()[0], f.shape()[1], f.shape()[2], f.shape()[3]];
+            let mut oihw = vec![0.0f32; data.len()];
+            for (at, &v) in data.iter().enumerate() {
+                let (o, i, x, y) = (at % co, (at / co) % ci, (at / (co * ci)) % kw, at / (co * ci * kw));
+                oihw[((o * ci + i) * kh + y) * kw + x] = v;
+            }
+            let pair = |v: &[usize]| [v[0], v[1]];
+            let winograd = super::winograd::suits(co, ci, [kh, kw], pair(&window.strides), pair(&window.dilations), 1)
+                .then(|| WinogradFilters::new(&oihw, co, ci));
+            Prepared { oihw, kernel: [kh, kw], ci, co, winograd }
+        }),
+        _ => None,
+    };
+    Ok(Box::new(Conv { window, prepared, activation, pool }))
+}
+
+impl Conv {
+    /// The channels-first path for a prepared filter and an ungrouped
+    /// layer: the input to NCHW, the convolution (with bias, activation
+    /// and pool), the result back to NHWC.
+    fn run_prepared(
+        &self,
+        p: &Prepared,
+        x: &[f32],
+        (n, [h, w], c): (usize, [usize; 2], usize),
+        bias: Option<&[f32]>,
+    ) -> Result<Tensor, KernelError> {
+        let [ah, aw] = [self.window.axis(0, h, p.kernel[0])?, self.window.axis(1, w, p.kernel[1])?];
+        let s = Conv2dShape { n, c, m: p.co, cg: c, g: 1, h: ah, w: aw };
+        let nchw = super::shape::permute(x, &[n, h, w, c], &[0, 3, 1, 2]);
+        let act = self.activation;
+        let winograd = p.winograd.as_ref().filter(|f| f.fits(&s));
+        let (y, [oh, ow]) = match self.pool {
+            None => {
+                let y = match winograd {
+                    Some(f) => conv3x3(&nchw, f, bias, &s, act, false),
+                    None => conv2d(&nchw, &p.oihw, bias, &s, act),
+                };
+                (y, [ah.output, aw.output])
+            }
+            Some(pool) => {
+                if ah.output < pool[0] || aw.output < pool[1] {
+                    return Err(KernelError(format!(
+                        "the pool window {pool:?} does not fit in the convolution's output of {}x{}",
+                        ah.output, aw.output
+                    )));
+                }
+                let y = match winograd {
+                    Some(f) if pool == [2, 2] => conv3x3(&nchw, f, bias, &s, act, true),
+                    Some(f) => pool_output(&conv3x3(&nchw, f, bias, &s, act, false), &s, pool),
+                    None => conv2d_pooled(&nchw, &p.oihw, bias, &s, act, pool),
+                };
+                (y, [ah.output / pool[0], aw.output / pool[1]])
+            }
+        };
+        let nhwc = super::shape::permute(&y, &[n, p.co, oh, ow], &[0, 2, 3, 1]);
+        Ok(Tensor::from_f32(vec![n, oh, ow, p.co], nhwc)?)
+    }
+
+    /// The fused bias, activation and pool on a channels-last result of the
+    /// general path.
+    fn finish_general(&self, y: Tensor, bias: Option<&[f32]>) -> Result<Tensor, KernelError> {
+        if bias.is_none() && self.activation == Activation::Identity && self.pool.is_none() {
+            return Ok(y);
+        }
+        let shape = y.shape().to_vec();
+        let co = shape[shape.len() - 1];
+        let mut v = y.as_f32().map(<[f32]>::to_vec).unwrap_or_default();
+        for pixel in v.chunks_exact_mut(co.max(1)) {
+            if let Some(b) = bias {
+                pixel.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+            }
+            self.activation.apply(pixel);
+        }
+        let Some(pool) = self.pool else { return Ok(Tensor::from_f32(shape, v)?) };
+        let [n, h, w] = [shape[0], shape[1], shape[2]];
+        if h < pool[0] || w < pool[1] {
+            return Err(KernelError(format!(
+                "the pool window {pool:?} does not fit in the convolution's output of {h}x{w}"
+            )));
+        }
+        let nchw = super::shape::permute(&v, &shape, &[0, 3, 1, 2]);
+        let pooled = super::pool::max_pool_planes(&nchw, n * co, [h, w], pool);
+        let (ph, pw) = (h / pool[0], w / pool[1]);
+        Ok(Tensor::from_f32(vec![n, ph, pw, co], super::shape::permute(&pooled, &[n, co, ph, pw], &[0, 2, 3, 1]))?)
+    }
 }
 
 /// The deepest spatial rank of the channels-last convolutions and pools.
 const MAX_RANK: usize = 3;
 
 impl Kernel for Conv {
+    /// Output elements before any pooling, times the filter's taps and
+    /// input channels per group.
+    fn multiply_adds(&self, inputs: &[Option<&Tensor>]) -> Option<u64> {
+        let (x, f) = (inputs.first().copied().flatten()?, inputs.get(1).copied().flatten()?);
+        let rank = self.window.rank;
+        let (n, spatial, _) = channels_last_dims(x, rank, "input").ok()?;
+        let fs = f.shape();
+        if fs.len() != rank + 2 {
+            return None;
+        }
+        let mut outputs = n * fs[rank + 1];
+        for d in 0..rank {
+            outputs *= self.window.axis(d, spatial[d], fs[d]).ok()?.output;
+        }
+        Some((outputs * fs[..=rank].iter().product::<usize>()) as u64)
+    }
+
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, KernelError> {
         let rank = self.window.rank;
         let (xt, ft) = (required(inputs, 0, "input")?, required(inputs, 1, "filter")?);
         let (n, spatial, c) = channels_last_dims(xt, rank, "input")?;
+        let co = ft.shape().last().copied().unwrap_or(0);
+        let bias = match inputs.get(2).copied().flatten() {
+            Some(b) if b.shape() == [co] => Some(floats(b, "bias")?),
+            Some(b) => return Err(KernelError(format!("bias must have shape [{co}], got {:?}", b.shape()))),
+            None => None,
+        };
+        if let Some(p) =
+            self.prepared.as_ref().filter(|p| p.ci == c && ft.shape() == [p.kernel[0], p.kernel[1], c, p.co])
+        {
+            return Ok(vec![self.run_prepared(p, floats(xt, "input")?, (n, [spatial[0], spatial[1]], c), bias)?]);
+        }
+        let y = self.run_general(xt, ft, (n, spatial, c))?;
+        Ok(vec![self.finish_general(y, bias)?])
+    }
+}
+
+impl Conv {
+    /// Any channels-last convolution, groups included: each block of output
+    /// pixels is the product of their patches and the filter as stored.
+    fn run_general(
+        &self,
+        xt: &Tensor,
+        ft: &Tensor,
+        (n, spatial, c): (usize, Vec<usize>, usize),
+    ) -> Result<Tensor, KernelError> {
+        let rank = self.window.rank;
         let fs = ft.shape();
         if fs.len() != rank + 2 {
             return Err(KernelError(format!("filter must have rank {} ([k..., in, out]), got shape {fs:?}", rank + 2)));
@@ -178,7 +347,7 @@ impl Kernel for Conv {
         let pointwise = ksize.iter().all(|&k| k == 1) && out_spatial == spatial && axes.iter().all(|a| a.stride == 1);
         if groups == 1 && pointwise {
             matmul_f32(x, f, &mut out, n * in_pixels, c, co);
-            return Ok(vec![Tensor::from_f32(out_shape, out)?]);
+            return Ok(Tensor::from_f32(out_shape, out)?);
         }
         let taps: usize = ksize.iter().product();
         let kdim = taps * ci;
@@ -258,7 +427,7 @@ impl Kernel for Conv {
                 }
             }
         }
-        Ok(vec![Tensor::from_f32(out_shape, out)?])
+        Ok(Tensor::from_f32(out_shape, out)?)
     }
 }
 

@@ -164,7 +164,7 @@ fn build_transpose(ctx: &BuildContext<'_>) -> Result<Box<dyn Kernel>, BuildError
     Ok(Box::new(Transpose { perm, perm_input: false }))
 }
 
-fn permute<T: Clone>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
+pub(crate) fn permute<T: Clone>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
     let Some(first) = data.first() else { return Vec::new() };
     let in_strides = crate::tensor::strides(shape);
     // The output's dims as (size, stride in the input), with unit dims

@@ -363,6 +363,36 @@ impl Plan {
     }
 }
 
+/// Bytes up to which glibc's malloc serves a block from its heap instead
+/// of a fresh mapping (its own default moves between 128 KiB and 32 MiB).
+const HEAP_BLOCK_BYTES: i32 = 32 << 20;
+
+/// Free bytes glibc's malloc keeps at the top of its heap before it returns
+/// them to the system.
+const KEPT_FREE_BYTES: i32 = 64 << 20;
+
+/// Sets glibc's malloc to keep a run's activation buffers between runs.
+/// With its defaults, a plan's buffers of a few MB are trimmed from the heap
+/// or unmapped when freed and faulted in afresh by the next run, which can
+/// cost as much as the arithmetic (a batch of 64 MNIST images runs twice as
+/// fast with this). The price is up to 64 MiB of freed memory kept; the
+/// `MALLOC_TRIM_THRESHOLD_` and `MALLOC_MMAP_THRESHOLD_` environment
+/// variables, when set, are left to decide instead. Call it once, before
+/// the threads start.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let chosen = ["MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"].iter().any(|v| std::env::var_os(v).is_some());
+        if !chosen {
+            // SAFETY: mallopt only sets the allocator's parameters.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, KEPT_FREE_BYTES);
+            }
+        }
+    }
+}
+
 /// The most elements a folded constant may have: folding must not turn a
 /// small graph into a large one.
 const MAX_FOLDED_ELEMENTS: usize = 1 << 22;
@@ -375,8 +405,10 @@ const MAX_FOLDED_ELEMENTS: usize = 1 << 22;
 pub fn fold_constants(graph: &mut Graph, registry: &KernelRegistry) {
     let nodes = std::mem::take(&mut graph.nodes);
     for node in nodes {
-        let foldable = !node.inputs.is_empty()
-            && node.inputs.iter().all(|i| i.is_some_and(|id| graph.constants.contains_key(&id)))
+        // Omitted optional inputs (Squeeze without axes) do not hold a
+        // node back.
+        let foldable = node.inputs.iter().any(Option::is_some)
+            && node.inputs.iter().all(|i| i.is_none_or(|id| graph.constants.contains_key(&id)))
             && !node.attributes.values().any(|a| matches!(a, crate::graph::Attribute::Graph(_)));
         let folded = foldable
             .then(|| {

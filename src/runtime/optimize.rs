@@ -28,6 +28,7 @@ pub fn optimize(graph: &mut Graph, registry: &KernelRegistry) {
     fold_batch_norm(graph);
     fuse_activations(graph);
     fuse_pooling(graph);
+    fuse_tf_conv(graph);
     let mut read: std::collections::HashSet<ValueId> = graph.outputs.iter().copied().collect();
     read.extend(graph.nodes.iter().flat_map(|n| n.inputs.iter().flatten().copied()));
     graph.constants.retain(|id, _| read.contains(id));
@@ -248,6 +249,101 @@ fn fuse_pooling(graph: &mut Graph) {
             node.attributes.insert("pool_shape".to_string(), crate::graph::Attribute::Ints(vec![kh as i64, kw as i64]));
             node.outputs = vec![y];
             graph.nodes.remove(r);
+        }
+        i += 1;
+    }
+}
+
+/// TensorFlow's channels-last Conv2D with a constant filter, followed by
+/// the bias add after it (a constant of one value per output channel), an
+/// activation, and a VALID max pool whose windows tile its output (each
+/// step optional, in that order, each value read by nothing else), becomes
+/// `tf.FusedConv2D`: inputs (input, filter, bias), the activation's
+/// attributes and `pool_shape`.
+fn fuse_tf_conv(graph: &mut Graph) {
+    let readers = readers(graph);
+    let mut i = 0;
+    while i < graph.nodes.len() {
+        let node = &graph.nodes[i];
+        let filter = node.inputs.get(1).copied().flatten().and_then(|f| graph.constants.get(&f));
+        let Some(co) = filter.filter(|f| f.dtype() == DataType::Float && f.shape().len() == 4).map(|f| f.shape()[3])
+        else {
+            i += 1;
+            continue;
+        };
+        if node.op != "tf.Conv2D"
+            || node.outputs.len() != 1
+            || node.string_attr("data_format").ok().flatten().unwrap_or("NHWC") != "NHWC"
+        {
+            i += 1;
+            continue;
+        }
+        let next = |value: ValueId| {
+            sole_reader(graph, &readers, value).filter(|&r| {
+                graph.nodes[r].outputs.len() == 1 && graph.nodes[r].inputs.iter().flatten().any(|&v| v == value)
+            })
+        };
+        let mut absorbed = Vec::new();
+        let mut value = node.outputs[0];
+        let mut bias = None;
+        if let Some(r) = next(value) {
+            let add = &graph.nodes[r];
+            let other = add.inputs.iter().flatten().copied().find(|&v| v != value);
+            let per_channel = other
+                .and_then(|b| graph.constants.get(&b))
+                .is_some_and(|b| b.dtype() == DataType::Float && b.shape() == [co]);
+            let data_format_ok = add.string_attr("data_format").ok().flatten().unwrap_or("NHWC") == "NHWC";
+            if matches!(add.op.as_str(), "Add" | "tf.BiasAdd") && add.inputs.len() == 2 && per_channel && data_format_ok
+            {
+                bias = other;
+                absorbed.push(r);
+                value = add.outputs[0];
+            }
+        }
+        let mut act = Activation::Identity;
+        if let Some(r) = next(value)
+            && graph.nodes[r].inputs.first().copied().flatten() == Some(value)
+            && let Some(a) = activation_of(graph, &graph.nodes[r])
+        {
+            act = a;
+            absorbed.push(r);
+            value = graph.nodes[r].outputs[0];
+        }
+        let mut pool = None;
+        if let Some(r) = next(value) {
+            let p = &graph.nodes[r];
+            let window = |name: &str| p.ints_attr(name).ok().flatten().map(<[i64]>::to_vec);
+            let (ksize, strides) = (window("ksize"), window("strides"));
+            let valid = p.string_attr("padding").ok().flatten() == Some("VALID")
+                && p.string_attr("data_format").ok().flatten().unwrap_or("NHWC") == "NHWC";
+            if let (Some([1, kh, kw, 1]), true) = (ksize.as_deref(), p.op == "tf.MaxPool" && valid && ksize == strides)
+                && *kh >= 1
+                && *kw >= 1
+            {
+                pool = Some([*kh, *kw]);
+                absorbed.push(r);
+                value = p.outputs[0];
+            }
+        }
+        if absorbed.is_empty() {
+            i += 1;
+            continue;
+        }
+        let node = &mut graph.nodes[i];
+        node.op = "tf.FusedConv2D".to_string();
+        node.inputs.truncate(2);
+        node.inputs.push(bias);
+        node.attributes.extend(act.attributes());
+        if let Some(pool) = pool {
+            node.attributes.insert("pool_shape".to_string(), crate::graph::Attribute::Ints(pool.to_vec()));
+        }
+        node.outputs = vec![value];
+        absorbed.sort_unstable();
+        for r in absorbed.into_iter().rev() {
+            graph.nodes.remove(r);
+            if r < i {
+                i -= 1;
+            }
         }
         i += 1;
     }
@@ -517,5 +613,101 @@ mod tests {
         let tiny = Tensor::from_f32(vec![1, 1, 3, 3], vec![1.0; 9]).unwrap();
         let err = plan.run(vec![(0, tiny)], &[5]).unwrap_err().to_string();
         assert!(err.contains("pool window [2, 2] does not fit"), "{err}");
+    }
+
+    /// TensorFlow's form: x [n, h, w, c] -> tf.Conv2D (filter [k, k, c,
+    /// m], `padding`) -> Add (bias [m]) -> Relu -> tf.MaxPool (2x2,
+    /// VALID) -> y; the filter a constant, or a graph input.
+    fn tf_conv_graph([n, h, w, c]: [usize; 4], m: usize, k: usize, padding: &str, constant_filter: bool) -> Graph {
+        let mut g = Graph { opset: 13, ..Graph::default() };
+        let unknown = |name: &str| ValueInfo { name: name.into(), dtype: Some(DataType::Float), shape: None };
+        g.values = vec![
+            value("x", &[n, h, w, c]),
+            value("filter", &[k, k, c, m]),
+            value("bias", &[m]),
+            unknown("conv"),
+            unknown("biased"),
+            unknown("relu"),
+            unknown("y"),
+        ];
+        let he = (2.0 / (c * k * k) as f32).sqrt();
+        let filter =
+            Tensor::from_f32(vec![k, k, c, m], random_floats(k * k * c * m, 41).iter().map(|v| v * he).collect());
+        if constant_filter {
+            g.constants.insert(1, filter.unwrap());
+        }
+        g.constants.insert(2, Tensor::from_f32(vec![m], random_floats(m, 42)).unwrap());
+        let ones = Attribute::Ints(vec![1; 4]);
+        g.nodes = vec![
+            node(
+                "tf.Conv2D",
+                &[0, 1],
+                3,
+                vec![("strides", ones.clone()), ("padding", Attribute::String(padding.into()))],
+            ),
+            node("Add", &[3, 2], 4, vec![]),
+            node("Relu", &[4], 5, vec![]),
+            node(
+                "tf.MaxPool",
+                &[5],
+                6,
+                vec![
+                    ("ksize", Attribute::Ints(vec![1, 2, 2, 1])),
+                    ("strides", Attribute::Ints(vec![1, 2, 2, 1])),
+                    ("padding", Attribute::String("VALID".into())),
+                ],
+            ),
+        ];
+        g.inputs = if constant_filter { vec![0] } else { vec![0, 1] };
+        g.outputs = vec![6];
+        g
+    }
+
+    #[test]
+    fn tensorflow_conv_chains_fuse_and_run_on_the_channels_first_kernels() {
+        let registry = KernelRegistry::with_all_ops();
+        // The direct kernel (c = 1), Winograd (SAME padding, odd sizes) and
+        // im2col (5x5 over 3 channels).
+        for (i, (dims, m, k, padding)) in
+            [([2, 28, 28, 1], 8, 3, "VALID"), ([3, 11, 9, 8], 16, 3, "SAME"), ([1, 13, 12, 3], 6, 5, "SAME")]
+                .into_iter()
+                .enumerate()
+        {
+            let [n, h, w, c] = dims;
+            let x = Tensor::from_f32(dims.to_vec(), random_floats(n * h * w * c, 50 + i as u64)).unwrap();
+            // The general channels-last path: the filter fed at run time.
+            let general = tf_conv_graph(dims, m, k, padding, false);
+            let filter = Tensor::from_f32(vec![k, k, c, m], {
+                let he = (2.0 / (c * k * k) as f32).sqrt();
+                random_floats(k * k * c * m, 41).iter().map(|v| v * he).collect()
+            })
+            .unwrap();
+            let want = Plan::new(general, &registry).unwrap().run(vec![(0, x.clone()), (1, filter)], &[6]).unwrap();
+            let mut g = tf_conv_graph(dims, m, k, padding, true);
+            optimize(&mut g, &registry);
+            let ops: Vec<&str> = g.nodes.iter().map(|n| n.op.as_str()).collect();
+            assert_eq!(ops, ["tf.FusedConv2D"], "case {i}");
+            let plan = Plan::new(g, &registry).unwrap();
+            let got = plan.run(vec![(0, x.clone())], &[6]).unwrap();
+            assert_eq!(got[0].shape(), want[0].shape(), "case {i}");
+            assert_close(got[0].as_f32().unwrap(), want[0].as_f32().unwrap());
+            let mut counted = None;
+            plan.run_profiled(vec![(0, x)], &[6], &mut |step| counted = step.multiply_adds).unwrap();
+            let (oh, ow) = if padding == "SAME" { (h, w) } else { (h + 1 - k, w + 1 - k) };
+            assert_eq!(counted, Some((n * oh * ow * m * k * k * c) as u64), "case {i}: the work before pooling");
+        }
+        // Without the pool, and without the bias: the Relu alone fuses.
+        let mut g = tf_conv_graph([1, 6, 6, 8], 8, 3, "VALID", true);
+        g.nodes.truncate(3);
+        g.nodes.remove(1);
+        g.nodes[1].inputs[0] = Some(3);
+        g.outputs = vec![5];
+        optimize(&mut g, &registry);
+        let ops: Vec<&str> = g.nodes.iter().map(|n| n.op.as_str()).collect();
+        assert_eq!(ops, ["tf.FusedConv2D"]);
+        let x = Tensor::from_f32(vec![1, 6, 6, 8], random_floats(288, 60)).unwrap();
+        let y = Plan::new(g, &registry).unwrap().run(vec![(0, x)], &[5]).unwrap();
+        assert_eq!(y[0].shape(), [1, 4, 4, 8]);
+        assert!(y[0].as_f32().unwrap().iter().all(|&v| v >= 0.0));
     }
 }
