@@ -106,7 +106,8 @@ section=$(
     echo "- Peer: onnxruntime $ort_version (CPU execution provider, all graph optimizations, sequential execution)"
     echo "- Date: $(date -u +%Y-%m-%d)"
     echo
-    echo "Images per second at the median single run after a warm-up; GFLOP/s counts 2 x the multiply-adds of"
+    echo "Images per second at the median single run after a warm-up, each run called on a thread of the"
+    echo "compute pool as onnxruntime's session is called on its caller's; GFLOP/s counts 2 x the multiply-adds of"
     echo "Conv, Gemm and MatMul. Ratio = ferroserve / onnxruntime (above 1: ferroserve is faster)."
     echo
     echo "| model | threads | batch | ferroserve img/s | onnxruntime img/s | ratio | ferroserve GFLOP/s | onnxruntime GFLOP/s |"
