@@ -286,12 +286,6 @@ mod avx512 {
         // ky·dh < ph, and 32 pixels from x0 plus the taps' reach), and each
         // store writes only pooled outputs of the row inside `out`.
         unsafe {
-            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-            let fold = |best: __m512, v: __m512| {
-                let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                _mm512_mask_blend_ps(take, best, v)
-            };
             for qy in 0..qh {
                 let oy = 2 * qy;
                 for x0 in (0..2 * qw).step_by(2 * LANES) {
@@ -327,10 +321,7 @@ mod avx512 {
                         // max(0, v) keeps NaN and -0.0, as the Relu kernel.
                         let r = row.map(|v| if relu { _mm512_max_ps(_mm512_setzero_ps(), v) } else { v });
                         // Window taps in MaxPool's order: (0, 0), (0, 1), (1, 0), (1, 1).
-                        let mut best = _mm512_permutex2var_ps(r[0], even, r[1]);
-                        best = fold(best, _mm512_permutex2var_ps(r[0], odd, r[1]));
-                        best = fold(best, _mm512_permutex2var_ps(r[2], even, r[3]));
-                        best = fold(best, _mm512_permutex2var_ps(r[2], odd, r[3]));
+                        let best = crate::kernels::pool::lanes::pool2x2([r[0], r[1]], [r[2], r[3]]);
                         let dst = out.as_mut_ptr().add(o * qh * qw + qy * qw + x0 / 2);
                         _mm512_mask_storeu_ps(dst, mask, best);
                     }

@@ -504,6 +504,41 @@ pub(crate) fn max2x2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
     }
 }
 
+/// AVX-512 steps the 2x2 max pools share, here and in the convolutions
+/// that pool their own output.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod lanes {
+    use std::arch::x86_64::*;
+
+    /// The even and the odd elements of the 32 floats in `lo` then `hi`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn even_odd(lo: __m512, hi: __m512) -> (__m512, __m512) {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        (_mm512_permutex2var_ps(lo, even, hi), _mm512_permutex2var_ps(lo, odd, hi))
+    }
+
+    /// [`max_nan`](super::max_nan) on each lane: `v` replaces `best` when
+    /// greater, or when it is NaN.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn fold_max(best: __m512, v: __m512) -> __m512 {
+        let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        _mm512_mask_blend_ps(take, best, v)
+    }
+
+    /// The 2x2 windows of two rows of 32 floats each (`top` and `bottom`
+    /// as two vectors), folded in MaxPool's order: 16 pooled values.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn pool2x2(top: [__m512; 2], bottom: [__m512; 2]) -> __m512 {
+        let (a0, a1) = even_odd(top[0], top[1]);
+        let (b0, b1) = even_odd(bottom[0], bottom[1]);
+        fold_max(fold_max(fold_max(a0, a1), b0), b1)
+    }
+}
+
 /// [`max2x2_row`] by vectors of 16 outputs, the last one masked; returns
 /// how many it wrote (all of them).
 ///
@@ -520,25 +555,15 @@ unsafe fn max2x2_avx512(r0: &[f32], r1: &[f32], out: &mut [f32]) -> usize {
     // elements behind 16 outputs of `out`, inside the rows (the caller's
     // contract); every store writes only elements of `out`.
     unsafe {
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        // max_nan: v replaces best when greater, or when v is NaN.
-        let fold = |best: __m512, v: __m512| {
-            let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-            _mm512_mask_blend_ps(take, best, v)
-        };
         for i in (0..ow).step_by(16) {
             // Lanes of this vector of outputs, and of its two input halves.
             let n = (ow - i).min(16);
             let mask = |lanes: usize| -> __mmask16 { if lanes >= 16 { 0xffff } else { (1u16 << lanes) - 1 } };
             let (lo, hi) = (mask(2 * n), mask((2 * n).saturating_sub(16)));
             let load = |row: &[f32], at: usize, m: __mmask16| _mm512_maskz_loadu_ps(m, row.as_ptr().add(at));
-            let (a0, a1) = (load(r0, 2 * i, lo), load(r0, 2 * i + 16, hi));
-            let (b0, b1) = (load(r1, 2 * i, lo), load(r1, 2 * i + 16, hi));
-            let mut best = _mm512_permutex2var_ps(a0, even, a1);
-            best = fold(best, _mm512_permutex2var_ps(a0, odd, a1));
-            best = fold(best, _mm512_permutex2var_ps(b0, even, b1));
-            best = fold(best, _mm512_permutex2var_ps(b0, odd, b1));
+            let top = [load(r0, 2 * i, lo), load(r0, 2 * i + 16, hi)];
+            let bottom = [load(r1, 2 * i, lo), load(r1, 2 * i + 16, hi)];
+            let best = lanes::pool2x2(top, bottom);
             _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), mask(n), best);
         }
     }

@@ -337,12 +337,11 @@ unsafe fn deinterleave_avx512(row: &[f32], even: &mut [f32], odd: &mut [f32]) ->
     // SAFETY: each load reads 32 floats at 2i + 32 <= row.len(); each store
     // writes 16 at i + 16 <= whole (the caller's contract).
     unsafe {
-        let even_at = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd_at = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
         for i in (0..whole).step_by(16) {
             let (lo, hi) = (_mm512_loadu_ps(row.as_ptr().add(2 * i)), _mm512_loadu_ps(row.as_ptr().add(2 * i + 16)));
-            _mm512_storeu_ps(even.as_mut_ptr().add(i), _mm512_permutex2var_ps(lo, even_at, hi));
-            _mm512_storeu_ps(odd.as_mut_ptr().add(i), _mm512_permutex2var_ps(lo, odd_at, hi));
+            let (e, o) = super::pool::lanes::even_odd(lo, hi);
+            _mm512_storeu_ps(even.as_mut_ptr().add(i), e);
+            _mm512_storeu_ps(odd.as_mut_ptr().add(i), o);
         }
     }
     whole
