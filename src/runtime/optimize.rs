@@ -29,6 +29,7 @@ pub fn optimize(graph: &mut Graph, registry: &KernelRegistry) {
     fuse_activations(graph);
     fuse_pooling(graph);
     fuse_tf_conv(graph);
+    fold_keras_flatten(graph);
     let mut read: std::collections::HashSet<ValueId> = graph.outputs.iter().copied().collect();
     read.extend(graph.nodes.iter().flat_map(|n| n.inputs.iter().flatten().copied()));
     graph.constants.retain(|id, _| read.contains(id));
@@ -346,6 +347,95 @@ fn fuse_tf_conv(graph: &mut Graph) {
             }
         }
         i += 1;
+    }
+}
+
+/// The node that produces `value`.
+fn producer(graph: &Graph, value: ValueId) -> Option<usize> {
+    graph.nodes.iter().position(|n| n.outputs.contains(&value))
+}
+
+/// The one integer of a constant scalar (or one-element) tensor.
+fn const_int(graph: &Graph, value: Option<ValueId>) -> Option<i64> {
+    match graph.constants.get(&value?)?.data() {
+        crate::tensor::TensorData::Int64(v) if v.len() == 1 => Some(v[0]),
+        crate::tensor::TensorData::Int32(v) if v.len() == 1 => Some(i64::from(v[0])),
+        _ => None,
+    }
+}
+
+/// Keras's Flatten computes its target shape at run time: Reshape(x,
+/// Cast(Pack(StridedSlice(Cast(Shape(x)), [0], [1], [1], shrink), k))),
+/// that is [x's first dim, k]. That is Reshape(x, [0, k]) with allowzero 0
+/// (0 copies the input's dim), a constant: the five steps that computed it
+/// at every run go, when nothing else reads them.
+fn fold_keras_flatten(graph: &mut Graph) {
+    let through_casts = |graph: &Graph, mut value: ValueId| {
+        while let Some(p) = producer(graph, value).filter(|&p| graph.nodes[p].op == "Cast") {
+            value = graph.nodes[p].inputs.first().copied().flatten()?;
+        }
+        Some(value)
+    };
+    // The outputs of the chains' nodes, removed at the end if unread.
+    let mut chain: Vec<ValueId> = Vec::new();
+    for r in 0..graph.nodes.len() {
+        let node = &graph.nodes[r];
+        let (Some(Some(x)), Some(Some(spec))) = (node.inputs.first(), node.inputs.get(1)) else { continue };
+        if node.op != "Reshape" || graph.constants.contains_key(spec) {
+            continue;
+        }
+        let mut seen = Vec::new();
+        let k = (|| {
+            let pack = &graph.nodes[producer(graph, through_casts(graph, *spec)?)?];
+            let [Some(first), second] = pack.inputs.as_slice() else { return None };
+            if pack.op != "tf.Pack" || pack.int_attr("axis", 0).ok()? != 0 {
+                return None;
+            }
+            // k = 0 would copy x's second dim under allowzero 0.
+            let k = const_int(graph, *second).filter(|&k| k > 0)?;
+            let slice = &graph.nodes[producer(graph, *first)?];
+            let masks_ok = ["begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask"]
+                .iter()
+                .all(|m| slice.int_attr(m, 0).ok() == Some(0))
+                && slice.int_attr("shrink_axis_mask", 0).ok() == Some(1);
+            let bounds = (1..4).map(|i| const_int(graph, slice.inputs.get(i).copied().flatten())).collect::<Vec<_>>();
+            if slice.op != "tf.StridedSlice" || !masks_ok || bounds != [Some(0), Some(1), Some(1)] {
+                return None;
+            }
+            let shape = &graph.nodes[producer(graph, through_casts(graph, slice.inputs.first().copied().flatten()?)?)?];
+            let whole = shape.int_attr("start", 0).ok() == Some(0) && shape.ints_attr("end").ok().flatten().is_none();
+            let end_absent = !shape.attributes.contains_key("end");
+            seen.extend([*spec, *first]);
+            seen.extend(pack.outputs.iter().chain(&shape.outputs).copied());
+            seen.extend(slice.inputs.first().copied().flatten());
+            (shape.op == "Shape" && shape.inputs.first().copied().flatten() == Some(*x) && whole && end_absent)
+                .then_some(k)
+        })();
+        if let Some(k) = k {
+            let target = Tensor::from_i64(vec![2], vec![0, k]).expect("two dims");
+            let name = format!("{}/flattened_shape", graph.nodes[r].name);
+            let id = add_constant(graph, name, target);
+            graph.nodes[r].inputs[1] = Some(id);
+            // TensorFlow's Reshape (allowzero 1) takes a 0 literally; here
+            // the 0 copies x's first dim.
+            graph.nodes[r].attributes.insert("allowzero".to_string(), crate::graph::Attribute::Int(0));
+            chain.extend(seen);
+        }
+    }
+    // Drop the chains' nodes (and the Casts between them) that nothing
+    // reads any more, from the Reshape's end back to the Shape.
+    loop {
+        let read = readers(graph);
+        let unread = |n: &Node| n.outputs.iter().all(|o| !read.contains_key(o));
+        let before = graph.nodes.len();
+        graph.nodes.retain(|n| {
+            let in_chain = matches!(n.op.as_str(), "Cast" | "tf.Pack" | "tf.StridedSlice" | "Shape")
+                && n.outputs.iter().any(|o| chain.contains(o));
+            !(in_chain && unread(n))
+        });
+        if graph.nodes.len() == before {
+            break;
+        }
     }
 }
 
@@ -709,5 +799,59 @@ mod tests {
         let y = Plan::new(g, &registry).unwrap().run(vec![(0, x)], &[5]).unwrap();
         assert_eq!(y[0].shape(), [1, 4, 4, 8]);
         assert!(y[0].as_f32().unwrap().iter().all(|&v| v >= 0.0));
+    }
+
+    /// Keras's Flatten as a SavedModel holds it: x [n, 2, 3, 4] -> Shape ->
+    /// Cast -> StridedSlice [0:1] (shrunk) -> Pack with 24 -> Cast ->
+    /// Reshape (allowzero 1, TensorFlow's).
+    fn keras_flatten(shrink: i64) -> Graph {
+        let mut g = Graph { opset: 13, ..Graph::default() };
+        let unknown = |name: &str| ValueInfo { name: name.into(), dtype: None, shape: None };
+        g.values = ["x", "shape64", "shape", "begin", "end", "step", "batch", "k", "packed", "spec", "y"]
+            .iter()
+            .map(|n| unknown(n))
+            .collect();
+        g.values[0] = ValueInfo {
+            name: "x".into(),
+            dtype: Some(DataType::Float),
+            shape: Some(vec![Dim::Unknown(None), Dim::Known(2), Dim::Known(3), Dim::Known(4)]),
+        };
+        let int32 = |v: Vec<i32>, shape: Vec<usize>| Tensor::new(shape, crate::tensor::TensorData::Int32(v)).unwrap();
+        g.constants.insert(3, int32(vec![0], vec![1]));
+        g.constants.insert(4, int32(vec![1], vec![1]));
+        g.constants.insert(5, int32(vec![1], vec![1]));
+        g.constants.insert(7, int32(vec![24], vec![]));
+        g.nodes = vec![
+            node("Shape", &[0], 1, vec![]),
+            node("Cast", &[1], 2, vec![("to", Attribute::Int(6))]),
+            node("tf.StridedSlice", &[2, 3, 4, 5], 6, vec![("shrink_axis_mask", Attribute::Int(shrink))]),
+            node("tf.Pack", &[6, 7], 8, vec![("axis", Attribute::Int(0))]),
+            node("Cast", &[8], 9, vec![("to", Attribute::Int(7))]),
+            node("Reshape", &[0, 9], 10, vec![("allowzero", Attribute::Int(1))]),
+        ];
+        g.inputs = vec![0];
+        g.outputs = vec![10];
+        g
+    }
+
+    #[test]
+    fn keras_flatten_becomes_a_constant_reshape() {
+        let registry = KernelRegistry::with_all_ops();
+        let mut g = keras_flatten(1);
+        optimize(&mut g, &registry);
+        let ops: Vec<&str> = g.nodes.iter().map(|n| n.op.as_str()).collect();
+        assert_eq!(ops, ["Reshape"]);
+        let plan = Plan::new(g, &registry).unwrap();
+        let want = Plan::new(keras_flatten(1), &registry).unwrap();
+        for n in [3, 1, 0] {
+            let x = Tensor::from_f32(vec![n, 2, 3, 4], random_floats(n * 24, 70)).unwrap();
+            let got = plan.run(vec![(0, x.clone())], &[10]).unwrap();
+            assert_eq!(got, want.run(vec![(0, x)], &[10]).unwrap(), "batch {n}");
+            assert_eq!(got[0].shape(), [n, 24]);
+        }
+        // Anything but the exact chain stays as it is.
+        let mut g = keras_flatten(0);
+        optimize(&mut g, &registry);
+        assert_eq!(g.nodes.len(), 6);
     }
 }
