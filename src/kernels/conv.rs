@@ -3,9 +3,9 @@
 
 use rayon::prelude::*;
 
-use super::conv2d::{Conv2dShape, conv2d, conv2d_pooled, pool_output};
+use super::conv2d::{Conv2dShape, conv2d_fused};
 use super::epilogue::Activation;
-use super::winograd::{WinogradFilters, conv3x3};
+use super::winograd::WinogradFilters;
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, required};
 use crate::graph::Node;
 use crate::tensor::Tensor;
@@ -388,27 +388,9 @@ impl Kernel for Conv {
         }
         let [ah, aw] = window.resolve(&x.shape()[2..], kernel)?;
         let shape = Conv2dShape { n, c, m, cg, g, h: ah, w: aw };
-        let act = self.activation;
-        let winograd = self.winograd.as_ref().filter(|f| f.fits(&shape));
-        let Some(pool) = self.pool else {
-            let y = match winograd {
-                Some(filters) => conv3x3(xd, filters, bias, &shape, act, false),
-                None => conv2d(xd, wd, bias, &shape, act),
-            };
-            return Ok(vec![Tensor::from_f32(window.output_shape(n, m, [ah, aw]), y)?]);
-        };
-        if ah.output < pool[0] || aw.output < pool[1] {
-            return Err(KernelError(format!(
-                "the pool window {pool:?} does not fit in the convolution's output of {}x{}",
-                ah.output, aw.output
-            )));
-        }
-        let y = match winograd {
-            Some(filters) if pool == [2, 2] => conv3x3(xd, filters, bias, &shape, act, true),
-            Some(filters) => pool_output(&conv3x3(xd, filters, bias, &shape, act, false), &shape, pool),
-            None => conv2d_pooled(xd, wd, bias, &shape, act, pool),
-        };
-        Ok(vec![Tensor::from_f32(vec![n, m, ah.output / pool[0], aw.output / pool[1]], y)?])
+        let (y, [oh, ow]) = conv2d_fused(xd, wd, self.winograd.as_ref(), bias, &shape, self.activation, self.pool)?;
+        let out_axes = [Axis { output: oh, ..ah }, Axis { output: ow, ..aw }];
+        Ok(vec![Tensor::from_f32(window.output_shape(n, m, out_axes), y)?])
     }
 }
 

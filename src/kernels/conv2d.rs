@@ -19,9 +19,11 @@
 
 use rayon::prelude::*;
 
+use super::KernelError;
 use super::conv::Axis;
 use super::epilogue::Activation;
 use super::sgemm::{PARALLEL_MIN_MACS, View, sgemm};
+use super::winograd::{WinogradFilters, conv3x3};
 
 /// The shape of a convolution: batch, input channels, output channels,
 /// input channels per group, groups; and the two resolved spatial axes.
@@ -102,6 +104,54 @@ pub fn conv2d_pooled(
         Algorithm::SmallDirect => super::conv_small::conv2d(x, w, bias, s, act, Some(pool)),
         algorithm => pool_output(&conv2d_with(algorithm, x, w, bias, s, act), s, pool),
     }
+}
+
+/// A 2-D float convolution with what the load-time passes fuse into it:
+/// Winograd's filters when they fit the layer (else `w`, OIHW), the bias,
+/// the activation and a max pool whose windows tile the output. Returns the
+/// output [n, m, oh', ow'] and its spatial size.
+///
+/// # Errors
+/// When the pool window is larger than the convolution's output.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_fused(
+    x: &[f32],
+    w: &[f32],
+    winograd: Option<&WinogradFilters>,
+    bias: Option<&[f32]>,
+    s: &Conv2dShape,
+    act: Activation,
+    pool: Option<[usize; 2]>,
+) -> Result<(Vec<f32>, [usize; 2]), KernelError> {
+    let winograd = winograd.filter(|f| f.fits(s));
+    let Some(pool) = pool else {
+        let y = match winograd {
+            Some(f) => conv3x3(x, f, bias, s, act, false),
+            None => conv2d(x, w, bias, s, act),
+        };
+        return Ok((y, [s.h.output, s.w.output]));
+    };
+    let size = pooled_size([s.h.output, s.w.output], pool)?;
+    let y = match winograd {
+        Some(f) if pool == [2, 2] => conv3x3(x, f, bias, s, act, true),
+        Some(f) => pool_output(&conv3x3(x, f, bias, s, act, false), s, pool),
+        None => conv2d_pooled(x, w, bias, s, act, pool),
+    };
+    Ok((y, size))
+}
+
+/// The size of a convolution output [oh, ow] max-pooled by windows of
+/// `pool` that tile it.
+///
+/// # Errors
+/// When a window is larger than the output.
+pub fn pooled_size([oh, ow]: [usize; 2], pool: [usize; 2]) -> Result<[usize; 2], KernelError> {
+    if oh < pool[0] || ow < pool[1] {
+        return Err(KernelError(format!(
+            "the pool window {pool:?} does not fit in the convolution's output of {oh}x{ow}: the input's spatial dims are too small for this model"
+        )));
+    }
+    Ok([oh / pool[0], ow / pool[1]])
 }
 
 /// Max-pools a whole convolution output [n, m, oh, ow] by tiling windows.

@@ -207,33 +207,11 @@ mod avx512 {
         // inside `out` (checked above).
         unsafe {
             let (oh, ow) = (s.h.output, s.w.output);
-            let (kh, kw, dh, dw) = (s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation);
             let plane = oh * ow;
-            let taps = kh * kw;
             for oy in 0..oh {
                 for x0 in (0..ow).step_by(XB * LANES) {
-                    let mut acc = [[_mm512_setzero_ps(); XB]; OB];
-                    for (o, row) in acc.iter_mut().enumerate() {
-                        *row = [_mm512_set1_ps(bias[o]); XB];
-                    }
-                    for c in 0..s.c {
-                        for ky in 0..kh {
-                            let line = (c * ph + oy + ky * dh) * pw + x0;
-                            for kx in 0..kw {
-                                let t = (c * taps + ky * kw + kx) * OB;
-                                let src = padded.as_ptr().add(line + kx * dw);
-                                // SAFETY: line + kx·dw + 64 <= padded.len() (the
-                                // caller's slack), so the 4 loads stay inside.
-                                let v: [__m512; XB] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * LANES)));
-                                for (o, row) in acc.iter_mut().enumerate() {
-                                    let wv = _mm512_set1_ps(weights[t + o]);
-                                    for i in 0..XB {
-                                        row[i] = _mm512_fmadd_ps(wv, v[i], row[i]);
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    let offsets: [usize; XB] = std::array::from_fn(|i| i * LANES);
+                    let acc = sums::<OB, XB>(padded, weights, bias, s, (ph, pw), oy * pw + x0, offsets);
                     for (o, row) in acc.iter().enumerate().take(channels) {
                         let dst = out.as_mut_ptr().add(o * plane + oy * ow + x0);
                         for (i, vector) in row.iter().enumerate() {
@@ -254,6 +232,54 @@ mod avx512 {
                 }
             }
         }
+    }
+
+    /// The sums over every tap, each from its channel's bias, of `OB`
+    /// output channels at `N` vectors of 16 pixels: vector `i` reads the
+    /// padded planes from `start + offsets[i]` (the offset in channel 0's
+    /// plane of its first tap). Taps in order: input channel, row, column.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; every tap's 16 floats from each vector's
+    /// start must lie inside `padded`, and `weights` must hold
+    /// [c · taps][OB].
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn sums<const OB: usize, const N: usize>(
+        padded: &[f32],
+        weights: &[f32],
+        bias: [f32; OB],
+        s: &Conv2dShape,
+        (ph, pw): (usize, usize),
+        start: usize,
+        offsets: [usize; N],
+    ) -> [[__m512; N]; OB] {
+        let (kh, kw, dh, dw) = (s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation);
+        let taps = kh * kw;
+        let mut acc = [[_mm512_setzero_ps(); N]; OB];
+        for (o, row) in acc.iter_mut().enumerate() {
+            *row = [_mm512_set1_ps(bias[o]); N];
+        }
+        // SAFETY: the caller's contract.
+        unsafe {
+            for c in 0..s.c {
+                for ky in 0..kh {
+                    let line = (c * ph + ky * dh) * pw + start;
+                    for kx in 0..kw {
+                        let t = (c * taps + ky * kw + kx) * OB;
+                        let src = padded.as_ptr().add(line + kx * dw);
+                        let v: [__m512; N] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(offsets[i])));
+                        for (o, row) in acc.iter_mut().enumerate() {
+                            let wv = _mm512_set1_ps(*weights.get_unchecked(t + o));
+                            for i in 0..N {
+                                row[i] = _mm512_fmadd_ps(wv, v[i], row[i]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        acc
     }
 
     /// [`block`] followed by a 2x2, stride-2 max pool, in registers: for
@@ -277,9 +303,8 @@ mod avx512 {
     ) {
         let (oh, ow) = (s.h.output, s.w.output);
         let (qh, qw) = (oh / 2, ow / 2);
-        let (kh, kw, dh, dw) = (s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation);
-        let taps = kh * kw;
-        assert!(out.len() >= channels * qh * qw && weights.len() >= s.c * taps * OB && channels <= OB);
+        let (kw, dw) = (s.w.kernel, s.w.dilation);
+        assert!(out.len() >= channels * qh * qw && weights.len() >= s.c * s.h.kernel * kw * OB && channels <= OB);
         assert!(padded.len() >= (s.c * ph - 1) * pw + (qw * 2).div_ceil(2 * LANES) * 2 * LANES + (kw - 1) * dw);
         // SAFETY: the CPU has AVX-512F (the caller's contract); each load
         // reads 16 floats inside `padded` (checked above: rows 2qy + 1 +
@@ -290,31 +315,8 @@ mod avx512 {
                 let oy = 2 * qy;
                 for x0 in (0..2 * qw).step_by(2 * LANES) {
                     // acc[o][2 r + v]: channel o, row oy + r, pixels x0 + 16 v.
-                    let mut acc = [[_mm512_setzero_ps(); 4]; OB];
-                    for (o, row) in acc.iter_mut().enumerate() {
-                        *row = [_mm512_set1_ps(bias[o]); 4];
-                    }
-                    for c in 0..s.c {
-                        for ky in 0..kh {
-                            let line = (c * ph + oy + ky * dh) * pw + x0;
-                            for kx in 0..kw {
-                                let t = (c * taps + ky * kw + kx) * OB;
-                                let src = padded.as_ptr().add(line + kx * dw);
-                                let v = [
-                                    _mm512_loadu_ps(src),
-                                    _mm512_loadu_ps(src.add(LANES)),
-                                    _mm512_loadu_ps(src.add(pw)),
-                                    _mm512_loadu_ps(src.add(pw + LANES)),
-                                ];
-                                for (o, row) in acc.iter_mut().enumerate() {
-                                    let wv = _mm512_set1_ps(*weights.get_unchecked(t + o));
-                                    for i in 0..4 {
-                                        row[i] = _mm512_fmadd_ps(wv, v[i], row[i]);
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    let offsets = [0, LANES, pw, pw + LANES];
+                    let acc = sums::<OB, 4>(padded, weights, bias, s, (ph, pw), oy * pw + x0, offsets);
                     let n = (qw - x0 / 2).min(LANES);
                     let mask: __mmask16 = if n == LANES { 0xffff } else { (1u16 << n) - 1 };
                     for (o, row) in acc.iter().enumerate().take(channels) {

@@ -13,9 +13,9 @@
 use rayon::prelude::*;
 
 use super::conv::{AutoPad, Axis, Window};
-use super::conv2d::{Conv2dShape, conv2d, conv2d_pooled, pool_output};
+use super::conv2d::{Conv2dShape, conv2d_fused, pooled_size};
 use super::epilogue::Activation;
-use super::winograd::{WinogradFilters, conv3x3};
+use super::winograd::WinogradFilters;
 use super::{BuildContext, BuildError, Kernel, KernelError, KernelRegistry, MAX_OPSET, floats, matmul_f32, required};
 use crate::graph::Node;
 use crate::tensor::Tensor;
@@ -214,31 +214,7 @@ impl Conv {
         let [ah, aw] = [self.window.axis(0, h, p.kernel[0])?, self.window.axis(1, w, p.kernel[1])?];
         let s = Conv2dShape { n, c, m: p.co, cg: c, g: 1, h: ah, w: aw };
         let nchw = super::shape::permute(x, &[n, h, w, c], &[0, 3, 1, 2]);
-        let act = self.activation;
-        let winograd = p.winograd.as_ref().filter(|f| f.fits(&s));
-        let (y, [oh, ow]) = match self.pool {
-            None => {
-                let y = match winograd {
-                    Some(f) => conv3x3(&nchw, f, bias, &s, act, false),
-                    None => conv2d(&nchw, &p.oihw, bias, &s, act),
-                };
-                (y, [ah.output, aw.output])
-            }
-            Some(pool) => {
-                if ah.output < pool[0] || aw.output < pool[1] {
-                    return Err(KernelError(format!(
-                        "the pool window {pool:?} does not fit in the convolution's output of {}x{}",
-                        ah.output, aw.output
-                    )));
-                }
-                let y = match winograd {
-                    Some(f) if pool == [2, 2] => conv3x3(&nchw, f, bias, &s, act, true),
-                    Some(f) => pool_output(&conv3x3(&nchw, f, bias, &s, act, false), &s, pool),
-                    None => conv2d_pooled(&nchw, &p.oihw, bias, &s, act, pool),
-                };
-                (y, [ah.output / pool[0], aw.output / pool[1]])
-            }
-        };
+        let (y, [oh, ow]) = conv2d_fused(&nchw, &p.oihw, p.winograd.as_ref(), bias, &s, self.activation, self.pool)?;
         let nhwc = super::shape::permute(&y, &[n, p.co, oh, ow], &[0, 2, 3, 1]);
         Ok(Tensor::from_f32(vec![n, oh, ow, p.co], nhwc)?)
     }
@@ -260,14 +236,9 @@ impl Conv {
         }
         let Some(pool) = self.pool else { return Ok(Tensor::from_f32(shape, v)?) };
         let [n, h, w] = [shape[0], shape[1], shape[2]];
-        if h < pool[0] || w < pool[1] {
-            return Err(KernelError(format!(
-                "the pool window {pool:?} does not fit in the convolution's output of {h}x{w}"
-            )));
-        }
+        let [ph, pw] = pooled_size([h, w], pool)?;
         let nchw = super::shape::permute(&v, &shape, &[0, 3, 1, 2]);
         let pooled = super::pool::max_pool_planes(&nchw, n * co, [h, w], pool);
-        let (ph, pw) = (h / pool[0], w / pool[1]);
         Ok(Tensor::from_f32(vec![n, ph, pw, co], super::shape::permute(&pooled, &[n, co, ph, pw], &[0, 2, 3, 1]))?)
     }
 }

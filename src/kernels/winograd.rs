@@ -96,12 +96,15 @@ fn input_channel_impl(channel: &[f32], s: &Conv2dShape, rows: Range<usize>, dst:
     let tiles = rows.len() * tw;
     let (ph, pw) = (2 * rows.len() + 2, 2 * tw + 2);
     // The strip, then for each row parity the four columns of each of its
-    // rows.len() + 1 rows, then a tile row's four column-transformed rows.
+    // rows.len() + 1 rows, then the column-transformed rows, then one strip
+    // row's even and odd elements.
     let half = (rows.len() + 1) * tw;
     work.clear();
-    work.resize(ph * pw + 8 * half + 16 * tiles, 0.0);
+    work.resize(ph * pw + 8 * half + 16 * tiles + 2 * (tw + 1), 0.0);
     let (padded, rest) = work.split_at_mut(ph * pw);
-    let (split, cols) = rest.split_at_mut(8 * half);
+    let (split, rest) = rest.split_at_mut(8 * half);
+    let (cols, rest) = rest.split_at_mut(16 * tiles);
+    let (even, odd) = rest.split_at_mut(tw + 1);
     let width = iw.min(pw - pl);
     for (py, strip_row) in padded.chunks_exact_mut(pw).enumerate() {
         let iy = (2 * rows.start + py) as isize - pt as isize;
@@ -113,10 +116,9 @@ fn input_channel_impl(channel: &[f32], s: &Conv2dShape, rows: Range<usize>, dst:
     // split[parity][k][r * tw + t] = padded[2r + parity][2t + k]: each row
     // split into its even and odd elements, then copied out twice, the
     // second time one element on.
-    let (mut even, mut odd) = (vec![0.0f32; tw + 1], vec![0.0f32; tw + 1]);
     for (py, row) in padded.chunks_exact(pw).enumerate() {
         let (parity, r) = (py % 2, py / 2);
-        deinterleave(row, &mut even, &mut odd);
+        deinterleave(row, even, odd);
         let at = |k: usize| (parity * 4 + k) * half + r * tw;
         split[at(0)..at(0) + tw].copy_from_slice(&even[..tw]);
         split[at(1)..at(1) + tw].copy_from_slice(&odd[..tw]);
